@@ -1,0 +1,25 @@
+"""The data layer (probes, protocols, engine, servers) and the bench never import Textual."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def data_layer_modules() -> list[str]:
+    modules = ["tui.bench"]
+    for package in ("load", "probes", "servers"):
+        for path in sorted((ROOT / "tui" / package).glob("*.py")):
+            modules.append(f"tui.{package}" if path.stem == "__init__" else f"tui.{package}.{path.stem}")
+    return modules
+
+
+def test_data_layer_imports_no_textual():
+    modules = data_layer_modules()
+    assert "tui.load.engine" in modules and "tui.servers.sim" in modules
+    code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + (
+        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] == 'textual')))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""

@@ -1,0 +1,139 @@
+"""The stream decoders give the same events for every split of the bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tui.load.protocols import (
+    NDJSONDecoder,
+    RequestSpec,
+    SSEDecoder,
+    chat_body,
+    error_from_body,
+)
+
+DATA = Path(__file__).parent / "data"
+LLAMACPP = (DATA / "llamacpp_chat_stream.sse").read_bytes()  # recorded from llama-server
+OLLAMA = (DATA / "ollama_chat_stream.ndjson").read_bytes()  # documented shape, with UTF-8 text
+
+
+def decode(decoder_cls, pieces):
+    decoder = decoder_cls()
+    events = []
+    for piece in pieces:
+        events += decoder.feed(piece)
+    return events + decoder.close()
+
+
+def every_split(data: bytes):
+    yield [data]
+    yield [data[i : i + 1] for i in range(len(data))]  # one byte at a time
+    for i in range(1, len(data)):
+        yield [data[:i], data[i:]]
+
+
+def summary(events):
+    return [(e.content, e.final, e.done_reason, e.output_tokens, e.prompt_tokens, e.timings, e.error_kind)
+            for e in events]
+
+
+@pytest.mark.parametrize(("cls", "data"), [(SSEDecoder, LLAMACPP), (NDJSONDecoder, OLLAMA)])
+def test_every_split_gives_the_same_events(cls, data):
+    whole = summary(decode(cls, [data]))
+    assert len(whole) > 3
+    for pieces in every_split(data):
+        assert summary(decode(cls, pieces)) == whole
+
+
+def test_every_three_way_split_of_multibyte_text():
+    data = OLLAMA
+    whole = summary(decode(NDJSONDecoder, [data]))
+    cut_points = [i for i in range(1, len(data)) if data[i] & 0xC0 == 0x80]  # inside a UTF-8 character
+    assert cut_points
+    for i in cut_points:
+        for j in range(i + 1, len(data), 7):
+            assert summary(decode(NDJSONDecoder, [data[:i], data[i:j], data[j:]])) == whole
+
+
+def test_recorded_llamacpp_stream():
+    events = decode(SSEDecoder, [LLAMACPP])
+    text = "".join(e.content for e in events)
+    assert text == "In the 1980s, a small,"
+    assert sum(1 for e in events if e.content) == 12  # one token per chunk
+    usage = [e for e in events if e.output_tokens]
+    assert usage[0].output_tokens == 12 and usage[0].prompt_tokens == 39
+    assert usage[0].timings["predicted_n"] == 12
+    assert any(e.done_reason == "length" for e in events)
+    assert events[-1].final  # [DONE]
+    # the role-only first chunk carries no content
+    assert events[0].content == "" and not events[0].final
+
+
+def test_ollama_final_chunk_fields_and_omitted_zeros():
+    events = decode(NDJSONDecoder, [OLLAMA])
+    assert "".join(e.content for e in events) == "Once upon a café 🌙 time"
+    final = events[-1]
+    assert final.final and final.done_reason == "stop"
+    assert final.output_tokens == 4 and final.prompt_tokens == 17
+    assert final.timings == {"total_duration": 1220000000, "load_duration": 0,
+                             "prompt_eval_duration": 60000000, "eval_duration": 160000000}
+
+
+def test_ollama_error_line_inside_a_200_stream():
+    data = b'{"message":{"content":"a"},"done":false}\n{"error":"an error was encountered while running the model"}\n'
+    events = decode(NDJSONDecoder, [data])
+    assert events[0].content == "a"
+    assert events[1].error_kind == "server" and "encountered" in events[1].error
+
+
+def test_ollama_generate_shape_and_last_line_without_newline():
+    data = b'{"response":"Hi","done":false}\n{"response":"","done":true,"eval_count":1}'
+    events = decode(NDJSONDecoder, [data])
+    assert [e.content for e in events] == ["Hi", ""]
+    assert events[1].final and events[1].output_tokens == 1
+
+
+def test_malformed_lines_become_error_events():
+    events = decode(NDJSONDecoder, [b'{"message": {"content": "bro\n'])
+    assert events[0].error_kind == "malformed"
+    events = decode(SSEDecoder, [b"data: {not json\n\n"])
+    assert events[0].error_kind == "malformed"
+
+
+def test_sse_crlf_comments_no_space_multiline_and_no_done():
+    data = (
+        b": ping\r\n\r\n"
+        b'data:{"choices":[{"delta":{"content":"a"}}]}\r\n\r\n'
+        b'data: {"choices":[{"delta":\r\ndata: {"content":"b"}}]}\r\n\r\n'
+        b"event: message\r\nid: 7\r\n"
+        b'data: {"choices":[{"delta":{},"finish_reason":"stop"}],"usage":{"completion_tokens":2}}'
+    )  # no blank line and no [DONE] at the end
+    for pieces in every_split(data):
+        events = decode(SSEDecoder, pieces)
+        assert [e.content for e in events] == ["a", "b", ""]
+        assert events[-1].done_reason == "stop" and events[-1].output_tokens == 2
+
+
+def test_openai_error_object_in_stream():
+    events = decode(SSEDecoder, [b'data: {"error":{"message":"boom","type":"server_error"}}\n\n'])
+    assert events[0].error == "boom" and events[0].error_kind == "server"
+
+
+def test_chat_bodies():
+    spec = RequestSpec(model="m", prompt="p", max_tokens=5, temperature=0.0, seed=3, num_ctx=2048)
+    ollama = chat_body("ollama", spec)
+    assert ollama["options"] == {"num_predict": 5, "temperature": 0.0, "seed": 3, "num_ctx": 2048}
+    assert ollama["messages"] == [{"role": "user", "content": "p"}] and ollama["stream"] is True
+    openai = chat_body("openai", spec)
+    assert openai["stream_options"] == {"include_usage": True}
+    assert openai["max_tokens"] == 5 and openai["seed"] == 3 and "num_ctx" not in openai
+    assert "options" not in chat_body("ollama", RequestSpec(model="m", prompt="p"))
+
+
+def test_error_bodies_in_both_shapes():
+    busy = "server busy, please try again.  maximum pending requests exceeded"
+    assert error_from_body(('{"error":"%s"}' % busy).encode()) == "server busy, please try again. maximum pending requests exceeded"
+    assert error_from_body(b'{"error":{"message":"nope","type":"api_error"}}') == "nope"
+    assert error_from_body(b"<html>\nBad Gateway\n</html>") == "<html> Bad Gateway </html>"

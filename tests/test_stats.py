@@ -1,0 +1,81 @@
+"""Derived figures of a request and of a benchmark cell."""
+
+from __future__ import annotations
+
+import pytest
+
+from tui.load.records import NS, RequestRecord
+from tui.load.stats import cell_row, percentile
+
+
+def record(stream=0, send=0.0, first=0.5, last=4.5, end=4.6, tokens=None, chunks=101, api="openai",
+           timings=None, error=None, rnd=0):
+    r = RequestRecord(stream=stream, concurrency=4, words=100, mode="output", api=api, model="m", round=rnd)
+    r.send_ns = int(send * NS)
+    r.first_token_ns = int(first * NS)
+    r.last_token_ns = int(last * NS)
+    r.end_ns = int(end * NS)
+    step = (last - first) / max(chunks - 1, 1)
+    r.chunk_ns = [int((first + i * step) * NS) for i in range(chunks)]
+    r.server_output_tokens = tokens
+    r.timings = timings
+    if error:
+        r.error_kind, r.error = error, "boom"
+    return r
+
+
+def test_percentile_interpolates_like_numpy():
+    assert percentile([], 50) is None
+    assert percentile([3.0], 99) == 3.0
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([1, 2, 3, 4, 5], 90) == pytest.approx(4.6)
+
+
+def test_request_figures_client_counted():
+    r = record(tokens=None, chunks=101)
+    assert r.tokens_source == "client" and r.output_tokens == 101
+    assert r.ttft_s == 0.5 and r.e2e_s == pytest.approx(4.6)
+    assert r.decode_tps == pytest.approx(100 / 4.0)
+    assert r.seed_tps == pytest.approx(101 / 4.6)
+
+
+def test_request_figures_server_reported():
+    r = record(tokens=120, chunks=101, timings={"predicted_per_second": 29.5, "prompt_per_second": 400.0})
+    assert r.tokens_source == "server" and r.output_tokens == 120
+    assert r.decode_tps == pytest.approx(119 / 4.0)
+    assert r.server_decode_tps == 29.5 and r.server_prefill_tps == 400.0
+    assert r.queue_wait_s is None  # only ollama reports what it takes
+
+
+def test_ollama_server_figures_and_queue_wait():
+    t = {"total_duration": 10 * NS, "load_duration": 1 * NS, "prompt_eval_duration": NS // 2, "eval_duration": 4 * NS}
+    r = record(api="ollama", tokens=100, timings=t)
+    r.prompt_tokens = 200
+    assert r.server_decode_tps == pytest.approx(25.0)
+    assert r.server_prefill_tps == pytest.approx(400.0)
+    assert r.queue_wait_s == pytest.approx(4.5)
+
+
+def test_cell_row_reproduces_the_articles_average_speed():
+    # The seed's 4 x 100 words row: average tokens / average time.
+    records = [record(stream=i, tokens=t, end=e, last=e - 0.1) for i, (t, e) in
+               enumerate([(120, 7.0), (125, 7.5), (121, 7.74), (125, 8.0)])]
+    row = cell_row(4, 100, records)
+    assert row["avg_tokens"] == pytest.approx(122.75)
+    assert row["avg_time_s"] == pytest.approx(7.56)
+    assert row["avg_speed_tps"] == pytest.approx(122.75 / 7.56)
+    assert row["aggregate_tps"] == pytest.approx(491 / 8.0)
+    assert row["ttft_p50_s"] == 0.5 and row["errors"] == 0 and row["tokens_source"] == "server"
+
+
+def test_cell_row_counts_errors_and_averages_only_successes():
+    records = [record(stream=0, tokens=100), record(stream=1, error="cut", tokens=None, chunks=5)]
+    row = cell_row(2, 100, records)
+    assert row["requests"] == 2 and row["ok"] == 1 and row["errors"] == 1
+    assert row["avg_tokens"] == 100 and row["error_kinds"] == ["cut"]
+
+
+def test_aggregate_rate_times_rounds_separately():
+    r0 = [record(stream=i, tokens=100, send=0, end=5, last=4.9) for i in range(2)]
+    r1 = [record(stream=i, tokens=100, send=100, first=100.5, last=104.9, end=105, rnd=1) for i in range(2)]
+    assert cell_row(2, 100, r0 + r1)["aggregate_tps"] == pytest.approx(400 / 10)

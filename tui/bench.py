@@ -1,0 +1,255 @@
+"""`tokentop bench`: the seed article's benchmark, headless.
+
+For each (concurrency, words) cell, send `concurrency` requests at once and wait for all of them;
+`--rounds` repeats the cell. Results go to stdout as a table (or markdown, csv, json); a progress
+bar goes to stderr; `--out` gets one JSON line per request, flushed as each request ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import IO, Any
+
+from tui import __version__
+from tui.load.client import Target, make_client, stream_once
+from tui.load.discover import DiscoveryError, ServerInfo, discover
+from tui.load.prompts import INPUT, MODES, OUTPUT, build_prompt
+from tui.load.protocols import RequestSpec
+from tui.load.records import RequestRecord
+from tui.load.stats import cell_row
+
+FORMATS = ("table", "markdown", "csv", "json")
+
+# (row key, header, how to print it). The first five are the seed article's columns.
+COLUMNS: list[tuple[str, str, str]] = [
+    ("concurrency", "Number of Requests", "d"),
+    ("words", "Output Word Count", "d"),
+    ("avg_tokens", "Average Tokens", ".2f"),
+    ("avg_time_s", "Average Time (s)", ".2f"),
+    ("avg_speed_tps", "Average Speed (tokens/s)", ".1f"),
+    ("ttft_p50_s", "TTFT p50 (s)", ".3f"),
+    ("ttft_max_s", "TTFT max (s)", ".3f"),
+    ("decode_tps_mean", "Decode tok/s (mean)", ".1f"),
+    ("aggregate_tps", "Aggregate tok/s", ".1f"),
+    ("server_decode_tps_mean", "Server decode tok/s", ".1f"),
+    ("server_prefill_tps_mean", "Server prefill tok/s", ".1f"),
+    ("tokens_source", "Tokens from", "s"),
+    ("errors", "Errors", "d"),
+]
+
+LEGEND = (
+    "Tokens from: 'server' = server-reported counts (ollama eval_count / OpenAI usage), "
+    "'client' = content chunks counted by tokentop.\n"
+    "Average Time, Average Speed (= Average Tokens / Average Time, the article's figure), TTFT, "
+    "Decode (= (tokens-1)/(last-first token)) and Aggregate (all tokens / wall time) are "
+    "client-measured; Server decode/prefill tok/s are server-reported."
+)
+
+
+class UsageError(Exception):
+    """A bad flag value; the message is one line."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", help="server URL (default: $OLLAMA_HOST, $OPENAI_BASE_URL, else http://127.0.0.1:11434)")
+    p.add_argument("--api", default="auto", choices=("auto", "ollama", "openai"), help="wire protocol (default: detect)")
+    p.add_argument("--model", help="model name (default: the loaded / only model)")
+    p.add_argument("--mode", default=OUTPUT, choices=MODES,
+                   help="output: 'tell a story in N words:'; input: title of a ~480-word text")
+    p.add_argument("--concurrency", default="1,2,4", help="comma-separated request counts (default 1,2,4)")
+    p.add_argument("--words", default="25,50,100,400,800", help="comma-separated word counts, output mode")
+    p.add_argument("--rounds", type=int, default=1, help="repeat each cell R times (default 1)")
+    p.add_argument("--max-tokens", type=int, help="cap on output tokens (ollama num_predict / OpenAI max_tokens)")
+    p.add_argument("--temperature", type=float, help="sampling temperature")
+    p.add_argument("--seed", type=int, help="sampling seed")
+    p.add_argument("--num-ctx", type=int, help="ollama context length (changing it reloads the model)")
+    p.add_argument("--timeout", type=float, default=600.0, help="longest silence between chunks, seconds (default 600)")
+    p.add_argument("--format", default="table", choices=FORMATS, help="stdout format (default table)")
+    p.add_argument("--out", metavar="FILE.jsonl", help="write one JSON line per request, as each ends")
+    p.add_argument("--sim", action="store_true", help="bench a built-in SIMULATED server instead of --url")
+    p.add_argument("--sim-speed", type=float, default=10.0, help="time multiplier of --sim (default 10)")
+
+
+def parse_int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{flag} takes comma-separated whole numbers, not {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise UsageError(f"{flag} takes whole numbers of 1 or more, not {text!r}")
+    return values
+
+
+def validate(args: argparse.Namespace) -> tuple[list[int], list[int]]:
+    concurrency = parse_int_list(args.concurrency, "--concurrency")
+    words = parse_int_list(args.words, "--words")
+    if args.rounds < 1:
+        raise UsageError(f"--rounds must be 1 or more, not {args.rounds}")
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise UsageError(f"--max-tokens must be 1 or more, not {args.max_tokens}")
+    if args.num_ctx is not None and args.num_ctx < 1:
+        raise UsageError(f"--num-ctx must be 1 or more, not {args.num_ctx}")
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout must be more than 0, not {args.timeout}")
+    if args.sim_speed <= 0:
+        raise UsageError(f"--sim-speed must be more than 0, not {args.sim_speed}")
+    if args.mode == INPUT:
+        words = [len(build_prompt(INPUT, 0).split())]  # the prompt's length is the variable
+    return concurrency, words
+
+
+def run(args: argparse.Namespace) -> int:
+    sim = None
+    try:
+        concurrency, words = validate(args)
+        out = open(args.out, "w", encoding="utf-8") if args.out else None
+    except (UsageError, OSError) as exc:
+        return _die(str(exc))
+    try:
+        url = args.url
+        if args.sim:
+            from tui.servers.sim import SimConfig, SimThread
+
+            sim = SimThread(SimConfig(speed=args.sim_speed)).start()
+            url = sim.url
+        target, info = discover(url, args.api, args.model)
+        meta = make_meta(info, args, concurrency, words)
+        records: list[RequestRecord] = []
+        interrupted = False
+        try:
+            with _progress(sum(c * args.rounds for c in concurrency) * len(words)) as advance:
+                def finished(record: RequestRecord) -> None:
+                    records.append(record)
+                    if out is not None:
+                        out.write(json.dumps(record.to_json()) + "\n")
+                        out.flush()
+                    advance()
+
+                asyncio.run(run_cells(target, args, concurrency, words, finished))
+        except KeyboardInterrupt:
+            interrupted = True
+            print(f"interrupted: {len(records)} finished request(s) kept", file=sys.stderr)
+        rows = rows_of(records, concurrency, words)
+        sys.stdout.write(render(rows, meta, args.format, args.mode))
+        sys.stdout.flush()
+        return 130 if interrupted else 0
+    except DiscoveryError as exc:
+        return _die(str(exc))
+    finally:
+        if out is not None:
+            out.close()
+        if sim is not None:
+            sim.stop()
+
+
+def _die(message: str) -> int:
+    print(f"tokentop bench: error: {message}", file=sys.stderr)
+    return 2
+
+
+async def run_cells(target: Target, args: argparse.Namespace, concurrency: list[int], words: list[int],
+                    finished: Callable[[RequestRecord], None]) -> None:
+    async with make_client(args.timeout) as client:
+        for n in concurrency:
+            for w in words:
+                spec = RequestSpec(
+                    model=target.model, prompt=build_prompt(args.mode, w), max_tokens=args.max_tokens,
+                    temperature=args.temperature, seed=args.seed, num_ctx=args.num_ctx,
+                )
+                for rnd in range(args.rounds):
+                    async def one(i: int) -> None:
+                        record = RequestRecord(stream=i, concurrency=n, words=w, mode=args.mode,
+                                               api=target.api, model=target.model, round=rnd)
+                        await stream_once(client, target, spec, record)
+                        finished(record)
+
+                    await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def rows_of(records: list[RequestRecord], concurrency: list[int], words: list[int]) -> list[dict[str, Any]]:
+    rows = []
+    for n in concurrency:
+        for w in words:
+            cell = [r for r in records if r.concurrency == n and r.words == w]
+            if cell:
+                rows.append(cell_row(n, w, cell))
+    return rows
+
+
+def make_meta(info: ServerInfo, args: argparse.Namespace, concurrency: list[int], words: list[int]) -> dict[str, Any]:
+    return {
+        "url": info.url,
+        "api": info.api,
+        "server_kind": info.kind,
+        "server_version": info.version,
+        "simulated": info.simulated,
+        "model": info.model,
+        "tokentop_version": __version__,
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "options": {
+            "mode": args.mode, "concurrency": concurrency, "words": words, "rounds": args.rounds,
+            "max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed,
+            "num_ctx": args.num_ctx, "timeout_s": args.timeout,
+        },
+    }
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None:
+        return "-"
+    if fmt == "s":
+        return str(value)
+    return format(value, fmt)
+
+
+def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str = OUTPUT) -> str:
+    if fmt == "json":
+        return json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n"
+    headers = [h for _, h, _ in COLUMNS]
+    if mode == INPUT:
+        headers[1] = "Input Word Count"
+    body = [[_cell(row.get(key), f) for key, _, f in COLUMNS] for row in rows]
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow([key for key, _, _ in COLUMNS])
+        writer.writerows([[row.get(key) for key, _, _ in COLUMNS] for row in rows])
+        return buf.getvalue()
+    title = (f"{meta['model']} on {meta['server_kind']} {meta['server_version'] or ''}".rstrip()
+             + (" (SIMULATED)" if meta["simulated"] else "") + f" at {meta['url']}")
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+        lines += ["| " + " | ".join(r) + " |" for r in body]
+        return f"{title}\n\n" + "\n".join(lines) + "\n\n" + LEGEND + "\n"
+    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.rjust(wd) for h, wd in zip(headers, widths))]
+    lines += ["  ".join(c.rjust(wd) for c, wd in zip(r, widths)) for r in body]
+    if not body:
+        lines.append("(no finished requests)")
+    return title + "\n" + "\n".join(lines) + "\n" + LEGEND + "\n"
+
+
+class _progress:
+    """A rich progress bar on stderr; `with _progress(total) as advance: advance()`."""
+
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(TextColumn("requests"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                  console=Console(stderr=True), transient=True)
+        self._task = self._progress.add_task("bench", total=total)
+
+    def __enter__(self) -> Callable[[], None]:
+        self._progress.start()
+        return lambda: self._progress.advance(self._task)
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()

@@ -1,0 +1,312 @@
+"""The live load engine: closed-loop streaming requests whose concurrency can change while it runs.
+
+It runs its own asyncio loop in its own thread, so chunk timestamps are taken away from any UI
+loop. Other threads steer it with `set_*` calls (applied on the engine's loop) and read it with
+`snapshot()`, which copies a few numbers and never blocks on the loop.
+
+Closed loop: stream i sends a request, waits for it to end, sends the next, for i < concurrency.
+Raising concurrency starts new streams at once; lowering it lets the surplus streams finish their
+current request and stop (or cancels them when `cancel_surplus` is set). Words, mode and options
+apply to the next request of each stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import dataclasses
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tui.load.client import Target, make_client, stream_once
+from tui.load.prompts import MODES, build_prompt
+from tui.load.protocols import RequestSpec
+from tui.load.records import NS, RequestRecord
+from tui.load.stats import percentile
+
+WAITING, STREAMING, DONE, ERROR = "waiting", "streaming", "done", "error"
+ERROR_BACKOFF_S = 1.0  # pause after a failed request so a dead server is not hammered
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    concurrency: int = 1
+    words: int = 100
+    mode: str = "output"
+    max_tokens: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    num_ctx: int | None = None
+    cancel_surplus: bool = False
+
+    def validated(self) -> LoadSettings:
+        if self.concurrency < 0:
+            raise ValueError(f"concurrency must be 0 or more, not {self.concurrency}")
+        if self.words < 1:
+            raise ValueError(f"words must be 1 or more, not {self.words}")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r} (choose from: {', '.join(MODES)})")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max tokens must be 1 or more, not {self.max_tokens}")
+        return self
+
+
+@dataclass(frozen=True)
+class StreamView:
+    """One stream as the UI shows it. Token counts and live rates are client-counted chunks."""
+
+    index: int
+    state: str
+    requests_done: int
+    waited_s: float  # send → first token, or send → now while still waiting
+    ttft_s: float | None
+    tokens: int
+    live_tps: float  # content chunks per second over the engine's window (client-counted)
+    e2e_s: float  # send → end, or send → now while running
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    taken_ns: int
+    running: bool
+    settings: LoadSettings
+    streams: tuple[StreamView, ...]
+    waiting: int
+    streaming: int
+    completed: int
+    errors: int
+    aggregate_tps: float  # all streams' content chunks per second over the window (client-counted)
+    mean_stream_tps: float | None  # mean live rate of the streaming streams
+    ttft_p50_s: float | None  # over the recent finished requests
+
+
+def chunks_in_window(record: RequestRecord, since_ns: int) -> int:
+    chunks = record.chunk_ns
+    n = len(chunks)  # read once: the engine thread may append meanwhile
+    return n - bisect.bisect_left(chunks, since_ns, 0, n)
+
+
+class LoadEngine:
+    def __init__(
+        self,
+        target: Target,
+        settings: LoadSettings | None = None,
+        *,
+        read_timeout: float = 600.0,
+        window_s: float = 2.0,
+        on_record: Callable[[RequestRecord], None] | None = None,
+    ) -> None:
+        self.target = target
+        self._settings = (settings or LoadSettings()).validated()
+        self._settings_lock = threading.Lock()
+        self._read_timeout = read_timeout
+        self._window_ns = int(window_s * NS)
+        self._on_record = on_record
+        self._running = False
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._workers: dict[int, asyncio.Task] = {}
+        self._current: dict[int, RequestRecord] = {}
+        self._done_count: dict[int, int] = {}
+        self.records: list[RequestRecord] = []  # every finished request, in finishing order
+        self._recent: deque[RequestRecord] = deque(maxlen=256)
+
+    # --- lifecycle (any thread) -------------------------------------------------------------
+    def start(self, running: bool = True) -> None:
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._thread_main, args=(ready,), name="tokentop-engine", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if running:
+            self.resume()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Cancel every stream and end the engine thread (within `timeout` seconds)."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        self._stopping = True
+        future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+        try:
+            future.result(timeout)
+        except Exception:
+            pass
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+
+    def resume(self) -> None:
+        self._call(self._set_running, True)
+
+    def pause(self) -> None:
+        """Send no new requests; the ones in flight finish."""
+        self._call(self._set_running, False)
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def settings(self) -> LoadSettings:
+        return self._settings
+
+    # --- steering (any thread) ---------------------------------------------------------------
+    def set_concurrency(self, n: int) -> None:
+        self.update(concurrency=n)
+
+    def set_words(self, words: int) -> None:
+        self.update(words=words)
+
+    def set_mode(self, mode: str) -> None:
+        self.update(mode=mode)
+
+    def update(self, **changes) -> LoadSettings:
+        """Change settings; raises ValueError (and changes nothing) on a bad value.
+
+        New requests read the settings when they start; the engine's loop is then told to start
+        or stop streams to match the concurrency.
+        """
+        with self._settings_lock:
+            new = dataclasses.replace(self._settings, **changes).validated()
+            self._settings = new
+        self._call(self._reconcile)
+        return new
+
+    # --- reading (any thread) ----------------------------------------------------------------
+    def snapshot(self) -> Snapshot:
+        now = time.perf_counter_ns()
+        since = now - self._window_ns
+        views = []
+        window_chunks = 0
+        for index, record in sorted(list(self._current.items())):
+            view = self._view(index, record, now, since)
+            views.append(view)
+        for record in list(self._current.values()):
+            window_chunks += chunks_in_window(record, since)
+        current_ids = {id(r) for r in list(self._current.values())}
+        recent = list(self._recent)
+        for record in recent:
+            if id(record) not in current_ids and record.end_ns and record.end_ns >= since:
+                window_chunks += chunks_in_window(record, since)
+        streaming = [v for v in views if v.state == STREAMING]
+        ttfts = [r.ttft_s for r in recent if r.ttft_s is not None]
+        return Snapshot(
+            taken_ns=now,
+            running=self._running,
+            settings=self._settings,
+            streams=tuple(views),
+            waiting=sum(1 for v in views if v.state == WAITING),
+            streaming=len(streaming),
+            completed=len(self.records),
+            errors=sum(1 for r in self.records if r.error_kind),
+            aggregate_tps=window_chunks / (self._window_ns / NS),
+            mean_stream_tps=(sum(v.live_tps for v in streaming) / len(streaming)) if streaming else None,
+            ttft_p50_s=percentile(ttfts, 50),
+        )
+
+    def _view(self, index: int, record: RequestRecord, now: int, since: int) -> StreamView:
+        first, end = record.first_token_ns, record.end_ns
+        if end is not None:
+            state = ERROR if record.error_kind else DONE
+        else:
+            state = WAITING if first is None else STREAMING
+        live = 0.0
+        if state == STREAMING and first is not None:
+            span = min(self._window_ns, now - first) / NS
+            live = chunks_in_window(record, since) / span if span > 0.05 else 0.0
+        stop = end if end is not None else now
+        return StreamView(
+            index=index,
+            state=state,
+            requests_done=self._done_count.get(index, 0),
+            waited_s=((first if first is not None else stop) - record.send_ns) / NS,
+            ttft_s=record.ttft_s,
+            tokens=record.output_tokens,
+            live_tps=live,
+            e2e_s=(stop - record.send_ns) / NS,
+            error=record.error,
+        )
+
+    # --- the engine's own loop ----------------------------------------------------------------
+    def _call(self, fn, *args) -> None:
+        if self._loop is None:
+            raise RuntimeError("engine not started")
+        self._loop.call_soon_threadsafe(fn, *args)
+
+    def _thread_main(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        self._client = make_client(self._read_timeout)
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    def _set_running(self, running: bool) -> None:
+        self._running = running
+        self._reconcile()
+
+    def _target(self) -> int:
+        return self._settings.concurrency if self._running and not self._stopping else 0
+
+    def _reconcile(self) -> None:
+        target = self._target()
+        for index in range(target):
+            if index not in self._workers:
+                self._workers[index] = asyncio.get_running_loop().create_task(self._stream(index))
+        if self._settings.cancel_surplus:
+            for index, task in list(self._workers.items()):
+                if index >= target:
+                    task.cancel()
+
+    async def _stream(self, index: int) -> None:
+        try:
+            while index < self._target():
+                record = await self._one_request(index)
+                if record.error_kind:
+                    await asyncio.sleep(ERROR_BACKOFF_S)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._workers.pop(index, None)
+            self._current.pop(index, None)
+
+    async def _one_request(self, index: int) -> RequestRecord:
+        s = self._settings
+        record = RequestRecord(
+            stream=index, concurrency=s.concurrency, words=s.words, mode=s.mode,
+            api=self.target.api, model=self.target.model,
+        )
+        spec = RequestSpec(
+            model=self.target.model, prompt=build_prompt(s.mode, s.words), max_tokens=s.max_tokens,
+            temperature=s.temperature, seed=s.seed, num_ctx=s.num_ctx,
+        )
+        self._current[index] = record
+        try:
+            await stream_once(self._client, self.target, spec, record)
+        except asyncio.CancelledError:
+            if not self._stopping:  # a surplus stream cancelled on purpose: that is data too
+                self._finish(index, record)
+            raise
+        self._finish(index, record)
+        return record
+
+    def _finish(self, index: int, record: RequestRecord) -> None:
+        self.records.append(record)
+        self._recent.append(record)
+        self._done_count[index] = self._done_count.get(index, 0) + 1
+        if self._on_record is not None:
+            self._on_record(record)
+
+    async def _shutdown(self) -> None:
+        tasks = list(self._workers.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._client.aclose()

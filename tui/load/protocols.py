@@ -1,0 +1,245 @@
+"""Wire protocols: build a streaming request, and turn the response bytes into events.
+
+Two protocols:
+- ollama native: POST /api/chat, NDJSON (one JSON object per line);
+- OpenAI-compatible: POST /v1/chat/completions, Server-Sent Events, always asking for the usage chunk.
+
+The decoders are incremental and correct for any split of the byte stream: lines are cut on the
+newline *byte*, which never occurs inside a multi-byte UTF-8 character, so a chunk boundary inside a
+line or inside a character only delays that line until its end arrives.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+OLLAMA = "ollama"
+OPENAI = "openai"
+APIS = (OLLAMA, OPENAI)
+
+
+@dataclass
+class Event:
+    """One meaningful piece of a response stream.
+
+    content: text delta ("" when the piece carries none).
+    final: the server said the response is complete (ollama done:true, OpenAI finish_reason / [DONE]).
+    error: an error the server put inside the stream, or a line we could not parse.
+    error_kind: "server" (an error object in the stream) or "malformed" (not valid JSON).
+    """
+
+    content: str = ""
+    final: bool = False
+    done_reason: str | None = None
+    output_tokens: int | None = None  # server-reported (eval_count / usage.completion_tokens)
+    prompt_tokens: int | None = None
+    timings: dict[str, Any] | None = None  # ollama durations (ns) or llama.cpp `timings`, kept whole
+    error: str | None = None
+    error_kind: str | None = None
+
+
+class LineSplitter:
+    """Bytes in, complete lines out (without their CR/LF)."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, data: bytes) -> list[str]:
+        self._buf += data
+        if b"\n" not in data:
+            return []
+        *lines, self._buf = self._buf.split(b"\n")
+        return [line.rstrip(b"\r").decode("utf-8", errors="replace") for line in lines]
+
+    def close(self) -> list[str]:
+        rest, self._buf = self._buf, b""
+        rest = rest.rstrip(b"\r")
+        return [rest.decode("utf-8", errors="replace")] if rest else []
+
+
+class NDJSONDecoder:
+    """ollama's NDJSON stream → events."""
+
+    def __init__(self) -> None:
+        self._lines = LineSplitter()
+
+    def feed(self, data: bytes) -> list[Event]:
+        return [e for line in self._lines.feed(data) if (e := self._line(line))]
+
+    def close(self) -> list[Event]:
+        return [e for line in self._lines.close() if (e := self._line(line))]
+
+    @staticmethod
+    def _line(line: str) -> Event | None:
+        if not line.strip():
+            return None
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            return Event(error=f"malformed line: {line[:80]!r}", error_kind="malformed")
+        if not isinstance(obj, dict):
+            return Event(error=f"malformed line: {line[:80]!r}", error_kind="malformed")
+        return ollama_event(obj)
+
+
+OLLAMA_DURATIONS = ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration")
+
+
+def ollama_event(obj: dict[str, Any]) -> Event:
+    if "error" in obj:
+        return Event(error=str(obj["error"]), error_kind="server")
+    message = obj.get("message")
+    if isinstance(message, dict):  # /api/chat
+        content = message.get("content") or ""
+    else:  # /api/generate
+        content = obj.get("response") or ""
+    if not obj.get("done"):
+        return Event(content=content)
+    # Final chunk: every numeric field is omitted when zero.
+    timings = {k: int(obj.get(k, 0)) for k in OLLAMA_DURATIONS}
+    return Event(
+        content=content,
+        final=True,
+        done_reason=obj.get("done_reason"),
+        output_tokens=int(obj.get("eval_count", 0)),
+        prompt_tokens=int(obj.get("prompt_eval_count", 0)),
+        timings=timings,
+    )
+
+
+class SSEDecoder:
+    """OpenAI-style Server-Sent Events → events.
+
+    Follows the SSE rules that matter here: `:` lines are comments (pings), `data:` with or without
+    one space, several `data` lines in one event are joined with newlines, a blank line dispatches,
+    and a stream that ends without a blank line or without `[DONE]` still yields its last event.
+    """
+
+    def __init__(self) -> None:
+        self._lines = LineSplitter()
+        self._data: list[str] = []
+
+    def feed(self, data: bytes) -> list[Event]:
+        return self._handle(self._lines.feed(data))
+
+    def close(self) -> list[Event]:
+        events = self._handle(self._lines.close())
+        return events + self._dispatch()
+
+    def _handle(self, lines: list[str]) -> list[Event]:
+        events: list[Event] = []
+        for line in lines:
+            if line == "":
+                events += self._dispatch()
+            elif line.startswith(":"):
+                continue
+            else:
+                name, _, value = line.partition(":")
+                if name == "data":
+                    self._data.append(value[1:] if value.startswith(" ") else value)
+                # other fields (event:, id:, retry:) carry nothing we use
+        return events
+
+    def _dispatch(self) -> list[Event]:
+        if not self._data:
+            return []
+        payload, self._data = "\n".join(self._data), []
+        if payload.strip() == "[DONE]":
+            return [Event(final=True)]
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            return [Event(error=f"malformed event: {payload[:80]!r}", error_kind="malformed")]
+        if not isinstance(obj, dict):
+            return [Event(error=f"malformed event: {payload[:80]!r}", error_kind="malformed")]
+        return [openai_event(obj)]
+
+
+def openai_event(obj: dict[str, Any]) -> Event:
+    if "error" in obj:
+        err = obj["error"]
+        message = err.get("message", err) if isinstance(err, dict) else err
+        return Event(error=str(message), error_kind="server")
+    event = Event()
+    choices = obj.get("choices") or []
+    if choices:
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        event.content = delta.get("content") or ""
+        event.done_reason = choice.get("finish_reason")
+    usage = obj.get("usage")
+    if isinstance(usage, dict):
+        event.output_tokens = usage.get("completion_tokens")
+        event.prompt_tokens = usage.get("prompt_tokens")
+    if isinstance(obj.get("timings"), dict):
+        event.timings = obj["timings"]
+    return event
+
+
+@dataclass
+class RequestSpec:
+    """What one request asks for; protocol-neutral."""
+
+    model: str
+    prompt: str
+    max_tokens: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    num_ctx: int | None = None  # ollama only
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def chat_path(api: str) -> str:
+    return "/api/chat" if api == OLLAMA else "/v1/chat/completions"
+
+
+def chat_body(api: str, spec: RequestSpec) -> dict[str, Any]:
+    messages = [{"role": "user", "content": spec.prompt}]
+    if api == OLLAMA:
+        options: dict[str, Any] = {}
+        if spec.max_tokens is not None:
+            options["num_predict"] = spec.max_tokens
+        if spec.temperature is not None:
+            options["temperature"] = spec.temperature
+        if spec.seed is not None:
+            options["seed"] = spec.seed
+        if spec.num_ctx is not None:
+            options["num_ctx"] = spec.num_ctx
+        body: dict[str, Any] = {"model": spec.model, "messages": messages, "stream": True}
+        if options:
+            body["options"] = options
+        return body
+    body = {
+        "model": spec.model,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if spec.max_tokens is not None:
+        body["max_tokens"] = spec.max_tokens
+    if spec.temperature is not None:
+        body["temperature"] = spec.temperature
+    if spec.seed is not None:
+        body["seed"] = spec.seed
+    return body
+
+
+def decoder_for(api: str) -> NDJSONDecoder | SSEDecoder:
+    return NDJSONDecoder() if api == OLLAMA else SSEDecoder()
+
+
+def error_from_body(body: bytes) -> str:
+    """The message of an HTTP error response, in either protocol's shape, on one line."""
+    text = body.decode("utf-8", errors="replace").strip()
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return " ".join(text.split())[:200]
+    if isinstance(obj, dict) and "error" in obj:
+        err = obj["error"]
+        if isinstance(err, dict):
+            err = err.get("message", err)
+        return " ".join(str(err).split())[:200]
+    return " ".join(text.split())[:200]

@@ -1,0 +1,162 @@
+"""One record per request, and the figures derived from it.
+
+Times are `time.perf_counter_ns()` stamps taken on the engine's loop as each chunk arrives.
+Every derived figure says where it comes from: `tokens_source` is "server" when the server
+reported the output token count (ollama eval_count, OpenAI usage.completion_tokens), else
+"client" (content chunks counted). The server_* figures are server-reported, the rest are
+measured by the client.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+NS = 1_000_000_000
+
+
+@dataclass
+class RequestRecord:
+    stream: int
+    concurrency: int
+    words: int
+    mode: str
+    api: str
+    model: str
+    send_ns: int = 0
+    sent_at: float = 0.0  # wall clock (time.time()) at send, for files
+    first_token_ns: int | None = None
+    last_token_ns: int | None = None
+    end_ns: int | None = None
+    chunk_ns: list[int] = field(default_factory=list)  # arrival of each content chunk
+    server_output_tokens: int | None = None
+    prompt_tokens: int | None = None
+    timings: dict[str, Any] | None = None  # ollama durations (ns) or llama.cpp `timings`, whole
+    done_reason: str | None = None
+    http_status: int | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    round: int = 0
+
+    # --- state -----------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.end_ns is not None
+
+    @property
+    def ok(self) -> bool:
+        return self.finished and self.error_kind is None
+
+    # --- tokens ------------------------------------------------------------------------------
+    @property
+    def client_tokens(self) -> int:
+        return len(self.chunk_ns)
+
+    @property
+    def output_tokens(self) -> int:
+        if self.server_output_tokens:
+            return self.server_output_tokens
+        return self.client_tokens
+
+    @property
+    def tokens_source(self) -> str:
+        return "server" if self.server_output_tokens else "client"
+
+    # --- client-measured times ----------------------------------------------------------------
+    @property
+    def ttft_s(self) -> float | None:
+        if self.first_token_ns is None:
+            return None
+        return (self.first_token_ns - self.send_ns) / NS
+
+    @property
+    def e2e_s(self) -> float | None:
+        if self.end_ns is None:
+            return None
+        return (self.end_ns - self.send_ns) / NS
+
+    @property
+    def decode_tps(self) -> float | None:
+        """(tokens − 1) / (last token − first token): the per-stream decode speed."""
+        if self.first_token_ns is None or self.last_token_ns is None:
+            return None
+        span = (self.last_token_ns - self.first_token_ns) / NS
+        if span <= 0 or self.output_tokens < 2:
+            return None
+        return (self.output_tokens - 1) / span
+
+    @property
+    def seed_tps(self) -> float | None:
+        """tokens / e2e: the seed article's "Average Speed" (includes queueing and prefill)."""
+        e2e = self.e2e_s
+        if not e2e or not self.output_tokens:
+            return None
+        return self.output_tokens / e2e
+
+    # --- server-reported -----------------------------------------------------------------------
+    @property
+    def server_decode_tps(self) -> float | None:
+        t = self.timings or {}
+        if self.api == "ollama":
+            if t.get("eval_duration") and self.server_output_tokens:
+                return self.server_output_tokens / (t["eval_duration"] / NS)
+            return None
+        value = t.get("predicted_per_second")
+        return float(value) if value else None
+
+    @property
+    def server_prefill_tps(self) -> float | None:
+        t = self.timings or {}
+        if self.api == "ollama":
+            if t.get("prompt_eval_duration") and self.prompt_tokens:
+                return self.prompt_tokens / (t["prompt_eval_duration"] / NS)
+            return None
+        value = t.get("prompt_per_second")
+        return float(value) if value else None
+
+    @property
+    def queue_wait_s(self) -> float | None:
+        """ollama only: total − load − prompt_eval − eval ≈ time queued for a slot (estimate)."""
+        t = self.timings or {}
+        if self.api != "ollama" or not t.get("total_duration"):
+            return None
+        rest = t["total_duration"] - t.get("load_duration", 0) - t.get("prompt_eval_duration", 0)
+        return max(0, rest - t.get("eval_duration", 0)) / NS
+
+    # --- files ----------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        def r(x: float | None, nd: int = 4) -> float | None:
+            return None if x is None else round(x, nd)
+
+        return {
+            "concurrency": self.concurrency,
+            "words": self.words,
+            "mode": self.mode,
+            "round": self.round,
+            "stream": self.stream,
+            "api": self.api,
+            "model": self.model,
+            "sent_at": round(self.sent_at, 6),
+            "ttft_s": r(self.ttft_s),
+            "e2e_s": r(self.e2e_s),
+            "output_tokens": self.output_tokens,
+            "tokens_source": self.tokens_source,
+            "client_chunks": self.client_tokens,
+            "prompt_tokens": self.prompt_tokens,
+            "decode_tps": r(self.decode_tps, 2),
+            "seed_tps": r(self.seed_tps, 2),
+            "server_decode_tps": r(self.server_decode_tps, 2),
+            "server_prefill_tps": r(self.server_prefill_tps, 2),
+            "queue_wait_s": r(self.queue_wait_s),
+            "server_timings": self.timings,
+            "done_reason": self.done_reason,
+            "http_status": self.http_status,
+            "error_kind": self.error_kind,
+            "error": self.error,
+            "chunk_offsets_ms": [round((t - self.send_ns) / 1e6, 2) for t in self.chunk_ns],
+        }
+
+
+def now_ns() -> int:
+    return time.perf_counter_ns()
