@@ -22,7 +22,7 @@ from tui.load.client import Target, make_client, stream_once
 from tui.load.discover import DiscoveryError, ServerInfo, discover
 from tui.load.prompts import INPUT, MODES, OUTPUT, build_prompt
 from tui.load.protocols import RequestSpec
-from tui.load.records import RequestRecord
+from tui.load.records import JsonlWriter, RequestRecord
 from tui.load.stats import cell_row
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     sim = None
     try:
         concurrency, words = validate(args)
-        out = open(args.out, "w", encoding="utf-8") if args.out else None
+        out = JsonlWriter(args.out) if args.out else None
     except (UsageError, OSError) as exc:
         return _die(str(exc))
     try:
@@ -128,8 +128,7 @@ def run(args: argparse.Namespace) -> int:
                 def finished(record: RequestRecord) -> None:
                     records.append(record)
                     if out is not None:
-                        out.write(json.dumps(record.to_json()) + "\n")
-                        out.flush()
+                        out.write(record)
                     advance()
 
                 asyncio.run(run_cells(target, args, concurrency, words, finished))

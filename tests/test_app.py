@@ -1,0 +1,98 @@
+"""The app driven by Textual's pilot against the simulated server: sliders, queueing, no GPU, quitting."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from tui.cli import make_app
+from tui.load.discover import discover
+from tui.load.engine import LoadSettings
+from tui.load.records import JsonlWriter
+from tui.panes.gpu import GpuPane
+from tui.panes.load import LoadPane
+from tui.widgets.slider import Slider
+from tui.widgets.streams import StreamTable
+
+
+def sim_app(sim, writer=None, **settings):
+    target, info = discover(sim.url)
+    return make_app(target, info, LoadSettings(**settings), autostart=True, writer=writer)
+
+
+async def until(predicate, pilot, timeout=10.0):
+    for _ in range(int(timeout / 0.05)):
+        value = predicate()
+        if value:
+            return value
+        await pilot.pause(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def pane_text(app, selector: str) -> str:
+    return str(app.query_one(selector).render())
+
+
+async def test_concurrency_slider_and_keys_steer_the_engine(sim_factory):
+    app = sim_app(sim_factory(speed=20), concurrency=1, words=25)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("+", "+")
+        assert app.engine.settings.concurrency == 3
+        slider = app.query_one("#concurrency", Slider)
+        slider.focus()
+        await pilot.press("right")
+        assert app.engine.settings.concurrency == 4
+        await pilot.press("end")
+        assert app.engine.settings.concurrency == 64
+        await pilot.press("home")
+        assert app.engine.settings.concurrency == 0
+        # A click on the track's far end moves the knob there.
+        await pilot.click(slider, offset=(slider.size.width - 4, 0))
+        assert app.engine.settings.concurrency == 64
+        await pilot.press("]")
+        assert app.engine.settings.words == 50
+        await pilot.press("m")
+        assert app.engine.settings.mode == "input"
+
+
+async def test_eight_streams_on_four_slots_four_wait_then_start(sim_factory):
+    sim = sim_factory(parallel=4, speed=5)
+    app = sim_app(sim, concurrency=8, words=25)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(lambda: "streaming 4" in pane_text(app, "#summary") and "waiting 4" in pane_text(app, "#summary"),
+                    pilot)
+        await until(lambda: "4 waiting: the server is serving 4 at a time" in pane_text(app, "#queue"), pilot)
+        snap = app.engine.snapshot()
+        waiting = {v.index for v in snap.streams if v.state == "waiting"}
+        assert len(waiting) == 4
+        table = app.query_one(StreamTable)
+        assert table.virtual_size.height == 8
+        # The waiting ones start as the first ones finish.
+        await until(lambda: any(v.index in waiting and v.state == "streaming"
+                                for v in app.engine.snapshot().streams), pilot)
+
+
+async def test_no_gpu_renders_one_calm_line(sim_factory):
+    app = sim_app(sim_factory(speed=20), concurrency=0)
+    async with app.run_test(size=(120, 40)) as pilot:
+        text = await until(lambda: (t := pane_text(app, "#gpu")) and "…" not in t and t, pilot)
+        assert "\n" not in text.strip() and "NVML" in text
+        assert app.query_one(LoadPane)  # and everything else is there
+
+
+async def test_quitting_mid_run_leaves_complete_jsonl(sim_factory, tmp_path):
+    out = tmp_path / "run.jsonl"
+    writer = JsonlWriter(out)
+    app = sim_app(sim_factory(parallel=4, speed=20), writer=writer, concurrency=6, words=50)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(lambda: len(app.engine.records) >= 6 and app.engine.snapshot().streaming, pilot)
+        started = asyncio.get_running_loop().time()
+        await pilot.press("q")
+        assert asyncio.get_running_loop().time() - started < 2.5
+    writer.close()
+    lines = out.read_text().splitlines()
+    assert len(lines) == len(app.engine.records) >= 6
+    for line in lines:
+        record = json.loads(line)
+        assert record["error"] is None and record["output_tokens"] > 0
+    assert not app.engine._thread.is_alive()

@@ -1,0 +1,153 @@
+"""`tokentop bench` against the simulated server: tables, files, bad input, failures, Ctrl-C."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tui.cli import main
+
+ARTICLE_COLUMNS = ["Number of Requests", "Output Word Count", "Average Tokens", "Average Time (s)",
+                   "Average Speed (tokens/s)"]
+
+
+def bench(capsys, *argv):
+    status = main(["bench", *argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_default_table_has_the_articles_columns_then_ours(sim_factory, capsys):
+    sim = sim_factory(speed=100)
+    status, out, _ = bench(capsys, "--url", sim.url, "--concurrency", "1,2", "--words", "25,50")
+    assert status == 0
+    header = next(line for line in out.splitlines() if "Number of Requests" in line)
+    positions = [header.index(c) for c in ARTICLE_COLUMNS]
+    assert positions == sorted(positions)
+    for extra in ("TTFT p50", "TTFT max", "Decode tok/s", "Aggregate tok/s", "Server decode tok/s",
+                  "Server prefill tok/s", "Tokens from", "Errors"):
+        assert header.index(extra) > positions[-1]
+    assert "SIMULATED" in out and "server-reported" in out and "client-measured" in out
+    assert len([line for line in out.splitlines() if line.strip().startswith(("1 ", "2 "))]) == 4
+
+
+def test_json_rows_and_meta(sim_factory, capsys):
+    sim = sim_factory(speed=100)
+    status, out, _ = bench(capsys, "--url", sim.url, "--concurrency", "1,4", "--words", "25", "--rounds", "2",
+                           "--format", "json", "--seed", "1")
+    assert status == 0
+    report = json.loads(out)
+    meta = report["meta"]
+    assert meta["api"] == "ollama" and meta["simulated"] is True and "tokentop-sim" in meta["server_version"]
+    assert meta["options"]["rounds"] == 2 and meta["tokentop_version"]
+    row = report["rows"][1]
+    for key in ("concurrency", "words", "requests", "avg_tokens", "avg_time_s", "avg_speed_tps", "ttft_p50_s",
+                "ttft_max_s", "decode_tps_mean", "aggregate_tps", "tokens_source", "errors"):
+        assert key in row
+    assert row["concurrency"] == 4 and row["requests"] == 8 and row["errors"] == 0
+    assert row["tokens_source"] == "server" and row["server_decode_tps_mean"] > 0
+    assert row["avg_speed_tps"] == pytest.approx(row["avg_tokens"] / row["avg_time_s"])
+
+
+def test_sim_reproduces_the_seed_falloff(sim_factory, capsys):
+    """Per-stream speed falls as concurrency rises, as on the article's A100 (25 → 16 tok/s)."""
+    sim = sim_factory(speed=20)
+    status, out, _ = bench(capsys, "--url", sim.url, "--concurrency", "1,2,4", "--words", "100", "--format", "json")
+    assert status == 0
+    rows = json.loads(out)["rows"]
+    # The sim reports its durations in simulated time, the client measures real time (20x faster).
+    assert [row["server_decode_tps_mean"] for row in rows] == pytest.approx([25.4, 22.3, 16.2], rel=0.1)
+    assert [row["decode_tps_mean"] / 20 for row in rows] == pytest.approx([25.4, 22.3, 16.2], rel=0.15)
+
+
+def test_csv_and_markdown(sim_factory, capsys):
+    sim = sim_factory(speed=100)
+    status, out, _ = bench(capsys, "--url", sim.url, "--concurrency", "2", "--words", "25", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert status == 0 and rows[0]["concurrency"] == "2" and rows[0]["errors"] == "0"
+    status, out, _ = bench(capsys, "--url", sim.url, "--concurrency", "2", "--words", "25", "--format", "markdown")
+    assert status == 0 and "| Number of Requests | Output Word Count |" in out
+
+
+def test_out_file_has_one_line_per_request(sim_factory, capsys, tmp_path):
+    sim = sim_factory(speed=100)
+    out = tmp_path / "r.jsonl"
+    status, _, _ = bench(capsys, "--url", sim.url, "--concurrency", "1,2", "--words", "25", "--out", str(out))
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert status == 0 and len(lines) == 3
+    for line in lines:
+        for key in ("concurrency", "words", "mode", "stream", "ttft_s", "e2e_s", "output_tokens",
+                    "tokens_source", "done_reason", "error"):
+            assert key in line
+        assert line["error"] is None and line["done_reason"] == "stop" and line["ttft_s"] < line["e2e_s"]
+
+
+def test_input_mode_runs_the_title_test(sim_factory, capsys):
+    sim = sim_factory(speed=100)
+    status, out, _ = bench(capsys, "--url", sim.url, "--mode", "input", "--concurrency", "1,2", "--format", "json")
+    rows = json.loads(out)["rows"]
+    assert status == 0 and [r["concurrency"] for r in rows] == [1, 2]
+    assert rows[0]["words"] > 450 and rows[0]["server_prefill_tps_mean"] > 0
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--concurrency", "1,x"], "--concurrency takes comma-separated whole numbers"),
+    (["--concurrency", "0"], "--concurrency takes whole numbers of 1 or more"),
+    (["--words", ""], "--words takes whole numbers of 1 or more"),
+    (["--rounds", "0"], "--rounds must be 1 or more"),
+    (["--max-tokens", "-3"], "--max-tokens must be 1 or more"),
+    (["--model", "nope:1b"], "unknown model 'nope:1b'; installed: tokentop-sim"),
+])
+def test_bad_input_is_one_line_and_status_2(sim_factory, capsys, argv, message):
+    sim = sim_factory(speed=100)
+    status, out, err = bench(capsys, "--url", sim.url, *argv)
+    assert status == 2 and out == ""
+    assert err.strip().count("\n") == 0 and message in err
+
+
+def test_unreachable_server_is_one_line_and_status_2(capsys):
+    status, _, err = bench(capsys, "--url", "http://127.0.0.1:9", "--concurrency", "1")
+    assert status == 2 and err.strip().count("\n") == 0 and "cannot reach the server" in err
+
+
+def test_failed_requests_are_counted_and_the_run_goes_on(sim_factory, capsys, tmp_path):
+    sim = sim_factory(speed=100, faults={"cut": 0.4, "busy": 0.2}, seed=3)
+    out = tmp_path / "r.jsonl"
+    status, stdout, _ = bench(capsys, "--url", sim.url, "--concurrency", "4", "--words", "25", "--rounds", "5",
+                              "--format", "json", "--out", str(out))
+    row = json.loads(stdout)["rows"][0]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert status == 0 and row["requests"] == 20 == len(lines)
+    failed = [line for line in lines if line["error"]]
+    assert row["errors"] == len(failed) > 0 and row["ok"] == 20 - len(failed) > 0
+    assert {line["error_kind"] for line in failed} <= {"cut", "http"}
+
+
+def test_ctrl_c_keeps_finished_requests_and_prints_their_table(sim_factory, tmp_path):
+    sim = sim_factory(speed=5)
+    out = tmp_path / "r.jsonl"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "tui", "bench", "--url", sim.url, "--concurrency", "1,4",
+                             "--words", "25,800", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 1):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == 130
+    text = out.read_text()
+    assert text.endswith("\n")
+    lines = [json.loads(line) for line in text.splitlines()]  # every line whole
+    assert lines and all(line["error"] is None for line in lines)
+    assert "Number of Requests" in stdout and "interrupted" in stderr
+    assert "Traceback" not in stderr

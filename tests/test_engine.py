@@ -1,0 +1,132 @@
+"""The live engine against the simulated server: queueing, steering, faults, stopping."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tui.load.client import Target
+from tui.load.engine import LoadEngine, LoadSettings
+
+
+def wait_for(predicate, timeout=10.0, every=0.005):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def engine_for():
+    engines: list[LoadEngine] = []
+
+    def make(sim, **settings) -> LoadEngine:
+        engine = LoadEngine(Target(sim.url, "ollama", sim.server.config.model), LoadSettings(**settings),
+                            read_timeout=5.0)
+        engine.start()
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.stop()
+
+
+def test_four_slots_eight_streams_four_wait_then_start(sim_factory, engine_for):
+    sim = sim_factory(parallel=4, speed=10)
+    engine = engine_for(sim, concurrency=8, words=25)
+    snap = wait_for(lambda: (s := engine.snapshot()).streaming == 4 and s.waiting == 4 and s)
+    waiting = {v.index for v in snap.streams if v.state == "waiting"}
+    assert len(snap.streams) == 8 and len(waiting) == 4
+    assert sim.server.busy <= 4
+    # The waiting ones start streaming as the first ones finish.
+    wait_for(lambda: any(v.index in waiting and v.state == "streaming" for v in engine.snapshot().streams))
+    first_round = wait_for(lambda: len(engine.records) >= 8 and engine.records[:8])
+    by_stream = {r.stream: r for r in first_round}
+    first_done = min(r.end_ns for r in first_round)
+    assert any(by_stream[i].first_token_ns >= first_done for i in waiting if i in by_stream)
+    assert all(r.ok for r in first_round)
+
+
+def test_raise_and_lower_concurrency_mid_run(sim_factory, engine_for):
+    sim = sim_factory(parallel=8, speed=10)
+    engine = engine_for(sim, concurrency=2, words=50)
+    wait_for(lambda: engine.snapshot().streaming == 2)
+    engine.set_concurrency(6)
+    wait_for(lambda: len(engine.snapshot().streams) == 6)
+    wait_for(lambda: engine.snapshot().streaming == 6)
+    engine.set_concurrency(1)
+    assert len(engine.snapshot().streams) == 6  # the surplus finish their current request first
+    wait_for(lambda: len(engine.snapshot().streams) == 1)
+    surplus = [r for r in engine.records if r.stream >= 1]
+    assert surplus and all(r.ok for r in surplus)  # finished, not cut short
+
+
+def test_lowering_can_cancel_the_surplus(sim_factory, engine_for):
+    sim = sim_factory(parallel=8, speed=1)
+    engine = engine_for(sim, concurrency=4, words=400, cancel_surplus=True)
+    wait_for(lambda: engine.snapshot().streaming == 4)
+    engine.set_concurrency(1)
+    wait_for(lambda: len(engine.snapshot().streams) == 1, timeout=2)
+    cancelled = [r for r in engine.records if r.error_kind == "cancelled"]
+    assert sorted(r.stream for r in cancelled) == [1, 2, 3]
+
+
+def test_words_and_mode_apply_to_the_next_request(sim_factory, engine_for):
+    sim = sim_factory(parallel=4, speed=50)
+    engine = engine_for(sim, concurrency=1, words=25)
+    wait_for(lambda: engine.records)
+    engine.update(words=50, mode="input")
+    later = wait_for(lambda: [r for r in engine.records if r.mode == "input"])
+    assert later[0].words == 50
+    assert all(r.words == 25 and r.mode == "output" for r in engine.records[: engine.records.index(later[0])])
+
+
+def test_bad_settings_are_refused_and_change_nothing(sim_factory, engine_for):
+    engine = engine_for(sim_factory(speed=50), concurrency=1, words=25)
+    with pytest.raises(ValueError, match="concurrency"):
+        engine.set_concurrency(-1)
+    with pytest.raises(ValueError, match="unknown mode"):
+        engine.set_mode("poem")
+    assert engine.settings.concurrency == 1 and engine.settings.mode == "output"
+
+
+def test_faults_are_recorded_and_the_run_goes_on(sim_factory, engine_for):
+    sim = sim_factory(parallel=4, speed=50, faults={"cut": 0.3, "busy": 0.3, "malformed": 0.2}, seed=7)
+    engine = engine_for(sim, concurrency=4, words=25)
+    wait_for(lambda: len(engine.records) >= 30, timeout=30)
+    kinds = {r.error_kind for r in engine.records}
+    assert {"cut", "http", "malformed"} <= kinds
+    assert any(r.ok for r in engine.records)
+    busy = next(r for r in engine.records if r.error_kind == "http")
+    assert busy.http_status == 503 and "server busy" in busy.error
+    assert engine.snapshot().errors == sum(1 for r in engine.records if r.error_kind)
+
+
+def test_stop_ends_stalled_streams_within_two_seconds(sim_factory):
+    sim = sim_factory(parallel=4, speed=50, faults={"stall": 1.0})
+    engine = LoadEngine(Target(sim.url, "ollama", sim.server.config.model), LoadSettings(concurrency=4, words=25))
+    engine.start()
+    wait_for(lambda: engine.snapshot().streaming == 4)
+    started = time.monotonic()
+    engine.stop()
+    assert time.monotonic() - started < 2.0
+    assert not engine._thread.is_alive()
+
+
+def test_openai_protocol_and_live_rates(sim_factory, engine_for):
+    sim = sim_factory(parallel=4, speed=5)
+    engine = LoadEngine(Target(sim.url, "openai", "anything"), LoadSettings(concurrency=2, words=400))
+    engine.start()
+    try:
+        snap = wait_for(lambda: (s := engine.snapshot()).streaming == 2 and all(v.tokens > 20 for v in s.streams) and s)
+        # per-stream rate at 2 busy slots is 22.3 tok/s x speed 5
+        for view in snap.streams:
+            assert view.live_tps == pytest.approx(22.3 * 5, rel=0.25)
+        assert snap.aggregate_tps == pytest.approx(2 * 22.3 * 5, rel=0.3)
+    finally:
+        engine.stop()

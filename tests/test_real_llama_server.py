@@ -1,0 +1,79 @@
+"""The bench against a real llama.cpp server (SmolLM2-135M, 4 slots) on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import httpx
+import pytest
+
+from tui.cli import main
+from tui.probes.metrics import parse_prometheus
+
+pytestmark = pytest.mark.slow
+
+
+class MetricsWatcher:
+    """Polls llama-server's /metrics in a thread and keeps the highest value of each gauge."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.peak = url + "/metrics", {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=2) as client:
+            while not self._stop.wait(0.1):
+                try:
+                    values = parse_prometheus(client.get(self.url).text)
+                except httpx.HTTPError:
+                    continue
+                for name, value in values.items():
+                    self.peak[name] = max(value, self.peak.get(name, value))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def test_bench_table_against_real_llama_server(llama_server, tmp_path, capsys):
+    out = tmp_path / "requests.jsonl"
+    with MetricsWatcher(llama_server.url) as metrics:
+        status = main(["bench", "--url", llama_server.url, "--concurrency", "1,4,8", "--words", "50",
+                       "--max-tokens", "64", "--temperature", "0", "--format", "json", "--out", str(out)])
+    assert status == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["meta"]["server_kind"] == "llama.cpp" and report["meta"]["api"] == "openai"
+    assert not report["meta"]["simulated"]
+    rows = {row["concurrency"]: row for row in report["rows"]}
+    assert sorted(rows) == [1, 4, 8]
+    for row in rows.values():
+        assert row["errors"] == 0 and row["tokens_source"] == "server"
+        assert row["avg_tokens"] > 10 and row["aggregate_tps"] > 0
+
+    requests = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(requests) == 1 + 4 + 8
+    for r in requests:
+        assert r["tokens_source"] == "server"
+        assert r["output_tokens"] == r["server_timings"]["predicted_n"]
+        assert r["decode_tps"] == pytest.approx(r["server_decode_tps"], rel=0.05)
+
+    # At 8 concurrent on 4 slots, four streams wait: their first token comes after the others'
+    # last, and the server itself counted deferred requests.
+    eight = sorted((r for r in requests if r["concurrency"] == 8), key=lambda r: r["ttft_s"])
+    served_first, waited = eight[:4], eight[4:]
+    assert min(r["ttft_s"] for r in waited) > 0.8 * min(r["e2e_s"] for r in served_first)
+    assert metrics.peak.get("llamacpp:requests_deferred", 0) > 0
+    assert metrics.peak.get("llamacpp:requests_processing", 0) == 4
+
+
+def test_unknown_model_on_real_server_is_one_line_and_status_2(llama_server, capsys):
+    status = main(["bench", "--url", llama_server.url, "--model", "no-such-model", "--concurrency", "1"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2
+    assert err.count("\n") == 0 and "unknown model 'no-such-model'" in err

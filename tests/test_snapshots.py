@@ -1,0 +1,96 @@
+"""SVG snapshots of the whole app with fixed inputs: two fake GPUs, a fixed host, a frozen load.
+
+Update after an intended change of the screen: `python -m pytest tests/test_snapshots.py --snapshot-update`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from fakes import fake_gpu_reading
+from tui.app import TokentopApp
+from tui.load.discover import ServerInfo
+from tui.load.engine import DONE, ERROR, STREAMING, WAITING, LoadSettings, Snapshot, StreamView
+from tui.load.history import LoadPoint
+from tui.probes.gpu import GpuReading
+from tui.probes.host import HostSample, ProcessSample
+
+GiB = 2**30
+
+
+def fixed_host() -> HostSample:
+    return HostSample(
+        cpu_percent=(92.0, 88.0, 35.0, 12.0, 7.0, 64.0, 3.0, 41.0), cpu_total=42.75, load_avg=(3.12, 2.40, 1.05),
+        mem_total=251 * GiB, mem_used=23 * GiB, mem_available=220 * GiB, mem_cached=41 * GiB,
+        swap_total=8 * GiB, swap_used=0, server=ProcessSample(4242, "ollama", 104.0, 2 * GiB, "port"),
+    )
+
+
+def frozen_snapshot() -> Snapshot:
+    states = [STREAMING] * 4 + [WAITING] * 3 + [ERROR]
+    views = []
+    for i, state in enumerate(states):
+        streaming = state == STREAMING
+        views.append(StreamView(
+            index=i, state=state, requests_done=2 if i < 4 else 1,
+            waited_s=0.41 + i / 100 if streaming else 6.5 - i / 10, ttft_s=0.41 + i / 100 if streaming else None,
+            tokens=61 + 7 * i if streaming else 0, live_tps=16.2 - i / 5 if streaming else 0.0,
+            e2e_s=4.2 + i / 10 if streaming else 6.5 - i / 10,
+            error="HTTP 503: server busy, please try again." if state == ERROR else None,
+        ))
+    return Snapshot(
+        taken_ns=0, running=True, settings=LoadSettings(concurrency=8, words=100), streams=tuple(views),
+        waiting=3, streaming=4, completed=9, errors=1, aggregate_tps=63.4, mean_stream_tps=15.9, ttft_p50_s=0.43,
+    )
+
+
+class FrozenEngine:
+    """Engine-shaped, showing one fixed snapshot."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap, self.settings, self.running, self.records = snap, snap.settings, snap.running, []
+
+    def start(self, running: bool = True) -> None:
+        pass
+
+    def stop(self, timeout: float = 2.0) -> None:
+        pass
+
+    def snapshot(self) -> Snapshot:
+        return self.snap
+
+    def update(self, **changes) -> LoadSettings:
+        self.settings = dataclasses.replace(self.settings, **changes)
+        return self.settings
+
+
+INFO = ServerInfo("http://127.0.0.1:11434", "ollama", "ollama", "0.12.3", "llama3.1:70b", ["llama3.1:70b"])
+
+
+def frozen_app(gpu: GpuReading) -> TokentopApp:
+    app = TokentopApp(engine=FrozenEngine(frozen_snapshot()), info=INFO, read_gpu=lambda: gpu,
+                      read_host=fixed_host, live=False)
+    return app
+
+
+async def add_history(pilot) -> None:
+    app = pilot.app
+    points = [LoadPoint(t_s=float(t), aggregate_tps=min(t, 20) * 3.2, mean_stream_tps=25.4 - min(t, 20) / 2,
+                        concurrency=1 if t < 10 else 8, streaming=min(t // 5 + 1, 4), waiting=0 if t < 10 else 4)
+              for t in range(60)]
+    app.history.points.extend(points)
+    app.query_one("#load").show_history(app.history.points)
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+def test_app_with_two_gpus(snap_compare, size):
+    assert snap_compare(frozen_app(fake_gpu_reading()), terminal_size=size, run_before=add_history)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+def test_app_without_a_gpu(snap_compare, size):
+    reading = GpuReading(gpus=(), error="no NVIDIA GPU/driver found (NVML not available)")
+    assert snap_compare(frozen_app(reading), terminal_size=size, run_before=add_history)

@@ -1,0 +1,201 @@
+"""The Textual app: a header line, the GPU and CPU/RAM panes, and the load pane.
+
+No data logic here: the probes are read in thread workers (GPU, host) and the engine is read by
+`snapshot()` on a fixed timer, never per token; the panes only render what they are handed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+from textual import events, on
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import Footer, Static
+
+from tui.load.discover import ServerInfo
+from tui.load.history import LoadHistory
+from tui.load.prompts import INPUT, OUTPUT
+from tui.load.records import write_jsonl
+from tui.panes.gpu import GpuPane
+from tui.panes.host import HostPane
+from tui.panes.load import LoadPane
+from tui.probes.gpu import GpuReading
+from tui.probes.host import HostSample
+from tui.widgets.slider import Slider
+
+NARROW_BELOW = 120  # columns: the chart goes, the panes get compact
+SHORT_BELOW = 36  # rows
+
+
+class Sampled(Message):
+    """A probe reading, posted from a thread worker; a slow UI may drop stale ones."""
+
+    def __init__(self, sample: Any) -> None:
+        super().__init__()
+        self.sample = sample
+
+    def can_replace(self, message: Message) -> bool:
+        return type(message) is type(self)
+
+
+class GpuSampled(Sampled):
+    pass
+
+
+class HostSampled(Sampled):
+    pass
+
+
+def header_text(info: ServerInfo) -> Text:
+    text = Text(" tokentop ", style="bold black on cyan")
+    text.append(f" {info.url} ", style="bold")
+    text.append(f"· {info.api} API · {info.kind} {info.version or ''}".rstrip() + " · ")
+    text.append(info.model, style="bold cyan")
+    text.append(" ")
+    if info.simulated:
+        text.append(" SIMULATED server ", style="bold black on yellow")
+    else:
+        text.append(" real server ", style="bold black on green")
+    return text
+
+
+class TokentopApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "tokentop"
+    BINDINGS = [
+        Binding("space", "toggle", "start/pause"),
+        Binding("plus,equals_sign", "concurrency(1)", "concurrency", key_display="+"),
+        Binding("minus", "concurrency(-1)", "", show=False),
+        Binding("right_square_bracket", "words(1)", "words", key_display="]"),
+        Binding("left_square_bracket", "words(-1)", "", show=False),
+        Binding("m", "mode", "mode"),
+        Binding("s", "screenshot", "screenshot"),
+        Binding("e", "export", "export"),
+        Binding("q,ctrl+c", "quit", "quit", priority=True),
+    ]
+
+    def __init__(self, *, engine: Any, info: ServerInfo, read_gpu: Callable[[], GpuReading],
+                 read_host: Callable[[], HostSample], autostart: bool = False,
+                 live: bool = True, refresh_hz: float = 5.0, poll_s: float = 1.0) -> None:
+        super().__init__()
+        self.engine, self.info = engine, info
+        self.read_gpu, self.read_host = read_gpu, read_host
+        self.autostart = autostart
+        self.live, self.refresh_hz, self.poll_s = live, refresh_hz, poll_s
+        self.history = LoadHistory()
+        self._stop_polling = threading.Event()
+
+    def compose(self) -> ComposeResult:
+        s = self.engine.settings
+        yield Static(header_text(self.info), id="header")
+        with Horizontal(id="monitors"):
+            yield GpuPane(id="gpu")
+            yield HostPane(id="host")
+        yield LoadPane(s.concurrency, s.words, s.mode, id="load")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.engine.start(running=self.autostart)
+        self._fit(self.size.width, self.size.height)
+        if self.live:
+            self.set_interval(1 / self.refresh_hz, self.refresh_load)
+            self.set_interval(1.0, self.record_history)
+            self.run_worker(lambda: self._poll(self.read_gpu, GpuSampled), thread=True, group="gpu")
+            self.run_worker(lambda: self._poll(self.read_host, HostSampled), thread=True, group="host")
+        else:  # fixed inputs (tests): one reading of each, drawn once
+            self.query_one(GpuPane).show(self.read_gpu())
+            self.query_one(HostPane).show(self.read_host())
+            self.refresh_load()
+
+    def _poll(self, read: Callable[[], Any], message: type[Sampled]) -> None:
+        # The next read starts only when the last one has finished, so slow reads never pile up.
+        while not self._stop_polling.is_set():
+            self.post_message(message(read()))
+            self._stop_polling.wait(self.poll_s)
+
+    def on_gpu_sampled(self, message: GpuSampled) -> None:
+        self.query_one(GpuPane).show(message.sample)
+
+    def on_host_sampled(self, message: HostSampled) -> None:
+        sample: HostSample = message.sample
+        self.query_one(HostPane).show(sample)
+        self.query_one(GpuPane).server_pid = sample.server.pid if sample.server else None
+
+    def refresh_load(self) -> None:
+        self.query_one(LoadPane).show(self.engine.snapshot())
+
+    def record_history(self) -> None:
+        self.history.add(self.engine.snapshot())
+        self.query_one(LoadPane).show_history(self.history.points)
+
+    # --- layout ---------------------------------------------------------------------------------
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit(event.size.width, event.size.height)
+
+    def _fit(self, width: int, height: int) -> None:
+        self.screen.set_class(width < NARROW_BELOW, "narrow")
+        self.screen.set_class(height < SHORT_BELOW, "short")
+
+    # --- steering -------------------------------------------------------------------------------
+    @on(Slider.Changed, "#concurrency")
+    def concurrency_changed(self, event: Slider.Changed) -> None:
+        self.engine.update(concurrency=event.value)
+        self.refresh_load()
+
+    @on(Slider.Changed, "#words")
+    def words_changed(self, event: Slider.Changed) -> None:
+        self.engine.update(words=event.value)
+        self.query_one(LoadPane).show_mode(self.engine.settings.mode, event.value)
+
+    def action_concurrency(self, delta: int) -> None:
+        self.query_one("#concurrency", Slider).index += delta
+
+    def action_words(self, delta: int) -> None:
+        self.query_one("#words", Slider).index += delta
+
+    def action_mode(self) -> None:
+        mode = INPUT if self.engine.settings.mode == OUTPUT else OUTPUT
+        self.engine.update(mode=mode)
+        self.query_one(LoadPane).show_mode(mode, self.engine.settings.words)
+
+    def action_toggle(self) -> None:
+        if self.engine.running:
+            self.engine.pause()
+        else:
+            self.engine.resume()
+        self.refresh_load()
+
+    # --- files ----------------------------------------------------------------------------------
+    def action_screenshot(self) -> None:
+        path = self.save_screenshot()
+        self.notify(f"screenshot saved: {path}", title="screenshot")
+
+    def action_export(self) -> None:
+        records = list(self.engine.records)
+        path = Path(f"tokentop-{datetime.now():%Y%m%d-%H%M%S}.jsonl").resolve()
+        try:
+            write_jsonl(path, records)
+        except OSError as exc:
+            self.notify(f"export failed: {exc}", severity="error")
+            return
+        self.notify(f"{len(records)} finished request(s) written to {path}", title="export")
+
+    async def action_quit(self) -> None:
+        self.shutdown()
+        self.exit()
+
+    def on_unmount(self) -> None:
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop polling and every stream (within 2 s); safe to call twice."""
+        self._stop_polling.set()
+        self.engine.stop(timeout=2.0)

@@ -1,0 +1,39 @@
+"""A per-second history of the load, for the chart and for export. Client-counted figures."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from tui.load.engine import Snapshot
+from tui.load.records import NS
+
+
+@dataclass(frozen=True)
+class LoadPoint:
+    t_s: float  # seconds since the history began
+    aggregate_tps: float
+    mean_stream_tps: float | None
+    concurrency: int  # the setting
+    streaming: int
+    waiting: int
+
+
+class LoadHistory:
+    def __init__(self, maxlen: int = 600) -> None:
+        self.points: deque[LoadPoint] = deque(maxlen=maxlen)
+        self._origin_ns: int | None = None
+
+    def add(self, snap: Snapshot) -> LoadPoint:
+        if self._origin_ns is None:
+            self._origin_ns = snap.taken_ns
+        point = LoadPoint(
+            t_s=(snap.taken_ns - self._origin_ns) / NS,
+            aggregate_tps=snap.aggregate_tps,
+            mean_stream_tps=snap.mean_stream_tps,
+            concurrency=snap.settings.concurrency if snap.running else 0,
+            streaming=snap.streaming,
+            waiting=snap.waiting,
+        )
+        self.points.append(point)
+        return point

@@ -1,0 +1,104 @@
+"""The GPU pane: each GPU's load, memory, power, clocks, PCIe, a short history, and its processes.
+
+It renders `GpuReading`s it is handed (read by the app in a thread worker); it never calls NVML.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from rich.text import Text
+from textual.widgets import Static
+
+from tui.probes.gpu import GpuReading, GpuSample
+from tui.widgets.history import bar, fmt, human_bytes, size, sparkline
+
+HISTORY = 120
+
+
+def percent_style(p: float | None) -> str:
+    if p is None:
+        return "grey50"
+    return "red" if p >= 90 else "yellow" if p >= 60 else "green"
+
+
+class GpuPane(Static):
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.border_title = "GPU"
+        self._reading: GpuReading | None = None
+        self._util: dict[int, deque[float | None]] = {}
+        self._mem: dict[int, deque[float | None]] = {}
+        self.server_pid: int | None = None
+
+    def show(self, reading: GpuReading) -> None:
+        self._reading = reading
+        for gpu in reading.gpus:
+            self._util.setdefault(gpu.index, deque(maxlen=HISTORY)).append(gpu.utilization)
+            frac = mem_fraction(gpu)
+            self._mem.setdefault(gpu.index, deque(maxlen=HISTORY)).append(None if frac is None else frac * 100)
+        self.refresh_view()
+
+    def on_resize(self) -> None:
+        self.refresh_view()
+
+    def refresh_view(self) -> None:
+        reading = self._reading
+        if reading is None:
+            self.update(Text("reading GPUs…", style="grey50"))
+            return
+        if not reading.gpus:
+            self.update(Text(reading.error or "no NVIDIA GPU found", style="grey62"))
+            return
+        width = max(30, self.content_size.width)
+        text = Text()
+        for gpu in reading.gpus:
+            if text:
+                text.append("\n")
+            self._gpu_lines(text, gpu, width)
+        self.update(text)
+
+    def _gpu_lines(self, text: Text, gpu: GpuSample, width: int) -> None:
+        spark = max(0, min(30, width - 44))
+        text.append(f"{gpu.index} ", style="bold")
+        text.append(gpu.name[: max(10, width - 22 - spark)], style="bold cyan")
+        text.append("  util ")
+        text.append(f"{fmt(gpu.utilization, '3.0f', 'N/A')}%", style=percent_style(gpu.utilization))
+        if spark:
+            text.append(" " + sparkline(self._util[gpu.index], spark, top=100), style="cyan")
+        frac = mem_fraction(gpu)
+        filled, empty = bar(frac, max(8, min(30, width - 32 - spark)))
+        text.append("\n  mem ")
+        text.append(filled, style=percent_style(frac * 100 if frac is not None else None))
+        text.append(empty, style="grey35")
+        text.append(f" {size(gpu.memory_used)}/{size(gpu.memory_total)} GiB")
+        if spark:
+            text.append(" " + sparkline(self._mem[gpu.index], spark, top=100), style="magenta")
+        text.append("\n  ")
+        text.append(f"{fmt(gpu.temperature, '.0f', 'N/A')}°C  ")
+        text.append(f"{fmt(gpu.power, '.0f', 'N/A')}/{fmt(gpu.power_limit, '.0f', 'N/A')} W  ")
+        text.append(f"fan {fmt(gpu.fan, '.0f', 'N/A')}{'%' if gpu.fan is not None else ''}  ")
+        text.append(f"SM {fmt(gpu.sm_clock, 'd', 'N/A')} mem {fmt(gpu.memory_clock, 'd', 'N/A')} MHz  ")
+        text.append(f"PCIe rx {kib(gpu.pcie_rx)} tx {kib(gpu.pcie_tx)}")
+        for proc in gpu.processes:
+            mark = proc.pid == self.server_pid
+            text.append("\n  ")
+            text.append(f"{proc.pid:>7} {proc.user[:10]:<10} {human_bytes(proc.gpu_memory):>9}  ",
+                        style="bold yellow" if mark else "")
+            text.append(proc.command[: max(10, width - 33)], style="yellow" if mark else "grey70")
+            if mark:
+                text.append(" ◀ server", style="bold yellow")
+        if not gpu.processes:
+            text.append("\n  no GPU processes", style="grey50")
+
+
+def mem_fraction(gpu: GpuSample) -> float | None:
+    if gpu.memory_used is None or not gpu.memory_total:
+        return None
+    return gpu.memory_used / gpu.memory_total
+
+
+def kib(rate: float | None) -> str:
+    if rate is None:
+        return "N/A"
+    return f"{rate / 1024:.1f} MiB/s" if rate >= 1024 else f"{rate:.0f} KiB/s"

@@ -1,0 +1,51 @@
+"""Tiny text drawings the panes share: sparklines, bars, and human-readable sizes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Iterable[float | None], width: int, top: float | None = None) -> str:
+    """The last `width` values as block characters; `top` is the full-scale value (default: the max)."""
+    xs = list(values)[-width:] if width > 0 else []
+    known = [x for x in xs if x is not None]
+    scale = top if top else max(known, default=0.0)
+    out = []
+    for x in xs:
+        if x is None:
+            out.append(" ")
+        elif scale <= 0:
+            out.append(BLOCKS[0])
+        else:
+            out.append(BLOCKS[max(0, min(len(BLOCKS) - 1, round(x / scale * (len(BLOCKS) - 1))))])
+    return "".join(out).rjust(width)
+
+
+def bar(fraction: float | None, width: int) -> tuple[str, str]:
+    """(filled, empty) parts of a horizontal bar `width` cells wide."""
+    if width <= 0:
+        return "", ""
+    filled = round(max(0.0, min(1.0, fraction or 0.0)) * width)
+    return "█" * filled, "░" * (width - filled)
+
+
+def size(n: float | None, unit: str = "GiB") -> str:
+    if n is None:
+        return "N/A"
+    scale = {"GiB": 2**30, "MiB": 2**20}[unit]
+    return f"{n / scale:.1f}"
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "N/A"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"
+
+
+def fmt(value: float | None, spec: str, missing: str = "-") -> str:
+    return missing if value is None else format(value, spec)

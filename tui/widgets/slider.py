@@ -1,0 +1,115 @@
+"""A small integer slider over a list of allowed values (our own: textual-slider is GPL-3.0).
+
+Keys: ←/→ one step, Home/End the ends. Mouse: click or drag on the track.
+Posts `Slider.Changed` whenever the value changes, by key, mouse or code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.text import Text
+from textual import events
+from textual.binding import Binding
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+
+
+class Slider(Widget, can_focus=True):
+    BINDINGS = [
+        Binding("left", "step(-1)", "less", show=False),
+        Binding("right", "step(1)", "more", show=False),
+        Binding("home", "jump(0)", "min", show=False),
+        Binding("end", "jump(-1)", "max", show=False),
+    ]
+
+    DEFAULT_CSS = """
+    Slider { height: 1; width: 1fr; min-width: 16; }
+    Slider:focus { text-style: bold; }
+    """
+
+    index: reactive[int] = reactive(0)
+
+    class Changed(Message):
+        def __init__(self, slider: Slider, value: int) -> None:
+            super().__init__()
+            self.slider, self.value = slider, value
+
+        @property
+        def control(self) -> Slider:
+            return self.slider
+
+    def __init__(self, values: Sequence[int], value: int, label: str, *, id: str | None = None) -> None:
+        if not values:
+            raise ValueError("a slider needs at least one value")
+        self.values = tuple(values)
+        self.label = label
+        self._dragging = False
+        super().__init__(id=id)
+        self.set_reactive(Slider.index, self._nearest(value))
+
+    @property
+    def value(self) -> int:
+        return self.values[self.index]
+
+    @value.setter
+    def value(self, value: int) -> None:
+        self.index = self._nearest(value)
+
+    def _nearest(self, value: int) -> int:
+        return min(range(len(self.values)), key=lambda i: (abs(self.values[i] - value), i))
+
+    def validate_index(self, index: int) -> int:
+        return max(0, min(len(self.values) - 1, index))
+
+    def watch_index(self, old: int, new: int) -> None:
+        if old != new:
+            self.post_message(self.Changed(self, self.values[new]))
+
+    def action_step(self, delta: int) -> None:
+        self.index += delta
+
+    def action_jump(self, where: int) -> None:
+        self.index = 0 if where == 0 else len(self.values) - 1
+
+    # --- drawing -------------------------------------------------------------------------------
+    def _track(self) -> tuple[int, int]:
+        """(first column, width) of the track inside the widget."""
+        head = len(self.label) + 1
+        tail = len(str(max(self.values, key=lambda v: len(str(v))))) + 1
+        return head, max(3, self.size.width - head - tail)
+
+    def render(self) -> Text:
+        head, width = self._track()
+        last = len(self.values) - 1
+        knob = round(self.index * (width - 1) / last) if last else 0
+        text = Text(self.label + " ", style="bold" if self.has_focus else "")
+        text.append("━" * knob, style="bright_cyan")
+        text.append("●", style="bold bright_white" if self.has_focus else "bright_white")
+        text.append("─" * (width - knob - 1), style="grey50")
+        text.append(" " + str(self.value), style="bold")
+        return text
+
+    # --- mouse ---------------------------------------------------------------------------------
+    def _index_at(self, x: int) -> int:
+        head, width = self._track()
+        last = len(self.values) - 1
+        if width <= 1 or not last:
+            return 0
+        return round(max(0, min(width - 1, x - head)) * last / (width - 1))
+
+    def on_mouse_down(self, event: events.MouseDown) -> None:
+        self._dragging = True
+        self.capture_mouse()
+        self.focus()
+        self.index = self._index_at(event.x)
+
+    def on_mouse_move(self, event: events.MouseMove) -> None:
+        if self._dragging:
+            self.index = self._index_at(event.x)
+
+    def on_mouse_up(self, event: events.MouseUp) -> None:
+        if self._dragging:
+            self._dragging = False
+            self.release_mouse()
