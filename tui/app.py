@@ -55,15 +55,17 @@ class HostSampled(Sampled):
 
 
 def header_text(info: ServerInfo) -> Text:
-    text = Text(" tokentop ", style="bold black on cyan")
-    text.append(f" {info.url} ", style="bold")
-    text.append(f"· {info.api} API · {info.kind} {info.version or ''}".rstrip() + " · ")
-    text.append(info.model, style="bold cyan")
+    """Most important first, so a narrow terminal cuts only the end: real or simulated, the model."""
+    text = Text()
+    text.append(" tokentop ", style="bold black on cyan")
     text.append(" ")
     if info.simulated:
         text.append(" SIMULATED server ", style="bold black on yellow")
     else:
         text.append(" real server ", style="bold black on green")
+    text.append(" ")
+    text.append(info.model, style="bold cyan")
+    text.append(f" · {info.kind} {info.version or ''}".rstrip() + f" · {info.api} API · {info.url}")
     return text
 
 
@@ -79,7 +81,7 @@ class TokentopApp(App):
         Binding("m", "mode", "mode"),
         Binding("s", "screenshot", "screenshot"),
         Binding("e", "export", "export"),
-        Binding("q,ctrl+c", "quit", "quit", priority=True),
+        Binding("q,ctrl+c", "quit", "quit", key_display="q", priority=True),
     ]
 
     def __init__(self, *, engine: Any, info: ServerInfo, read_gpu: Callable[[], GpuReading],
@@ -143,6 +145,9 @@ class TokentopApp(App):
     def _fit(self, width: int, height: int) -> None:
         self.screen.set_class(width < NARROW_BELOW, "narrow")
         self.screen.set_class(height < SHORT_BELOW, "short")
+        for pane in self.query_one(GpuPane), self.query_one(HostPane):
+            pane.compact = height < SHORT_BELOW
+            pane.refresh_view()
 
     # --- steering -------------------------------------------------------------------------------
     @on(Slider.Changed, "#concurrency")

@@ -30,6 +30,7 @@ class GpuPane(Static):
         self._util: dict[int, deque[float | None]] = {}
         self._mem: dict[int, deque[float | None]] = {}
         self.server_pid: int | None = None
+        self.compact = False
 
     def show(self, reading: GpuReading) -> None:
         self._reading = reading
@@ -47,6 +48,7 @@ class GpuPane(Static):
         if reading is None:
             self.update(Text("reading GPUs…", style="grey50"))
             return
+        self.set_class(not reading.gpus, "-none")
         if not reading.gpus:
             self.update(Text(reading.error or "no NVIDIA GPU found", style="grey62"))
             return
@@ -59,36 +61,47 @@ class GpuPane(Static):
         self.update(text)
 
     def _gpu_lines(self, text: Text, gpu: GpuSample, width: int) -> None:
-        spark = max(0, min(30, width - 44))
-        text.append(f"{gpu.index} ", style="bold")
-        text.append(gpu.name[: max(10, width - 22 - spark)], style="bold cyan")
-        text.append("  util ")
-        text.append(f"{fmt(gpu.utilization, '3.0f', 'N/A')}%", style=percent_style(gpu.utilization))
-        if spark:
-            text.append(" " + sparkline(self._util[gpu.index], spark, top=100), style="cyan")
+        spark = max(0, min(40, width - 50))
         frac = mem_fraction(gpu)
-        filled, empty = bar(frac, max(8, min(30, width - 32 - spark)))
-        text.append("\n  mem ")
-        text.append(filled, style=percent_style(frac * 100 if frac is not None else None))
-        text.append(empty, style="grey35")
-        text.append(f" {size(gpu.memory_used)}/{size(gpu.memory_total)} GiB")
-        if spark:
-            text.append(" " + sparkline(self._mem[gpu.index], spark, top=100), style="magenta")
-        text.append("\n  ")
-        text.append(f"{fmt(gpu.temperature, '.0f', 'N/A')}°C  ")
-        text.append(f"{fmt(gpu.power, '.0f', 'N/A')}/{fmt(gpu.power_limit, '.0f', 'N/A')} W  ")
-        text.append(f"fan {fmt(gpu.fan, '.0f', 'N/A')}{'%' if gpu.fan is not None else ''}  ")
-        text.append(f"SM {fmt(gpu.sm_clock, 'd', 'N/A')} mem {fmt(gpu.memory_clock, 'd', 'N/A')} MHz  ")
-        text.append(f"PCIe rx {kib(gpu.pcie_rx)} tx {kib(gpu.pcie_tx)}")
-        for proc in gpu.processes:
+        text.append(f"{gpu.index} ", style="bold")
+        text.append(gpu.name.removeprefix("NVIDIA ") if self.compact else gpu.name, style="bold cyan")
+        text.append("  util ")
+        text.append(f"{fmt(gpu.utilization, '.0f', 'N/A')}%", style=percent_style(gpu.utilization))
+        if self.compact:
+            text.append(f"  mem {size(gpu.memory_used)}/{size(gpu.memory_total)} GiB")
+        elif spark:
+            text.append("  " + sparkline(self._util[gpu.index], spark, top=100), style="cyan")
+        if not self.compact:
+            filled, empty = bar(frac, max(10, min(30, width - 26 - spark)))
+            text.append("\n  mem ")
+            text.append(filled, style=percent_style(None if frac is None else frac * 100))
+            text.append(empty, style="grey35")
+            text.append(f" {size(gpu.memory_used)}/{size(gpu.memory_total)} GiB")
+            if spark:
+                text.append("  " + sparkline(self._mem[gpu.index], spark, top=100), style="magenta")
+        clocks = f"SM {fmt(gpu.sm_clock, 'd', 'N/A')} mem {fmt(gpu.memory_clock, 'd', 'N/A')} MHz"
+        pcie = f"PCIe rx {kib(gpu.pcie_rx)} tx {kib(gpu.pcie_tx)}"
+        fan = f"fan {fmt(gpu.fan, '.0f', 'N/A')}{'%' if gpu.fan is not None else ''}"
+        power = f"{fmt(gpu.power, '.0f', 'N/A')}/{fmt(gpu.power_limit, '.0f', 'N/A')} W"
+        parts = [f"{fmt(gpu.temperature, '.0f', 'N/A')}°C", power, fan, clocks, pcie]
+        if self.compact:
+            parts.remove(fan)
+        line = "  " + "  ".join(parts)
+        if len(line) <= width or self.compact:
+            text.append("\n" + line)
+        else:
+            text.append("\n  " + "  ".join(parts[:4]) + "\n  " + pcie)
+        for proc in gpu.processes[: 1 if self.compact else 3]:
             mark = proc.pid == self.server_pid
             text.append("\n  ")
             text.append(f"{proc.pid:>7} {proc.user[:10]:<10} {human_bytes(proc.gpu_memory):>9}  ",
                         style="bold yellow" if mark else "")
-            text.append(proc.command[: max(10, width - 33)], style="yellow" if mark else "grey70")
             if mark:
-                text.append(" ◀ server", style="bold yellow")
-        if not gpu.processes:
+                text.append("◀ server ", style="bold yellow")
+            text.append(proc.command, style="yellow" if mark else "grey70")
+        if len(gpu.processes) > (1 if self.compact else 3):
+            text.append(f"\n  … {len(gpu.processes) - (1 if self.compact else 3)} more", style="grey50")
+        if not gpu.processes and not self.compact:
             text.append("\n  no GPU processes", style="grey50")
 
 

@@ -10,10 +10,11 @@ from rich.text import Text
 from textual.widgets import Static
 
 from tui.probes.host import HostSample
-from tui.widgets.history import bar, human_bytes, size, sparkline
+from tui.widgets.history import BLOCKS, bar, human_bytes, size, sparkline
 
 HISTORY = 120
-CORE_CELL = 18  # "nn ██████████ 100%" plus a gap
+CORE_CELL = 18  # "nn ████████ 100%" plus a gap
+MAX_CORE_ROWS = 8
 
 
 def load_style(p: float) -> str:
@@ -27,6 +28,7 @@ class HostPane(Static):
         self._sample: HostSample | None = None
         self._cpu: deque[float] = deque(maxlen=HISTORY)
         self._ram: deque[float] = deque(maxlen=HISTORY)
+        self.compact = False
 
     def show(self, sample: HostSample) -> None:
         self._sample = sample
@@ -43,37 +45,26 @@ class HostPane(Static):
             self.update(Text("reading CPU and memory…", style="grey50"))
             return
         width = max(30, self.content_size.width)
-        spark = max(0, min(30, width - 40))
+        spark = max(0, min(40, width - 44))
         text = Text()
         text.append("CPU ", style="bold")
         text.append(f"{s.cpu_total:3.0f}%", style=load_style(s.cpu_total))
-        text.append(f"  load {s.load_avg[0]:.2f} {s.load_avg[1]:.2f} {s.load_avg[2]:.2f}")
-        text.append(f"  {len(s.cpu_percent)} cores")
-        if spark:
-            text.append(" " + sparkline(self._cpu, spark, top=100), style="cyan")
-        columns = max(1, width // CORE_CELL)
-        for i, pct in enumerate(s.cpu_percent):
-            text.append("\n" if i % columns == 0 else "  ")
-            filled, empty = bar(pct / 100, CORE_CELL - 10)
-            text.append(f"{i:>2} ")
-            text.append(filled, style=load_style(pct))
-            text.append(empty, style="grey35")
-            text.append(f" {pct:3.0f}%")
+        text.append(f"  load {s.load_avg[0]:.2f} {s.load_avg[1]:.2f} {s.load_avg[2]:.2f}  {len(s.cpu_percent)} cores")
+        if spark and not self.compact:
+            text.append("  " + sparkline(self._cpu, spark, top=100), style="cyan")
+        self._cores(text, s.cpu_percent, width)
         ram = s.mem_used / s.mem_total if s.mem_total else 0.0
-        filled, empty = bar(ram, 10)
         text.append("\nRAM  ", style="bold")
-        text.append(filled, style=load_style(ram * 100))
-        text.append(empty, style="grey35")
-        text.append(f" {size(s.mem_used)}/{size(s.mem_total)} GiB used · {size(s.mem_available)} avail"
-                    f" · {size(s.mem_cached)} cached")
-        if spark:
-            text.append(" " + sparkline(self._ram, max(0, spark - 14), top=100), style="magenta")
-        swap = s.swap_used / s.swap_total if s.swap_total else 0.0
-        filled, empty = bar(swap, 10)
-        text.append("\nswap ", style="bold")
-        text.append(filled, style=load_style(swap * 100))
-        text.append(empty, style="grey35")
-        text.append(f" {size(s.swap_used)}/{size(s.swap_total)} GiB")
+        if not self.compact:
+            self._bar(text, ram)
+        text.append(f" {size(s.mem_used)}/{size(s.mem_total)} GiB · avail {size(s.mem_available)}"
+                    f" · cache {size(s.mem_cached)}")
+        if spark and not self.compact:
+            text.append("  " + sparkline(self._ram, max(0, spark - 16), top=100), style="magenta")
+        if s.swap_total and not self.compact:
+            text.append("\nswap ", style="bold")
+            self._bar(text, s.swap_used / s.swap_total)
+            text.append(f" {size(s.swap_used)}/{size(s.swap_total)} GiB")
         text.append("\nserver ", style="bold")
         if s.server is None:
             text.append("process not found on this machine", style="grey50")
@@ -83,3 +74,24 @@ class HostPane(Static):
             text.append(f" · CPU {p.cpu_percent:.0f}% · RSS {human_bytes(p.rss)}")
             text.append(f" (by {p.found_by})", style="grey50")
         self.update(text)
+
+    @staticmethod
+    def _bar(text: Text, fraction: float, width: int = 10) -> None:
+        filled, empty = bar(fraction, width)
+        text.append(filled, style=load_style(fraction * 100))
+        text.append(empty, style="grey35")
+
+    def _cores(self, text: Text, cores: tuple[float, ...], width: int) -> None:
+        columns = max(1, width // CORE_CELL)
+        if len(cores) > columns * (2 if self.compact else MAX_CORE_ROWS):
+            # Too many cores for a bar each: one block per core, its height the load.
+            for i, pct in enumerate(cores):
+                if i % (width - 4) == 0:
+                    text.append("\n    ")
+                text.append(BLOCKS[min(len(BLOCKS) - 1, int(pct / 100 * len(BLOCKS)))], style=load_style(pct))
+            return
+        for i, pct in enumerate(cores):
+            text.append("\n" if i % columns == 0 else "  ")
+            text.append(f"{i:>2} ")
+            self._bar(text, pct / 100, CORE_CELL - 10)
+            text.append(f" {pct:3.0f}%")

@@ -79,7 +79,7 @@ class LoadPane(Vertical):
         yield Static(id="queue")
         with Horizontal(id="load-body"):
             with Vertical(id="streams-box"):
-                yield Static(Text(HEADER + "   (tokens, tok/s: client-counted)", style="bold"), id="streams-header")
+                yield Static(Text(HEADER, style="bold"), id="streams-header")
                 yield StreamTable(id="streams")
             yield LoadChart(id="chart")
 

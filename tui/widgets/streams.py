@@ -31,6 +31,8 @@ PLAIN = Style()
 def row_segments(view: StreamView, top_tps: float) -> list[Segment]:
     """The cells of one row. Tokens and tok/s are client-counted chunks (the header says so)."""
     filled, empty = bar(view.live_tps / top_tps if top_tps > 0 else 0, 10)
+    if view.state == ERROR:  # the error's first words in place of the rate bar
+        filled, empty = "", f"{(view.error or '')[:10]:<10}"
     segments = [
         Segment(f"{view.index:>3} ", PLAIN),
         Segment(f"{view.state:<9} ", STATE_STYLES.get(view.state, PLAIN)),
@@ -39,18 +41,18 @@ def row_segments(view: StreamView, top_tps: float) -> list[Segment]:
         Segment(f"{view.tokens:>6} ", PLAIN),
         Segment(f"{view.live_tps:>6.1f} " if view.state == STREAMING else f"{'':>6} ", PLAIN),
         Segment(filled, Style(color="green")),
-        Segment(empty + " ", DIM),
+        Segment(empty + " ", Style(color="red") if view.state == ERROR else DIM),
         Segment(f"{view.e2e_s:>6.1f}s ", PLAIN),
         Segment(f"{view.requests_done:>4}", DIM),
     ]
     if view.state == ERROR and view.error:
-        segments.append(Segment("  " + view.error, Style(color="red")))
+        segments.append(Segment("  " + view.error[10:], Style(color="red")))
     return segments
 
 
 class StreamTable(ScrollView):
     DEFAULT_CSS = """
-    StreamTable { height: 1fr; min-height: 2; }
+    StreamTable { height: 1fr; min-height: 2; background: $background; overflow-x: hidden; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
