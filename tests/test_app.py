@@ -15,9 +15,9 @@ from tui.widgets.slider import Slider
 from tui.widgets.streams import StreamTable
 
 
-def sim_app(sim, writer=None, **settings):
+def sim_app(sim, writer=None, autostart=True, **settings):
     target, info = discover(sim.url)
-    return make_app(target, info, LoadSettings(**settings), autostart=True, writer=writer)
+    return make_app(target, info, LoadSettings(**settings), autostart=autostart, writer=writer)
 
 
 async def until(predicate, pilot, timeout=10.0):
@@ -34,7 +34,7 @@ def pane_text(app, selector: str) -> str:
 
 
 async def test_concurrency_slider_and_keys_steer_the_engine(sim_factory):
-    app = sim_app(sim_factory(speed=20), concurrency=1, words=25)
+    app = sim_app(sim_factory(speed=20), autostart=False, concurrency=1, words=25)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press("+", "+")
         assert app.engine.settings.concurrency == 3
@@ -53,6 +53,8 @@ async def test_concurrency_slider_and_keys_steer_the_engine(sim_factory):
         assert app.engine.settings.words == 50
         await pilot.press("m")
         assert app.engine.settings.mode == "input"
+        await pilot.press("space")
+        await until(lambda: app.engine.running, pilot)
 
 
 async def test_eight_streams_on_four_slots_four_wait_then_start(sim_factory):
