@@ -220,7 +220,7 @@ async def test_two_slots_four_requests_fifo():
 
 
 def test_metrics_show_busy_and_deferred(sim_factory):
-    sim = sim_factory(parallel=1, speed=20)
+    sim = sim_factory(parallel=1, speed=2)  # slow enough that two requests are surely queued at once
     threads = [threading.Thread(target=chat, args=(sim.url,), daemon=True) for _ in range(3)]
     for thread in threads:
         thread.start()
