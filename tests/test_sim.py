@@ -394,3 +394,13 @@ def test_sim_thread_context_manager():
         assert httpx.get(sim.url + "/health").status_code == 200
     with pytest.raises(httpx.ConnectError):
         httpx.get(sim.url + "/health", timeout=1)
+
+
+def test_fixed_ttft_replaces_prefill(sim_factory):
+    sim = sim_factory(speed=10, ttft_s=2.0)  # 0.2 s real
+    started = time.perf_counter()
+    with httpx.stream("POST", sim.url + "/api/chat", json={"model": MODEL, "messages": STORY}, timeout=5) as response:
+        first = next(line for line in response.iter_lines() if line)
+        ttft = time.perf_counter() - started
+    assert json.loads(first)["message"]["content"]
+    assert 0.2 <= ttft < 0.3

@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections import deque
 
 from rich.text import Text
-from textual.widgets import Static
 
 from tui.probes.gpu import GpuReading, GpuSample
+from tui.widgets.textbox import TextBox
 from tui.widgets.history import bar, fmt, human_bytes, size, sparkline
 
 HISTORY = 120
@@ -22,7 +22,7 @@ def percent_style(p: float | None) -> str:
     return "red" if p >= 90 else "yellow" if p >= 60 else "green"
 
 
-class GpuPane(Static):
+class GpuPane(TextBox):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.border_title = "GPU"
@@ -46,11 +46,11 @@ class GpuPane(Static):
     def refresh_view(self) -> None:
         reading = self._reading
         if reading is None:
-            self.update(Text("reading GPUs…", style="grey50"))
+            self.show_text(Text("reading GPUs…", style="grey50"))
             return
         self.set_class(not reading.gpus, "-none")
         if not reading.gpus:
-            self.update(Text(reading.error or "no NVIDIA GPU found", style="grey62"))
+            self.show_text(Text(reading.error or "no NVIDIA GPU found", style="grey62"))
             return
         width = max(30, self.content_size.width)
         text = Text()
@@ -58,7 +58,7 @@ class GpuPane(Static):
             if text:
                 text.append("\n")
             self._gpu_lines(text, gpu, width)
-        self.update(text)
+        self.show_text(text)
 
     def _gpu_lines(self, text: Text, gpu: GpuSample, width: int) -> None:
         spark = max(0, min(40, width - 50))

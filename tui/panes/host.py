@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections import deque
 
 from rich.text import Text
-from textual.widgets import Static
 
 from tui.probes.host import HostSample
+from tui.widgets.textbox import TextBox
 from tui.widgets.history import BLOCKS, bar, human_bytes, size, sparkline
 
 HISTORY = 120
@@ -21,7 +21,7 @@ def load_style(p: float) -> str:
     return "red" if p >= 90 else "yellow" if p >= 60 else "green"
 
 
-class HostPane(Static):
+class HostPane(TextBox):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.border_title = "CPU / RAM"
@@ -42,7 +42,7 @@ class HostPane(Static):
     def refresh_view(self) -> None:
         s = self._sample
         if s is None:
-            self.update(Text("reading CPU and memory…", style="grey50"))
+            self.show_text(Text("reading CPU and memory…", style="grey50"))
             return
         width = max(30, self.content_size.width)
         spark = max(0, min(40, width - 44))
@@ -73,7 +73,7 @@ class HostPane(Static):
             text.append(f"{p.name} pid {p.pid}", style="bold yellow")
             text.append(f" · CPU {p.cpu_percent:.0f}% · RSS {human_bytes(p.rss)}")
             text.append(f" (by {p.found_by})", style="grey50")
-        self.update(text)
+        self.show_text(text)
 
     @staticmethod
     def _bar(text: Text, fraction: float, width: int = 10) -> None:

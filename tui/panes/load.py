@@ -19,6 +19,7 @@ from tui.widgets.chart import LoadChart
 from tui.widgets.history import fmt
 from tui.widgets.slider import Slider
 from tui.widgets.streams import HEADER, StreamTable
+from tui.widgets.textbox import TextBox
 
 MAX_CONCURRENCY = 64
 MODE_NAMES = {"output": "story", "input": "title"}
@@ -74,9 +75,9 @@ class LoadPane(Vertical):
         with Horizontal(id="controls"):
             yield Slider(range(MAX_CONCURRENCY + 1), self._concurrency, "concurrency", id="concurrency")
             yield Slider(WORD_STOPS, self._words, "words", id="words")
-        yield Static(mode_text(self._mode, self._words), id="mode")
-        yield Static(id="summary")
-        yield Static(id="queue")
+        yield TextBox(mode_text(self._mode, self._words), id="mode")
+        yield TextBox(id="summary")
+        yield TextBox(id="queue")
         with Horizontal(id="load-body"):
             with Vertical(id="streams-box"):
                 yield Static(Text(HEADER, style="bold"), id="streams-header")
@@ -84,12 +85,12 @@ class LoadPane(Vertical):
             yield LoadChart(id="chart")
 
     def show(self, snap: Snapshot) -> None:
-        self.query_one("#summary", Static).update(summary_text(snap))
-        self.query_one("#queue", Static).update(queue_text(snap))
+        self.query_one("#summary", TextBox).show_text(summary_text(snap))
+        self.query_one("#queue", TextBox).show_text(queue_text(snap))
         self.query_one(StreamTable).show(snap.streams)
 
     def show_mode(self, mode: str, words: int) -> None:
-        self.query_one("#mode", Static).update(mode_text(mode, words))
+        self.query_one("#mode", TextBox).show_text(mode_text(mode, words))
 
     def show_history(self, points: Sequence[LoadPoint]) -> None:
         chart = self.query_one(LoadChart)

@@ -49,6 +49,7 @@ class SimConfig:
     # busy slots -> per-stream decode tok/s; interpolated, and the aggregate held beyond the last point
     profile: tuple[tuple[int, float], ...] = ((1, 25.4), (2, 22.3), (4, 16.2))
     prefill_tps: float = 400.0
+    ttft_s: float | None = None  # a fixed slot → first token time instead of prefill + one decode step
     load_s: float = 0.0  # cold-start model load on the first request(s)
     faults: dict[str, float] = field(default_factory=dict)  # kind -> probability per request
     fault_after: int = 3  # cut / malformed / stall come after this many content tokens
@@ -61,6 +62,8 @@ class SimConfig:
             raise ValueError(f"parallel must be 1 or more, not {self.parallel}")
         if not self.speed > 0 or not self.prefill_tps > 0:
             raise ValueError("speed and prefill tok/s must be more than 0")
+        if self.ttft_s is not None and not self.ttft_s >= 0:
+            raise ValueError(f"ttft must be 0 or more, not {self.ttft_s}")
         if not self.load_s >= 0 or self.fault_after < 0:
             raise ValueError("load time and fault_after cannot be negative")
         if not self.profile or any(n < 1 or not r > 0 for n, r in self.profile):
@@ -272,7 +275,7 @@ class SimServer:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self._release()  # handed a slot just as the client left
-            else:
+            elif waiter in self._waiters:  # (a cancelled waiter may already be dropped by _release)
                 self._waiters.remove(waiter)
             raise
 
@@ -454,7 +457,8 @@ class SimServer:
         await self._acquire()
         try:
             job.slot_at = loop.time()
-            await asyncio.sleep(job.prompt_tokens / cfg.prefill_tps / cfg.speed)
+            prefill = cfg.ttft_s if cfg.ttft_s is not None else job.prompt_tokens / cfg.prefill_tps
+            await asyncio.sleep(prefill / cfg.speed)
             job.prefill_end = due = loop.time()
             out = self._stream(job, writer)
             text = []
@@ -464,7 +468,8 @@ class SimServer:
                     return
                 if i == job.n_tokens:
                     break
-                due += 1 / (decode_rate(cfg.profile, self.busy) * cfg.speed)
+                if i or cfg.ttft_s is None:  # with a fixed TTFT the first token goes at once
+                    due += 1 / (decode_rate(cfg.profile, self.busy) * cfg.speed)
                 await asyncio.sleep(max(0.0, due - loop.time()))
                 text.append(token(i))
                 job.sent += 1
@@ -631,6 +636,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="time multiplier: 10 runs everything ten times faster (default 1)")
     parser.add_argument("--prefill-tps", type=float, default=d.prefill_tps,
                         help=f"simulated prompt tokens per second (default {d.prefill_tps:g})")
+    parser.add_argument("--ttft", type=float, default=None, metavar="SECONDS",
+                        help="fixed time from getting a slot to the first token, replacing prefill"
+                             " (simulated seconds; for measuring the client's own TTFT error)")
     parser.add_argument("--load-time", type=float, default=d.load_s,
                         help="simulated cold-start model load before the first request, in seconds (default 0)")
     parser.add_argument("--fault", default="", metavar="SPEC",
@@ -642,7 +650,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        config = SimConfig(parallel=args.parallel, speed=args.speed, prefill_tps=args.prefill_tps,
+        config = SimConfig(parallel=args.parallel, speed=args.speed, prefill_tps=args.prefill_tps, ttft_s=args.ttft,
                            load_s=args.load_time, faults=parse_faults(args.fault), seed=args.seed, model=args.model)
         if not 0 <= args.port <= 65535:
             raise ValueError(f"--port must be 0 to 65535, not {args.port}")

@@ -1,8 +1,10 @@
-"""The load chart: aggregate and mean per-stream tok/s over time, and below it the stream counts
-(the concurrency setting, streaming, waiting), so a change of setting lines up with its effect.
+"""The load chart: aggregate and mean per-stream tok/s over time (plotext), and under it the stream
+counts — the concurrency setting, streaming, waiting — as sparklines on the same time axis, so a
+change of setting lines up with its effect.
 
 plotext keeps global state, so `plot` must run on the UI thread only (it does: the app's timer).
-Its legends crash on small plots, so the legend is our own line of text.
+A plotext build costs ~25 ms here, so there is one, and none while the curves stay flat. Its
+legends crash on small plots, so the legend is our own line of text.
 """
 
 from __future__ import annotations
@@ -11,35 +13,40 @@ from collections.abc import Sequence
 
 import plotext as plt
 from rich.text import Text
-from textual.widgets import Static
 
 from tui.load.history import LoadPoint
+from tui.widgets.history import sparkline
+from tui.widgets.textbox import TextBox
 
-# (label, colour); the colours are those of build_chart's lines
+# (label, colour); the colours are those of the lines drawn
 TPS_SERIES = (("aggregate", "cyan"), ("per-stream", "green"))
 COUNT_SERIES = (("concurrency", "yellow"), ("streaming", "green"), ("waiting", "red"))
+LABEL = 12  # width of the sparklines' labels
 
 
-def plot_lines(xs: Sequence[float], series: Sequence[tuple[str, Sequence[float]]], width: int, height: int) -> str:
+def plot_tps(points: Sequence[LoadPoint], width: int, height: int) -> str:
+    t0 = points[-1].t_s
+    xs = [p.t_s - t0 for p in points]
+    series = [[p.aggregate_tps for p in points], [p.mean_stream_tps or 0.0 for p in points]]
     plt.clear_figure()
     plt.plotsize(width, height)
     plt.theme("clear")
-    for color, ys in series:
+    for (_, color), ys in zip(TPS_SERIES, series):
         plt.plot(xs, ys, color=color, marker="braille")
-    plt.ylim(0, max((max(ys) for _, ys in series), default=0) or 1)
+    plt.ylim(0, max(max(ys) for ys in series) or 1)
     return plt.build().rstrip("\n")
 
 
-def build_chart(points: Sequence[LoadPoint], width: int, height: int) -> str:
-    """Two plots, one above the other, sharing the time axis (seconds before now)."""
-    t0 = points[-1].t_s
-    xs = [p.t_s - t0 for p in points]
-    counts_height = max(6, height // 3)
-    tps = plot_lines(xs, [("cyan", [p.aggregate_tps for p in points]),
-                          ("green", [p.mean_stream_tps or 0.0 for p in points])], width, height - counts_height)
-    counts = plot_lines(xs, [("yellow", [p.concurrency for p in points]), ("green", [p.streaming for p in points]),
-                             ("red", [p.waiting for p in points])], width, counts_height)
-    return tps + "\n" + counts
+def count_lines(points: Sequence[LoadPoint], width: int) -> Text:
+    columns = width - LABEL - 5
+    series = [[p.concurrency for p in points], [p.streaming for p in points], [p.waiting for p in points]]
+    top = max(max(ys) for ys in series) or 1
+    text = Text()
+    for (name, color), ys in zip(COUNT_SERIES, series):
+        text.append(f"\n{name:>{LABEL}} ")
+        text.append(sparkline(ys[-columns:], columns, top=top), style=color)
+        text.append(f" {ys[-1]:>3}", style=f"bold {color}")
+    return text
 
 
 def legend(series: Sequence[tuple[str, str]]) -> Text:
@@ -50,12 +57,13 @@ def legend(series: Sequence[tuple[str, str]]) -> Text:
     return text
 
 
-class LoadChart(Static):
+class LoadChart(TextBox):
     DEFAULT_CSS = """
     LoadChart { height: 1fr; min-height: 6; text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
     _points: Sequence[LoadPoint] = ()
+    _drawn: tuple | None = None
 
     def on_resize(self) -> None:
         self.plot(self._points)
@@ -63,14 +71,19 @@ class LoadChart(Static):
     def plot(self, points: Sequence[LoadPoint]) -> None:
         self._points = points
         width, height = self.content_size
-        head = Text("tok/s, client-counted: ", style="bold") + legend(TPS_SERIES)
-        foot = Text("streams: ", style="bold") + legend(COUNT_SERIES) + Text("x: seconds ago", style="grey50")
+        points = list(points)[-(width - LABEL - 6):]  # a point a column, as in the count sparklines
+        values = {(p.aggregate_tps, p.mean_stream_tps, p.concurrency, p.streaming, p.waiting) for p in points}
+        key = (width, height, values) if len(values) == 1 else None
+        if key is not None and key == self._drawn:
+            return  # flat curves look the same as the window slides: skip the build
+        self._drawn = key
         if len(points) < 2 or width < 30 or height < 12:
-            self.update(Text("tok/s chart: ") + Text("waiting for data" if len(points) < 2 else "needs more room",
-                                                   style="grey50"))
+            self.show_text(Text("tok/s chart: ") + Text("waiting for data" if len(points) < 2 else "needs more room",
+                                                        style="grey50"))
             return
+        head = Text("tok/s (client): ", style="bold") + legend(TPS_SERIES) + Text("x: s ago", style="grey50")
         try:
-            chart = Text.from_ansi(build_chart(points, width, height - 2))
+            chart = Text.from_ansi(plot_tps(points, width, height - 1 - len(COUNT_SERIES)))
         except (IndexError, ValueError, ZeroDivisionError) as exc:  # plotext on odd sizes; never fatal
             chart = Text(f"chart unavailable at this size ({type(exc).__name__})", style="grey50")
-        self.update(Text("\n").join([head, chart, foot]))
+        self.show_text(head + "\n" + chart + count_lines(points, width))

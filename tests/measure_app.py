@@ -1,0 +1,153 @@
+"""Measure the app's own cost and its timing error, in a real terminal (tmux), against `tokentop sim`.
+
+    python tests/measure_app.py [--seconds 30]
+
+1. idle: the app monitoring, no load (concurrency 0) — CPU of the tokentop process.
+2. 64 streams against the default sim (4 slots, 60 queued, ~65 tok/s in all, as the seed's A100).
+3. stress: 64 streams against `tokentop sim --parallel 64 --speed 10` (~650 tok/s in all), where the
+   sim gives every request a fixed, known TTFT (`--ttft`) and nobody queues, so client TTFT − known
+   TTFT is what the client side adds. Run twice: the engine alone (no UI, this process) and the app
+   with its UI in tmux, so the UI's share of the error is the difference.
+
+Not a pytest test: timings on a shared 2-core machine are not pass/fail material. The numbers go in
+the README. Needs tmux.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tui.load.stats import percentile
+from tui.servers.local import free_port
+
+KNOWN_TTFT_S = 0.1  # real seconds: --ttft 1.0 at --speed 10
+
+
+def start_sim(port: int, options: list[str]) -> subprocess.Popen:
+    sim = subprocess.Popen([sys.executable, "-m", "tui", "sim", "--port", str(port), *options],
+                           stdout=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/api/version", timeout=1)
+            return sim
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    sim.kill()
+    raise SystemExit("tokentop sim did not start")
+
+
+def run_app(session: str, args: list[str]) -> psutil.Process:
+    command = " ".join([f"exec {sys.executable} -m tui", *args])
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "48", command], check=True)
+    time.sleep(0.5)
+    pid = int(subprocess.check_output(["tmux", "display-message", "-p", "-t", session, "#{pane_pid}"]).strip())
+    return psutil.Process(pid)
+
+
+def cpu_percent(processes: list[psutil.Process], seconds: float) -> list[float]:
+    """Each process's CPU over the same window, in % of one core."""
+    before, start = [p.cpu_times() for p in processes], time.monotonic()
+    time.sleep(seconds)
+    after, wall = [p.cpu_times() for p in processes], time.monotonic() - start
+    return [100 * ((a.user + a.system) - (b.user + b.system)) / wall for a, b in zip(after, before)]
+
+
+def quit_app(session: str, process: psutil.Process) -> float:
+    started = time.monotonic()
+    subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+    try:
+        process.wait(10)
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], stderr=subprocess.DEVNULL)
+    return time.monotonic() - started
+
+
+def ttft_errors_ms(records: list[dict], since: float) -> list[float]:
+    return [(r["ttft_s"] - KNOWN_TTFT_S) * 1000 for r in records
+            if r["sent_at"] >= since and r["ttft_s"] is not None and not r["error"]]
+
+
+def describe(errors: list[float]) -> str:
+    return (f"{len(errors)} requests, TTFT - known {KNOWN_TTFT_S * 1000:.0f} ms: p50 {percentile(errors, 50):.1f} ms,"
+            f" p99 {percentile(errors, 99):.1f} ms, max {max(errors):.1f} ms")
+
+
+def engine_alone(url: str, seconds: float) -> tuple[float, list[float]]:
+    from tui.load.client import Target
+    from tui.load.engine import LoadEngine, LoadSettings
+
+    engine = LoadEngine(Target(url, "ollama", "tokentop-sim:70b-simulated"), LoadSettings(concurrency=64, words=100))
+    engine.start()
+    time.sleep(5)
+    since, cpu0, wall0 = time.time(), time.process_time(), time.monotonic()
+    time.sleep(seconds)
+    cpu = 100 * (time.process_time() - cpu0) / (time.monotonic() - wall0)
+    engine.stop()
+    return cpu, ttft_errors_ms([r.to_json() for r in engine.records], since)
+
+
+def app_run(session: str, url: str, seconds: float, extra: list[str], sim: subprocess.Popen,
+            out: Path | None = None) -> tuple[float, float, float, list[dict]]:
+    args = ["--url", url, *extra] + (["--out", str(out)] if out else [])
+    app = run_app(session, args)
+    time.sleep(5)
+    since = time.time()
+    app_cpu, sim_cpu = cpu_percent([app, psutil.Process(sim.pid)], seconds)
+    quit_s = quit_app(session, app)
+    records = [json.loads(line) for line in out.read_text().splitlines()] if out else []
+    return app_cpu, sim_cpu, quit_s, [r for r in records if r["sent_at"] >= since]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each measurement (default 30)")
+    args = parser.parse_args()
+    if shutil.which("tmux") is None:
+        raise SystemExit("needs tmux (apt-get install tmux)")
+    out = Path(tempfile.mkdtemp()) / "streams.jsonl"
+    print(f"machine: {psutil.cpu_count()} cores; {args.seconds:.0f} s per measurement; app in tmux at 160x48")
+
+    port = free_port()
+    sim = start_sim(port, [])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        idle, _, _, _ = app_run("tokentop-idle", url, args.seconds, ["--concurrency", "0"], sim)
+        print(f"1. idle monitoring: tokentop {idle:.1f} % of one core")
+        busy, sim_cpu, quit_s, records = app_run("tokentop-64", url, args.seconds,
+                                                 ["--concurrency", "64", "--autostart"], sim, out)
+        tokens = sum(r["output_tokens"] for r in records)
+        print(f"2. 64 streams, default sim (4 slots): tokentop {busy:.1f} % of one core, sim {sim_cpu:.1f} %;"
+              f" quit took {quit_s:.2f} s; {len(out.read_text().splitlines())} whole lines in --out")
+    finally:
+        sim.terminate()
+        sim.wait()
+
+    port = free_port()
+    sim = start_sim(port, ["--parallel", "64", "--speed", "10", "--ttft", str(KNOWN_TTFT_S * 10)])
+    url = f"http://127.0.0.1:{port}"
+    try:
+        alone_cpu, alone_errors = engine_alone(url, args.seconds)
+        print(f"3a. stress, engine alone (no UI): {alone_cpu:.1f} % of one core; {describe(alone_errors)}")
+        busy, sim_cpu, quit_s, records = app_run("tokentop-stress", url, args.seconds,
+                                                 ["--concurrency", "64", "--words", "100", "--autostart"], sim, out)
+        tokens = sum(r["output_tokens"] for r in records)
+        print(f"3b. stress, app with UI: tokentop {busy:.1f} % of one core, sim {sim_cpu:.1f} %;"
+              f" {describe(ttft_errors_ms(records, 0))}; {tokens} tokens in finished requests")
+    finally:
+        sim.terminate()
+        sim.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
