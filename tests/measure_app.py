@@ -66,10 +66,16 @@ def quit_app(session: str, process: psutil.Process) -> float:
     started = time.monotonic()
     subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
     try:
-        process.wait(10)
+        while time.monotonic() - started < 10:  # exited = a zombie until tmux reaps it, which can take seconds
+            try:
+                if process.status() == psutil.STATUS_ZOMBIE:
+                    break
+            except psutil.NoSuchProcess:
+                break
+            time.sleep(0.01)
+        return time.monotonic() - started
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], stderr=subprocess.DEVNULL)
-    return time.monotonic() - started
 
 
 def ttft_errors_ms(records: list[dict], since: float) -> list[float]:
