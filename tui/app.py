@@ -21,7 +21,7 @@ from textual.message import Message
 from textual.widgets import Footer, Static
 
 from tui.load.discover import ServerInfo
-from tui.load.history import LoadHistory
+from tui.load.history import LoadHistory, ObservedLimit
 from tui.load.prompts import INPUT, OUTPUT
 from tui.load.records import write_jsonl
 from tui.panes.gpu import GpuPane
@@ -29,6 +29,7 @@ from tui.panes.host import HostPane
 from tui.panes.load import LoadPane
 from tui.probes.gpu import GpuReading
 from tui.probes.host import HostSample
+from tui.probes.server import ServerSample
 from tui.widgets.slider import Slider
 
 NARROW_BELOW = 120  # columns: the chart goes, the panes get compact
@@ -51,6 +52,10 @@ class GpuSampled(Sampled):
 
 
 class HostSampled(Sampled):
+    pass
+
+
+class ServerSampled(Sampled):
     pass
 
 
@@ -85,11 +90,16 @@ class TokentopApp(App):
     ]
 
     def __init__(self, *, engine: Any, info: ServerInfo, read_gpu: Callable[[], GpuReading],
-                 read_host: Callable[[], HostSample], autostart: bool = False,
+                 read_host: Callable[[], HostSample], read_server: Callable[[], ServerSample] | None = None,
+                 autostart: bool = False, notice: str | None = None,
                  live: bool = True, refresh_hz: float = 5.0, poll_s: float = 1.0) -> None:
         super().__init__()
         self.engine, self.info = engine, info
-        self.read_gpu, self.read_host = read_gpu, read_host
+        self.read_gpu, self.read_host, self.read_server = read_gpu, read_host, read_server
+        self.notice = notice  # one line shown once the app is up (e.g. why the demo is simulated)
+        self.server: ServerSample | None = None
+        self.gpu: GpuReading | None = None
+        self.observed_limit = ObservedLimit()
         self.autostart = autostart
         self.live, self.refresh_hz, self.poll_s = live, refresh_hz, poll_s
         self.history = LoadHistory()
@@ -112,10 +122,16 @@ class TokentopApp(App):
             self.set_interval(1.0, self.record_history)
             self.run_worker(lambda: self._poll(self.read_gpu, GpuSampled), thread=True, group="gpu")
             self.run_worker(lambda: self._poll(self.read_host, HostSampled), thread=True, group="host")
+            if self.read_server is not None:
+                self.run_worker(lambda: self._poll(self.read_server, ServerSampled), thread=True, group="server")
         else:  # fixed inputs (tests): one reading of each, drawn once
-            self.query_one(GpuPane).show(self.read_gpu())
+            self.on_gpu_sampled(GpuSampled(self.read_gpu()))
             self.query_one(HostPane).show(self.read_host())
+            if self.read_server is not None:
+                self.server = self.read_server()
             self.refresh_load()
+        if self.notice:
+            self.notify(self.notice, timeout=15)
 
     def _poll(self, read: Callable[[], Any], message: type[Sampled]) -> None:
         # The next read starts only when the last one has finished, so slow reads never pile up.
@@ -124,18 +140,26 @@ class TokentopApp(App):
             self._stop_polling.wait(self.poll_s)
 
     def on_gpu_sampled(self, message: GpuSampled) -> None:
+        self.gpu = message.sample
         self.query_one(GpuPane).show(message.sample)
+
+    def on_server_sampled(self, message: ServerSampled) -> None:
+        self.server = message.sample
 
     def on_host_sampled(self, message: HostSampled) -> None:
         sample: HostSample = message.sample
         self.query_one(HostPane).show(sample)
-        self.query_one(GpuPane).server_pid = sample.server.pid if sample.server else None
+        self.query_one(GpuPane).server_pids = frozenset(sample.server.family) if sample.server else frozenset()
 
     def refresh_load(self) -> None:
-        self.query_one(LoadPane).show(self.engine.snapshot())
+        snap = self.engine.snapshot()
+        power = sum(g.power for g in self.gpu.gpus if g.power) if self.gpu else None
+        self.query_one(LoadPane).show(snap, self.server, self.observed_limit.update(snap), power or None)
 
     def record_history(self) -> None:
-        self.history.add(self.engine.snapshot())
+        server = self.server
+        self.history.add(self.engine.snapshot(), server.running if server else None,
+                         server.waiting if server else None)
         self.query_one(LoadPane).show_history(self.history.points)
 
     # --- layout ---------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from tui.load.prompts import INPUT, MODES, OUTPUT, build_prompt
 from tui.load.protocols import RequestSpec
 from tui.load.records import JsonlWriter, RequestRecord
 from tui.load.stats import cell_row
+from tui.probes.server import ServerProbe
 
 FORMATS = ("table", "markdown", "csv", "json")
 
@@ -40,6 +41,10 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("aggregate_tps", "Aggregate tok/s", ".1f"),
     ("server_decode_tps_mean", "Server decode tok/s", ".1f"),
     ("server_prefill_tps_mean", "Server prefill tok/s", ".1f"),
+    ("queue_wait_mean_s", "Queue wait est. (s)", ".2f"),
+    ("server_queue_max", "Server queue max", "d"),
+    ("truncated", "Truncated", "d"),
+    ("cold_starts", "Cold starts", "d"),
     ("tokens_source", "Tokens from", "s"),
     ("errors", "Errors", "d"),
 ]
@@ -49,7 +54,10 @@ LEGEND = (
     "'client' = content chunks counted by tokentop.\n"
     "Average Time, Average Speed (= Average Tokens / Average Time, the article's figure), TTFT, "
     "Decode (= (tokens-1)/(last-first token)) and Aggregate (all tokens / wall time) are "
-    "client-measured; Server decode/prefill tok/s are server-reported."
+    "client-measured; Server decode/prefill tok/s are server-reported.\n"
+    "Queue wait est. = ollama's total - load - prompt_eval - eval durations (server-reported, ollama only); "
+    "Server queue max = the most requests the server's /metrics said were waiting during the cell; "
+    "Truncated = stopped at max tokens / context (done_reason length); Cold starts = waited for a model load."
 )
 
 
@@ -121,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
             url = sim.url
         target, info = discover(url, args.api, args.model)
         meta = make_meta(info, args, concurrency, words)
+        probe = ServerProbe(info.url, info.kind, info.version, target.headers())
+        queue_max: dict[tuple[int, int], int] = {}
         records: list[RequestRecord] = []
         interrupted = False
         try:
@@ -131,11 +141,13 @@ def run(args: argparse.Namespace) -> int:
                         out.write(record)
                     advance()
 
-                asyncio.run(run_cells(target, args, concurrency, words, finished))
+                asyncio.run(run_cells(target, args, concurrency, words, finished, probe, queue_max))
         except KeyboardInterrupt:
             interrupted = True
             print(f"interrupted: {len(records)} finished request(s) kept", file=sys.stderr)
         rows = rows_of(records, concurrency, words)
+        for row in rows:
+            row["server_queue_max"] = queue_max.get((row["concurrency"], row["words"]))
         sys.stdout.write(render(rows, meta, args.format, args.mode))
         sys.stdout.flush()
         return 130 if interrupted else 0
@@ -153,8 +165,21 @@ def _die(message: str) -> int:
     return 2
 
 
+async def watch_queue(probe: ServerProbe, cell: tuple[int, int], queue_max: dict[tuple[int, int], int]) -> None:
+    """Poll the server's own queue (/metrics) while a cell runs; keep its peak."""
+    while True:
+        sample = await asyncio.to_thread(probe.read)
+        if sample.waiting is not None:
+            queue_max[cell] = max(queue_max.get(cell, 0), sample.waiting)
+        elif sample.error is None:
+            return  # this server reports no queue
+        await asyncio.sleep(0.2)
+
+
 async def run_cells(target: Target, args: argparse.Namespace, concurrency: list[int], words: list[int],
-                    finished: Callable[[RequestRecord], None]) -> None:
+                    finished: Callable[[RequestRecord], None], probe: ServerProbe | None = None,
+                    queue_max: dict[tuple[int, int], int] | None = None) -> None:
+    queue_max = {} if queue_max is None else queue_max
     async with make_client(args.timeout) as client:
         for n in concurrency:
             for w in words:
@@ -169,7 +194,12 @@ async def run_cells(target: Target, args: argparse.Namespace, concurrency: list[
                         await stream_once(client, target, spec, record)
                         finished(record)
 
-                    await asyncio.gather(*(one(i) for i in range(n)))
+                    watch = asyncio.ensure_future(watch_queue(probe, (n, w), queue_max)) if probe else None
+                    try:
+                        await asyncio.gather(*(one(i) for i in range(n)))
+                    finally:
+                        if watch is not None:
+                            watch.cancel()
 
 
 def rows_of(records: list[RequestRecord], concurrency: list[int], words: list[int]) -> list[dict[str, Any]]:

@@ -104,11 +104,13 @@ def make_app(target, info, settings, *, autostart: bool = False, writer=None, **
     from tui.load.engine import LoadEngine
     from tui.probes.gpu import GpuProbe
     from tui.probes.host import HostProbe
+    from tui.probes.server import ServerProbe
 
     engine = LoadEngine(target, settings, on_record=writer.write if writer else None)
     host = HostProbe(server_port=local_port(target.url))
+    server = ServerProbe(info.url, info.kind, info.version, target.headers())
     return TokentopApp(engine=engine, info=info, read_gpu=GpuProbe().read, read_host=host.read,
-                       autostart=autostart, **app_options)
+                       read_server=server.read, autostart=autostart, **app_options)
 
 
 def local_port(url: str) -> int | None:

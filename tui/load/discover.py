@@ -12,6 +12,7 @@ import httpx
 
 from tui.load.client import Target
 from tui.load.protocols import APIS, OLLAMA, OPENAI
+from tui.probes.server import detect
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 SIM_MARK = "tokentop-sim"
@@ -168,14 +169,6 @@ def _openai(client: httpx.Client, base: str, headers: dict[str, str], model: str
 
 
 def _openai_kind(client: httpx.Client, base: str, headers: dict[str, str]) -> tuple[str, str | None]:
-    """Best effort: llama.cpp's /props, vLLM's /version; else a generic OpenAI-compatible server."""
-    try:
-        props = _get_json(client, base + "/props", headers)
-        if props is not None and ("build_info" in props or "total_slots" in props):
-            return "llama.cpp", props.get("build_info")
-        version = _get_json(client, base + "/version", headers)
-        if version is not None and "version" in version:
-            return "vllm", str(version["version"])
-    except DiscoveryError:
-        pass
-    return "openai-compatible", None
+    """Best effort: llama.cpp, vLLM, SGLang, TGI by the endpoints they answer; else generic."""
+    client.headers.update(headers)
+    return detect(client, base)

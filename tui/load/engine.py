@@ -25,10 +25,11 @@ from tui.load.client import Target, make_client, stream_once
 from tui.load.prompts import MODES, build_prompt
 from tui.load.protocols import RequestSpec
 from tui.load.records import NS, RequestRecord
-from tui.load.stats import percentile
+from tui.load.stats import mean, percentile
 
 WAITING, STREAMING, DONE, ERROR = "waiting", "streaming", "done", "error"
-ERROR_BACKOFF_S = 1.0  # pause after a failed request so a dead server is not hammered
+ERROR_BACKOFF_S = 1.0
+QUEUED_AFTER_S = 0.3  # waiting this long with others streaming is queueing, not prefill  # pause after a failed request so a dead server is not hammered
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class StreamView:
     live_tps: float  # content chunks per second over the engine's window (client-counted)
     e2e_s: float  # send → end, or send → now while running
     error: str | None
+    note: str | None = None  # about this stream's last finished request: truncated, cold start, queued
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,16 @@ class Snapshot:
     aggregate_tps: float  # all streams' content chunks per second over the window (client-counted)
     mean_stream_tps: float | None  # mean live rate of the streaming streams
     ttft_p50_s: float | None  # over the recent finished requests
+    truncated: int = 0  # finished requests that stopped at a token limit (done_reason "length")
+    cold_starts: int = 0  # ollama: requests that waited for a model load
+    queue_wait_mean_s: float | None = None  # ollama's own durations: total − load − prompt − eval (recent)
+
+    @property
+    def queued(self) -> int:
+        """Streams waiting longer than a prefill takes while others stream: the live queue."""
+        if not self.streaming:
+            return 0
+        return sum(1 for v in self.streams if v.state == WAITING and v.waited_s >= QUEUED_AFTER_S)
 
 
 def chunks_in_window(record: RequestRecord, since_ns: int) -> int:
@@ -114,6 +126,8 @@ class LoadEngine:
         self._workers: dict[int, asyncio.Task] = {}
         self._current: dict[int, RequestRecord] = {}
         self._done_count: dict[int, int] = {}
+        self._last_note: dict[int, str | None] = {}
+        self._truncated = self._cold_starts = 0
         self.records: list[RequestRecord] = []  # every finished request, in finishing order
         self._recent: deque[RequestRecord] = deque(maxlen=256)
 
@@ -207,6 +221,9 @@ class LoadEngine:
             aggregate_tps=window_chunks / self._window_s(now),
             mean_stream_tps=(sum(v.live_tps for v in streaming) / len(streaming)) if streaming else None,
             ttft_p50_s=percentile(ttfts, 50),
+            truncated=self._truncated,
+            cold_starts=self._cold_starts,
+            queue_wait_mean_s=mean(r.queue_wait_s for r in recent),
         )
 
     def _window_s(self, now: int) -> float:
@@ -234,6 +251,7 @@ class LoadEngine:
             live_tps=live,
             e2e_s=(stop - record.send_ns) / NS,
             error=record.error,
+            note=self._last_note.get(index),
         )
 
     # --- the engine's own loop ----------------------------------------------------------------
@@ -308,6 +326,9 @@ class LoadEngine:
         self.records.append(record)
         self._recent.append(record)
         self._done_count[index] = self._done_count.get(index, 0) + 1
+        self._last_note[index] = record.note
+        self._truncated += record.truncated
+        self._cold_starts += record.cold_start
         if self._on_record is not None:
             self._on_record(record)
 

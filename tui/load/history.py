@@ -17,6 +17,8 @@ class LoadPoint:
     concurrency: int  # the setting
     streaming: int
     waiting: int
+    server_running: int | None = None  # server-reported (/metrics), when the server has them
+    server_waiting: int | None = None
 
 
 class LoadHistory:
@@ -24,7 +26,7 @@ class LoadHistory:
         self.points: deque[LoadPoint] = deque(maxlen=maxlen)
         self._origin_ns: int | None = None
 
-    def add(self, snap: Snapshot) -> LoadPoint:
+    def add(self, snap: Snapshot, server_running: int | None = None, server_waiting: int | None = None) -> LoadPoint:
         if self._origin_ns is None:
             self._origin_ns = snap.taken_ns
         point = LoadPoint(
@@ -34,6 +36,21 @@ class LoadHistory:
             concurrency=snap.settings.concurrency if snap.running else 0,
             streaming=snap.streaming,
             waiting=snap.waiting,
+            server_running=server_running,
+            server_waiting=server_waiting,
         )
         self.points.append(point)
         return point
+
+
+class ObservedLimit:
+    """The most streams seen decoding at once while others waited: the server's parallel limit as the
+    client sees it. For ollama, which reports none (OLLAMA_NUM_PARALLEL sets it)."""
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+
+    def update(self, snap: Snapshot) -> int | None:
+        if snap.queued:
+            self.value = max(self.value or 0, snap.streaming)
+        return self.value

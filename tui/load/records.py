@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 NS = 1_000_000_000
+COLD_START_NS = NS // 2
 
 
 @dataclass
@@ -127,6 +128,28 @@ class RequestRecord:
         rest = t["total_duration"] - t.get("load_duration", 0) - t.get("prompt_eval_duration", 0)
         return max(0, rest - t.get("eval_duration", 0)) / NS
 
+    @property
+    def cold_start(self) -> bool:
+        """ollama: the model was loaded for this request (load_duration over half a second)."""
+        return self.api == "ollama" and (self.timings or {}).get("load_duration", 0) > COLD_START_NS
+
+    @property
+    def truncated(self) -> bool:
+        """The server stopped at a token limit (num_predict / max_tokens, or the context), not by choice."""
+        return self.done_reason == "length"
+
+    @property
+    def note(self) -> str | None:
+        """What a user should know about this finished request, in a few words."""
+        notes = []
+        if self.truncated:
+            notes.append("truncated (length)")
+        if self.cold_start:
+            notes.append(f"cold start {self.timings['load_duration'] / NS:.1f}s")
+        if self.queue_wait_s is not None and self.queue_wait_s >= 0.1:
+            notes.append(f"queued {self.queue_wait_s:.1f}s (server est.)")
+        return ", ".join(notes) or None
+
     # --- files ----------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         def r(x: float | None, nd: int = 4) -> float | None:
@@ -152,6 +175,8 @@ class RequestRecord:
             "server_decode_tps": r(self.server_decode_tps, 2),
             "server_prefill_tps": r(self.server_prefill_tps, 2),
             "queue_wait_s": r(self.queue_wait_s),
+            "cold_start": self.cold_start,
+            "truncated": self.truncated,
             "server_timings": self.timings,
             "done_reason": self.done_reason,
             "http_status": self.http_status,

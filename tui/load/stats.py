@@ -55,7 +55,7 @@ def cell_row(concurrency: int, words: int, records: Sequence[RequestRecord]) -> 
     avg_tokens = mean(r.output_tokens for r in ok)
     avg_time = mean(r.e2e_s for r in ok)
     ttfts = [r.ttft_s for r in ok if r.ttft_s is not None]
-    truncated = sum(1 for r in ok if r.done_reason == "length")
+    truncated = sum(1 for r in ok if r.truncated)
     return {
         "concurrency": concurrency,
         "words": words,
@@ -73,6 +73,7 @@ def cell_row(concurrency: int, words: int, records: Sequence[RequestRecord]) -> 
         "server_prefill_tps_mean": mean(r.server_prefill_tps for r in ok),
         "queue_wait_mean_s": mean(r.queue_wait_s for r in ok),
         "truncated": truncated,
+        "cold_starts": sum(1 for r in ok if r.cold_start),
         "tokens_source": tokens_source(ok),
         "error_kinds": sorted({r.error_kind for r in records if r.error_kind}),
     }

@@ -29,7 +29,7 @@ class GpuPane(TextBox):
         self._reading: GpuReading | None = None
         self._util: dict[int, deque[float | None]] = {}
         self._mem: dict[int, deque[float | None]] = {}
-        self.server_pid: int | None = None
+        self.server_pids: frozenset[int] = frozenset()  # the server process and its children
         self.compact = False
 
     def show(self, reading: GpuReading) -> None:
@@ -92,7 +92,7 @@ class GpuPane(TextBox):
         else:
             text.append("\n  " + "  ".join(parts[:4]) + "\n  " + pcie)
         for proc in gpu.processes[: 1 if self.compact else 3]:
-            mark = proc.pid == self.server_pid
+            mark = proc.pid in self.server_pids
             text.append("\n  ")
             text.append(f"{proc.pid:>7} {proc.user[:10]:<10} {human_bytes(proc.gpu_memory):>9}  ",
                         style="bold yellow" if mark else "")

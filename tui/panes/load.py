@@ -12,9 +12,10 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-from tui.load.engine import WAITING, Snapshot
+from tui.load.engine import Snapshot
 from tui.load.history import LoadPoint
 from tui.load.prompts import INPUT, WORD_STOPS
+from tui.probes.server import OLLAMA_PARALLEL_NOTE, ServerSample
 from tui.widgets.chart import LoadChart
 from tui.widgets.history import fmt
 from tui.widgets.slider import Slider
@@ -23,17 +24,9 @@ from tui.widgets.textbox import TextBox
 
 MAX_CONCURRENCY = 64
 MODE_NAMES = {"output": "story", "input": "title"}
-# A stream counts as queued, not just in prefill, once it has waited this long with others streaming.
-QUEUED_AFTER_S = 0.3
 
 
-def queued(snap: Snapshot) -> int:
-    if not snap.streaming:
-        return 0
-    return sum(1 for v in snap.streams if v.state == WAITING and v.waited_s >= QUEUED_AFTER_S)
-
-
-def summary_text(snap: Snapshot) -> Text:
+def summary_text(snap: Snapshot, power_w: float | None = None) -> Text:
     text = Text()
     text.append("▶ running" if snap.running else "⏸ paused (space starts)", style="bold green" if snap.running
                 else "bold yellow")
@@ -45,14 +38,57 @@ def summary_text(snap: Snapshot) -> Text:
     text.append(f"  done {snap.completed}")
     text.append(f"  errors {snap.errors}", style="bold red" if snap.errors else "")
     text.append("  (client-counted)", style="grey50")
+    if snap.truncated:
+        text.append(f"  truncated {snap.truncated} (hit max tokens / context)", style="bold magenta")
+    if snap.cold_starts:
+        text.append(f"  cold starts {snap.cold_starts}", style="magenta")
+    if snap.queue_wait_mean_s is not None:
+        text.append(f"  queue wait {snap.queue_wait_mean_s:.2f} s mean (server durations, est.)")
+    if power_w and snap.aggregate_tps > 0:
+        text.append(f"  {power_w / snap.aggregate_tps:.2f} J/tok · {snap.aggregate_tps / power_w:.3f} tok/s/W"
+                    " (GPU W ÷ client tok/s)", style="cyan")
     return text
 
 
 def queue_text(snap: Snapshot) -> Text:
-    n = queued(snap)
+    n = snap.queued
     if not n:
         return Text("")
     return Text(f"{n} waiting: the server is serving {snap.streaming} at a time", style="bold black on yellow")
+
+
+def server_text(sample: ServerSample | None, snap: Snapshot, observed_limit: int | None) -> Text:
+    """The server's own view beside the client's: its queue, slots, loaded models."""
+    text = Text("server says ", style="bold")
+    if sample is None:
+        return text + Text("…", style="grey50")
+    if sample.error:
+        return text + Text(sample.error, style="red")
+    if sample.waiting is not None:
+        text.append(f"processing {sample.running}", style="bold green")
+        text.append(f" · queued {sample.waiting}", style="bold yellow" if sample.waiting else "")
+        if sample.slots:
+            text.append(f" · {sample.slots} slots")
+        if sample.cache_usage is not None:
+            text.append(f" · cache {sample.cache_usage:.0%}")
+        text.append(f"  ({sample.metrics_source})", style="grey50")
+        text.append(f"  client sees waiting {snap.waiting}", style="grey62")
+    elif sample.slots:
+        text.append(f"{sample.slots} slots (no /metrics: start it with --metrics for its queue)")
+    else:
+        text.append("no queue metrics", style="grey62")
+    if sample.kind == "ollama":
+        limit = f"observed limit {observed_limit}" if observed_limit else "limit not seen yet"
+        text.append(f"  {limit} ({OLLAMA_PARALLEL_NOTE})", style="grey62")
+    for model in sample.loaded:
+        text.append(f"  {model.name} {model.size / 2**30:.1f} GiB")
+        if model.cpu_fraction > 0.01:
+            text.append(f" {model.cpu_fraction:.0%} on CPU (slow)", style="bold red")
+        else:
+            text.append(" 100% GPU")
+        if model.context_length:
+            text.append(f" ctx {model.context_length}")
+    return text
 
 
 def mode_text(mode: str, words: int) -> Text:
@@ -77,6 +113,7 @@ class LoadPane(Vertical):
             yield Slider(WORD_STOPS, self._words, "words", id="words")
         yield TextBox(mode_text(self._mode, self._words), id="mode")
         yield TextBox(id="summary")
+        yield TextBox(id="server")
         yield TextBox(id="queue")
         with Horizontal(id="load-body"):
             with Vertical(id="streams-box"):
@@ -84,8 +121,10 @@ class LoadPane(Vertical):
                 yield StreamTable(id="streams")
             yield LoadChart(id="chart")
 
-    def show(self, snap: Snapshot) -> None:
-        self.query_one("#summary", TextBox).show_text(summary_text(snap))
+    def show(self, snap: Snapshot, server: ServerSample | None = None, observed_limit: int | None = None,
+             power_w: float | None = None) -> None:
+        self.query_one("#summary", TextBox).show_text(summary_text(snap, power_w))
+        self.query_one("#server", TextBox).show_text(server_text(server, snap, observed_limit))
         self.query_one("#queue", TextBox).show_text(queue_text(snap))
         self.query_one(StreamTable).show(snap.streams)
 

@@ -21,6 +21,7 @@ class ProcessSample:
     cpu_percent: float  # % of one core (can exceed 100)
     rss: int  # bytes
     found_by: str  # "port" or "name"
+    family: tuple[int, ...] = ()  # its pid and its descendants' (ollama serve → its model runners)
 
 
 @dataclass(frozen=True)
@@ -148,13 +149,14 @@ class HostProbe:
                         rss = proc.memory_info().rss
                     except psutil.AccessDenied:
                         rss = 0
-                return ProcessSample(proc.pid, name, cpu, rss, how)
+                    family = (proc.pid, *_children(proc))
+                return ProcessSample(proc.pid, name, cpu, rss, how, family)
             except psutil.NoSuchProcess:  # ZombieProcess included
                 with self._lock:
                     if self._proc is proc:
                         self._proc, self._searched_at = None, -math.inf
             except psutil.Error:
-                return ProcessSample(proc.pid, "?", 0.0, 0, how)
+                return ProcessSample(proc.pid, "?", 0.0, 0, how, (proc.pid,))
         if self.server_port or self.server_names:
             self._search_soon()
         return None
@@ -190,3 +192,10 @@ class HostProbe:
             swap_used=swap[1],
             server=self._server(),
         )
+
+
+def _children(proc: psutil.Process) -> list[int]:
+    try:
+        return [child.pid for child in proc.children(recursive=True)]
+    except psutil.Error:
+        return []

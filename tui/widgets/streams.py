@@ -47,6 +47,8 @@ def row_segments(view: StreamView, top_tps: float) -> list[Segment]:
     ]
     if view.state == ERROR and view.error:
         segments.append(Segment("  " + view.error[10:], Style(color="red")))
+    elif view.note:
+        segments.append(Segment("  " + view.note, Style(color="magenta")))
     return segments
 
 

@@ -1,0 +1,179 @@
+"""What the server says about itself: its kind and version, its slots, its own queue, its loaded models.
+
+Everything here is server-reported. `ServerProbe.read()` is blocking (the app calls it from a thread
+worker once a second) and never raises: a failure becomes `ServerSample.error`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import httpx
+
+from tui.probes.metrics import parse_prometheus
+
+OLLAMA_PARALLEL_NOTE = "OLLAMA_NUM_PARALLEL sets it: default 1, was 4 up to v0.6.5"
+
+
+@dataclass(frozen=True)
+class QueueMetrics:
+    """Prometheus names of a server kind's running / waiting gauges, and its cache use (0–1)."""
+
+    running: str
+    waiting: str
+    cache: str | None = None
+
+
+QUEUES = {
+    "llama.cpp": QueueMetrics("llamacpp:requests_processing", "llamacpp:requests_deferred"),
+    "vllm": QueueMetrics("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"),
+    "sglang": QueueMetrics("sglang:num_running_reqs", "sglang:num_queue_reqs", "sglang:token_usage"),
+    "tgi": QueueMetrics("tgi_batch_current_size", "tgi_queue_size"),
+}
+
+
+def kind_from_metrics(values: dict[str, float]) -> str | None:
+    for kind, names in QUEUES.items():
+        if names.waiting in values:
+            return kind
+    return None
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """ollama /api/ps: a model in memory."""
+
+    name: str
+    size: int  # bytes
+    size_vram: int  # bytes on the GPU; less than size means part runs on the CPU
+    context_length: int | None
+    expires_at: datetime | None
+
+    @property
+    def cpu_fraction(self) -> float:
+        return 1 - self.size_vram / self.size if self.size else 0.0
+
+
+@dataclass(frozen=True)
+class ServerSample:
+    kind: str
+    version: str | None
+    slots: int | None = None  # llama.cpp /props total_slots
+    running: int | None = None  # the server's own count of requests being processed
+    waiting: int | None = None  # the server's own queue
+    cache_usage: float | None = None  # 0–1 (vLLM KV cache, SGLang token usage)
+    metrics_source: str | None = None  # e.g. "llamacpp:requests_deferred"
+    loaded: tuple[LoadedModel, ...] = ()
+    error: str | None = None
+
+
+def _get(client: httpx.Client, url: str) -> httpx.Response | None:
+    try:
+        return client.get(url)
+    except httpx.HTTPError:
+        return None
+
+
+def _json(response: httpx.Response | None) -> dict | None:
+    if response is None or response.status_code != 200:
+        return None
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def detect(client: httpx.Client, base: str) -> tuple[str, str | None]:
+    """(kind, version) from the endpoints each server kind answers; "openai-compatible" if none."""
+    if (info := _json(_get(client, base + "/api/version"))) and "version" in info:
+        return "ollama", str(info["version"])
+    if (props := _json(_get(client, base + "/props"))) and ("build_info" in props or "total_slots" in props):
+        return "llama.cpp", props.get("build_info")
+    if (info := _json(_get(client, base + "/get_server_info"))) and "version" in info:
+        return "sglang", str(info["version"])
+    if (info := _json(_get(client, base + "/info"))) and "model_id" in info and "version" in info:
+        return "tgi", str(info["version"])
+    version = _json(_get(client, base + "/version"))
+    metrics = _get(client, base + "/metrics")
+    if metrics is not None and metrics.status_code == 200:
+        kind = kind_from_metrics(parse_prometheus(metrics.text))
+        if kind:
+            return kind, str(version["version"]) if version and "version" in version else None
+    if version and "version" in version:
+        return "vllm", str(version["version"])
+    return "openai-compatible", None
+
+
+def parse_ps(data: dict) -> tuple[LoadedModel, ...]:
+    models = []
+    for m in data.get("models") or []:
+        if not isinstance(m, dict):
+            continue
+        expires = None
+        if isinstance(m.get("expires_at"), str):
+            try:
+                expires = datetime.fromisoformat(m["expires_at"].replace("Z", "+00:00"))
+            except ValueError:
+                pass
+        models.append(LoadedModel(name=str(m.get("name") or m.get("model") or "?"), size=int(m.get("size") or 0),
+                                  size_vram=int(m.get("size_vram") or 0), context_length=m.get("context_length"),
+                                  expires_at=expires))
+    return tuple(models)
+
+
+def expires_in_s(model: LoadedModel, now: datetime | None = None) -> float | None:
+    if model.expires_at is None:
+        return None
+    return (model.expires_at - (now or datetime.now(timezone.utc))).total_seconds()
+
+
+class ServerProbe:
+    """Polls one server: /metrics (queue), /api/ps (ollama), /props (llama.cpp slots)."""
+
+    def __init__(self, url: str, kind: str, version: str | None = None, headers: dict[str, str] | None = None,
+                 timeout: float = 2.0, transport: httpx.BaseTransport | None = None) -> None:
+        self.url, self.kind, self.version = url.rstrip("/"), kind, version
+        self._client = httpx.Client(timeout=timeout, headers=headers or {}, transport=transport)
+        self._metrics = True  # until the server says it has none
+        self._slots: int | None = None
+
+    def read(self) -> ServerSample:
+        try:
+            return self._read()
+        except Exception as exc:  # a probe never takes the app down
+            return ServerSample(self.kind, self.version, error=f"server probe failed: {type(exc).__name__}: {exc}")
+
+    def _read(self) -> ServerSample:
+        fields: dict = {}
+        if self.kind == "llama.cpp" and self._slots is None:
+            props = _json(_get(self._client, self.url + "/props"))
+            self._slots = props.get("total_slots") if props else None
+        if self._metrics:
+            response = _get(self._client, self.url + "/metrics")
+            if response is None:
+                return ServerSample(self.kind, self.version, slots=self._slots,
+                                    error=f"no answer from {self.url}/metrics")
+            if response.status_code == 200:
+                fields.update(self._queue(parse_prometheus(response.text)))
+            elif response.status_code in (404, 501):
+                self._metrics = False  # ollama, or llama-server without --metrics
+        if self.kind == "ollama":
+            ps = _json(_get(self._client, self.url + "/api/ps"))
+            fields["loaded"] = parse_ps(ps) if ps else ()
+        return ServerSample(self.kind, self.version, slots=self._slots, **fields)
+
+    def _queue(self, values: dict[str, float]) -> dict:
+        names = QUEUES.get(self.kind) or QUEUES.get(kind_from_metrics(values) or "")
+        if names is None or names.waiting not in values:
+            return {}
+        return {
+            "running": int(values.get(names.running, 0)),
+            "waiting": int(values[names.waiting]),
+            "cache_usage": values.get(names.cache) if names.cache else None,
+            "metrics_source": names.waiting,
+        }
+
+    def close(self) -> None:
+        self._client.close()
