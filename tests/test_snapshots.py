@@ -16,6 +16,7 @@ from tui.load.engine import DONE, ERROR, STREAMING, WAITING, LoadSettings, Snaps
 from tui.load.history import LoadPoint
 from tui.probes.gpu import GpuReading
 from tui.probes.host import HostSample, ProcessSample
+from tui.probes.server import LoadedModel, ServerSample
 
 GiB = 2**30
 
@@ -24,7 +25,7 @@ def fixed_host() -> HostSample:
     return HostSample(
         cpu_percent=(92.0, 88.0, 35.0, 12.0, 7.0, 64.0, 3.0, 41.0), cpu_total=42.75, load_avg=(3.12, 2.40, 1.05),
         mem_total=251 * GiB, mem_used=23 * GiB, mem_available=220 * GiB, mem_cached=41 * GiB,
-        swap_total=8 * GiB, swap_used=0, server=ProcessSample(4242, "ollama", 104.0, 2 * GiB, "port"),
+        swap_total=8 * GiB, swap_used=0, server=ProcessSample(4242, "ollama", 104.0, 2 * GiB, "port", (4242,)),
     )
 
 
@@ -69,10 +70,14 @@ class FrozenEngine:
 INFO = ServerInfo("http://127.0.0.1:11434", "ollama", "ollama", "0.12.3", "llama3.1:70b", ["llama3.1:70b"])
 
 
+def fixed_server() -> ServerSample:
+    model = LoadedModel("llama3.1:70b", 42 * GiB, 36 * GiB, 8192, None)
+    return ServerSample("ollama", "0.12.3", loaded=(model,))
+
+
 def frozen_app(gpu: GpuReading) -> TokentopApp:
-    app = TokentopApp(engine=FrozenEngine(frozen_snapshot()), info=INFO, read_gpu=lambda: gpu,
-                      read_host=fixed_host, live=False)
-    return app
+    return TokentopApp(engine=FrozenEngine(frozen_snapshot()), info=INFO, read_gpu=lambda: gpu,
+                       read_host=fixed_host, read_server=fixed_server, live=False)
 
 
 async def add_history(pilot) -> None:

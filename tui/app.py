@@ -125,8 +125,8 @@ class TokentopApp(App):
             if self.read_server is not None:
                 self.run_worker(lambda: self._poll(self.read_server, ServerSampled), thread=True, group="server")
         else:  # fixed inputs (tests): one reading of each, drawn once
+            self.on_host_sampled(HostSampled(self.read_host()))
             self.on_gpu_sampled(GpuSampled(self.read_gpu()))
-            self.query_one(HostPane).show(self.read_host())
             if self.read_server is not None:
                 self.server = self.read_server()
             self.refresh_load()
@@ -149,7 +149,11 @@ class TokentopApp(App):
     def on_host_sampled(self, message: HostSampled) -> None:
         sample: HostSample = message.sample
         self.query_one(HostPane).show(sample)
-        self.query_one(GpuPane).server_pids = frozenset(sample.server.family) if sample.server else frozenset()
+        pids = frozenset(sample.server.family) if sample.server else frozenset()
+        gpu_pane = self.query_one(GpuPane)
+        if pids != gpu_pane.server_pids:
+            gpu_pane.server_pids = pids
+            gpu_pane.refresh_view()
 
     def refresh_load(self) -> None:
         snap = self.engine.snapshot()
