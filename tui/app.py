@@ -118,8 +118,10 @@ class TokentopApp(App):
         self.engine.start(running=self.autostart)
         self._fit(self.size.width, self.size.height)
         if self.live:
-            self.set_interval(1 / self.refresh_hz, self.refresh_load)
-            self.set_interval(1.0, self.record_history)
+            # The load pane owns these timers, so they end with it and never fire into a half-torn-down screen.
+            load_pane = self.query_one(LoadPane)
+            load_pane.set_interval(1 / self.refresh_hz, self.refresh_load)
+            load_pane.set_interval(1.0, self.record_history)
             self.run_worker(lambda: self._poll(self.read_gpu, GpuSampled), thread=True, group="gpu")
             self.run_worker(lambda: self._poll(self.read_host, HostSampled), thread=True, group="host")
             if self.read_server is not None:

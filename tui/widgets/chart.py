@@ -24,7 +24,8 @@ COUNT_SERIES = (("concurrency", "yellow"), ("streaming", "green"), ("waiting", "
 LABEL = 12  # width of the sparklines' labels
 
 
-def plot_tps(points: Sequence[LoadPoint], width: int, height: int) -> str:
+def plot_tps(points: Sequence[LoadPoint], width: int, height: int, span: int) -> str:
+    """`span` seconds of x axis ending now, so a short history sits at the right as the sparklines do."""
     t0 = points[-1].t_s
     xs = [p.t_s - t0 for p in points]
     series = [[p.aggregate_tps for p in points], [p.mean_stream_tps or 0.0 for p in points]]
@@ -34,6 +35,7 @@ def plot_tps(points: Sequence[LoadPoint], width: int, height: int) -> str:
     for (_, color), ys in zip(TPS_SERIES, series):
         plt.plot(xs, ys, color=color, marker="braille")
     plt.ylim(0, max(max(ys) for ys in series) or 1)
+    plt.xlim(-span, 0)
     return plt.build().rstrip("\n")
 
 
@@ -71,7 +73,8 @@ class LoadChart(TextBox):
     def plot(self, points: Sequence[LoadPoint]) -> None:
         self._points = points
         width, height = self.content_size
-        points = list(points)[-(width - LABEL - 6):]  # a point a column, as in the count sparklines
+        span = width - LABEL - 6  # a point a second, a second a column, as in the count sparklines
+        points = list(points)[-span:]
         values = {(p.aggregate_tps, p.mean_stream_tps, p.concurrency, p.streaming, p.waiting) for p in points}
         key = (width, height, values) if len(values) == 1 else None
         if key is not None and key == self._drawn:
@@ -83,7 +86,7 @@ class LoadChart(TextBox):
             return
         head = Text("tok/s (client): ", style="bold") + legend(TPS_SERIES) + Text("x: s ago", style="grey50")
         try:
-            chart = Text.from_ansi(plot_tps(points, width, height - 1 - len(COUNT_SERIES)))
+            chart = Text.from_ansi(plot_tps(points, width, height - 1 - len(COUNT_SERIES), span))
         except (IndexError, ValueError, ZeroDivisionError) as exc:  # plotext on odd sizes; never fatal
             chart = Text(f"chart unavailable at this size ({type(exc).__name__})", style="grey50")
         self.show_text(head + "\n" + chart + count_lines(points, width))

@@ -1,0 +1,60 @@
+"""Make the README's screenshots: the real app against `tokentop sim` (4 slots, 8 streams).
+
+    python tests/make_screenshots.py
+
+Writes screenshots/tokentop-WxH.svg for 80x24, 120x40 and 160x48. Each run of the app lasts ~15 s
+so the chart has some history and the queue has turned over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tui.cli import make_app
+from tui.load.discover import discover
+from tui.load.engine import LoadSettings
+from tui.servers.local import free_port
+
+OUT = Path(__file__).resolve().parent.parent / "screenshots"
+SIZES = ((80, 24), (120, 40), (160, 48))
+
+
+async def shoot(url: str, size: tuple[int, int], seconds: float) -> Path:
+    target, info = discover(url)
+    app = make_app(target, info, LoadSettings(concurrency=8, words=100), autostart=True)
+    path = OUT / f"tokentop-{size[0]}x{size[1]}.svg"
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause(seconds)
+        app.save_screenshot(path.name, str(OUT))
+    return path
+
+
+def main() -> int:
+    port = free_port()
+    sim = subprocess.Popen([sys.executable, "-m", "tui", "sim", "--port", str(port), "--speed", "2"],
+                           stdout=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(50):
+            try:
+                httpx.get(url + "/api/version", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        OUT.mkdir(exist_ok=True)
+        for size in SIZES:
+            print(asyncio.run(shoot(url, size, 15.0)))
+    finally:
+        sim.terminate()
+        sim.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
