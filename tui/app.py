@@ -69,7 +69,7 @@ def header_text(info: ServerInfo) -> Text:
     else:
         text.append(" real server ", style="bold black on green")
     text.append(" ")
-    text.append(info.model, style="bold cyan")
+    text.append(info.model_label, style="bold cyan")
     text.append(f" · {info.kind} {info.version or ''}".rstrip() + f" · {info.api} API · {info.url}")
     return text
 

@@ -220,6 +220,7 @@ def make_meta(info: ServerInfo, args: argparse.Namespace, concurrency: list[int]
         "server_version": info.version,
         "simulated": info.simulated,
         "model": info.model,
+        "model_label": info.model_label,
         "tokentop_version": __version__,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "options": {
@@ -251,7 +252,7 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str
         writer.writerow([key for key, _, _ in COLUMNS])
         writer.writerows([[row.get(key) for key, _, _ in COLUMNS] for row in rows])
         return buf.getvalue()
-    title = (f"{meta['model']} on {meta['server_kind']} {meta['server_version'] or ''}".rstrip()
+    title = (f"{meta['model_label']} on {meta['server_kind']} {meta['server_version'] or ''}".rstrip()
              + (" (SIMULATED)" if meta["simulated"] else "") + f" at {meta['url']}")
     if fmt == "markdown":
         lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]

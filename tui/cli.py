@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from tui import __version__
@@ -10,7 +11,7 @@ from tui import __version__
 
 def build_parser() -> argparse.ArgumentParser:
     from tui import bench
-    from tui.servers import sim
+    from tui.servers import local, sim
 
     parser = argparse.ArgumentParser(
         prog="tokentop",
@@ -23,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        description=bench.__doc__))
     sim.add_arguments(sub.add_parser("sim", help="run a SIMULATED LLM server (ollama + OpenAI APIs)",
                                      description=sim.__doc__))
+    local.add_arguments(sub.add_parser("local", help="run a real llama.cpp server with a small model",
+                                       description=local.__doc__))
     return parser
 
 
@@ -37,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         from tui.servers import sim
 
         return sim.run(args)
+    if args.command == "local":
+        from tui.servers import local
+
+        return local.run(args)
     return run_app(args)
 
 
@@ -46,7 +53,7 @@ def add_app_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", help="server URL (default: $OLLAMA_HOST, $OPENAI_BASE_URL, else http://127.0.0.1:11434)")
     p.add_argument("--api", default="auto", choices=("auto", "ollama", "openai"), help="wire protocol (default: detect)")
     p.add_argument("--model", help="model name (default: the loaded / only model)")
-    p.add_argument("--concurrency", type=int, default=1, help="concurrent streams, 0 to 64 (default 1)")
+    p.add_argument("--concurrency", type=int, help="concurrent streams, 0 to 64 (default 1; 8 with --demo)")
     p.add_argument("--words", type=int, default=100, help="words asked for in the story prompt (default 100)")
     p.add_argument("--mode", default=OUTPUT, choices=MODES,
                    help="output: 'tell a story in N words:'; input: title of a ~480-word text")
@@ -54,6 +61,9 @@ def add_app_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--autostart", action="store_true", help="start streaming at once")
     p.add_argument("--out", metavar="FILE.jsonl", help="write one JSON line per finished request")
     p.add_argument("--sim", action="store_true", help="run against a built-in SIMULATED server (4 slots)")
+    p.add_argument("--demo", action="store_true",
+                   help="start a real llama.cpp server with a small model (4 slots) and show 8 streams on it;"
+                        " falls back to the SIMULATED server when llama-server is not installed")
 
 
 def _die(message: str) -> int:
@@ -67,35 +77,54 @@ def run_app(args: argparse.Namespace) -> int:
     from tui.load.engine import LoadSettings
     from tui.load.records import JsonlWriter
 
-    if not 0 <= args.concurrency <= MAX_CONCURRENCY:
-        return _die(f"--concurrency must be 0 to {MAX_CONCURRENCY}, not {args.concurrency}")
+    concurrency = args.concurrency if args.concurrency is not None else (8 if args.demo else 1)
+    if not 0 <= concurrency <= MAX_CONCURRENCY:
+        return _die(f"--concurrency must be 0 to {MAX_CONCURRENCY}, not {concurrency}")
+    if args.demo and (args.sim or args.url):
+        return _die("--demo starts its own server: leave out --url and --sim")
     try:
-        settings = LoadSettings(concurrency=args.concurrency, words=args.words, mode=args.mode,
+        settings = LoadSettings(concurrency=concurrency, words=args.words, mode=args.mode,
                                 max_tokens=args.max_tokens).validated()
     except ValueError as exc:
         return _die(str(exc))
-    sim = writer = app = None
+    sim = server = writer = app = None
+    notice = None
+    previous_sigterm = signal.getsignal(signal.SIGTERM)
     try:
         url = args.url
-        if args.sim:
+        if args.demo:
+            from tui.servers.local import LocalServerError, start_local_server
+
+            try:
+                server = start_local_server(parallel=4, progress=lambda line: print(line, file=sys.stderr))
+                url = server.url
+            except LocalServerError as exc:
+                notice = (f"SIMULATED server: {exc}. For the real one: CMAKE_ARGS=\"-DLLAMA_BUILD_TESTS=OFF\""
+                          " python -m pip install 'tokentop[local]'")
+                print(f"tokentop: {notice}", file=sys.stderr)
+        if args.sim or (args.demo and server is None):
             from tui.servers.sim import SimConfig, SimThread
 
             sim = SimThread(SimConfig()).start()
             url = sim.url
         target, info = discover(url, args.api, args.model)
         writer = JsonlWriter(args.out) if args.out else None
-        app = make_app(target, info, settings, autostart=args.autostart, writer=writer)
+        app = make_app(target, info, settings, autostart=args.autostart or args.demo, writer=writer, notice=notice)
+        signal.signal(signal.SIGTERM, lambda signum, frame: app.exit())  # quit as `q` does: files whole
         app.run()
         return 0
     except (DiscoveryError, OSError) as exc:
         return _die(str(exc))
     finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
         if app is not None:
             app.shutdown()
         if writer is not None:
             writer.close()
         if sim is not None:
             sim.stop()
+        if server is not None:
+            server.stop()
 
 
 def make_app(target, info, settings, *, autostart: bool = False, writer=None, **app_options):

@@ -48,48 +48,56 @@ async def stream_once(
     on_chunk: Callable[[RequestRecord], None] | None = None,
 ) -> RequestRecord:
     """Run one request to its end. Fills `record` in place and returns it."""
+    for attempt in (1, 2):
+        record.sent_at = time.time()
+        record.send_ns = time.perf_counter_ns()
+        try:
+            await _exchange(client, target, spec, record, on_chunk)
+        except asyncio.CancelledError:
+            _fail(record, "cancelled", "cancelled by the client")
+            raise
+        except httpx.TimeoutException as exc:
+            _fail(record, "timeout", f"{type(exc).__name__}: no data for too long")
+        except httpx.ConnectError as exc:
+            _fail(record, "connect", f"cannot connect to {target.url}: {exc or type(exc).__name__}")
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            if attempt == 1 and record.http_status is None:
+                # A kept-alive connection the server had closed just before: the request never started.
+                continue
+            _fail(record, "cut", f"connection closed mid-stream ({type(exc).__name__})")
+        except httpx.HTTPError as exc:
+            _fail(record, "http", f"{type(exc).__name__}: {exc}")
+        break
+    if record.end_ns is None:
+        record.end_ns = time.perf_counter_ns()
+    return record
+
+
+async def _exchange(client: httpx.AsyncClient, target: Target, spec: RequestSpec, record: RequestRecord,
+                    on_chunk: Callable[[RequestRecord], None] | None) -> None:
     url = target.url.rstrip("/") + chat_path(target.api)
-    body = chat_body(target.api, spec)
     decoder = decoder_for(target.api)
     got_final = False
-    record.sent_at = time.time()
-    record.send_ns = time.perf_counter_ns()
-    try:
-        async with client.stream("POST", url, json=body, headers=target.headers()) as response:
-            record.http_status = response.status_code
-            if response.status_code >= 400:
-                detail = error_from_body(await response.aread())
-                _fail(record, "http", f"HTTP {response.status_code}: {detail}")
-                return record
-            async for data in response.aiter_bytes():
-                t = time.perf_counter_ns()
-                for event in decoder.feed(data):
-                    got_final |= _apply(record, event, t)
-                    if record.error_kind:
-                        return record
-                if on_chunk is not None:
-                    on_chunk(record)
-            for event in decoder.close():
-                got_final |= _apply(record, event, time.perf_counter_ns())
+    async with client.stream("POST", url, json=chat_body(target.api, spec), headers=target.headers()) as response:
+        record.http_status = response.status_code
+        if response.status_code >= 400:
+            detail = error_from_body(await response.aread())
+            _fail(record, "http", f"HTTP {response.status_code}: {detail}")
+            return
+        async for data in response.aiter_bytes():
+            t = time.perf_counter_ns()
+            for event in decoder.feed(data):
+                got_final |= _apply(record, event, t)
                 if record.error_kind:
-                    return record
-        if not got_final:
-            _fail(record, "cut", "stream ended before the server said it was done")
-    except asyncio.CancelledError:
-        _fail(record, "cancelled", "cancelled by the client")
-        raise
-    except httpx.TimeoutException as exc:
-        _fail(record, "timeout", f"{type(exc).__name__}: no data for too long")
-    except httpx.ConnectError as exc:
-        _fail(record, "connect", f"cannot connect to {target.url}: {exc or type(exc).__name__}")
-    except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-        _fail(record, "cut", f"connection closed mid-stream ({type(exc).__name__})")
-    except httpx.HTTPError as exc:
-        _fail(record, "http", f"{type(exc).__name__}: {exc}")
-    finally:
-        if record.end_ns is None:
-            record.end_ns = time.perf_counter_ns()
-    return record
+                    return
+            if on_chunk is not None:
+                on_chunk(record)
+        for event in decoder.close():
+            got_final |= _apply(record, event, time.perf_counter_ns())
+            if record.error_kind:
+                return
+    if not got_final:
+        _fail(record, "cut", "stream ended before the server said it was done")
 
 
 def _apply(record: RequestRecord, event, t: int) -> bool:

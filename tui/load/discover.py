@@ -33,6 +33,11 @@ class ServerInfo:
     loaded: list[str] = field(default_factory=list)  # ollama /api/ps
 
     @property
+    def model_label(self) -> str:
+        """The model's name for people: llama.cpp names it by its file path; show the file name."""
+        return self.model.rsplit("/", 1)[-1]
+
+    @property
     def simulated(self) -> bool:
         return SIM_MARK in (self.version or "") or SIM_MARK in self.model
 
