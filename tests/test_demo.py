@@ -1,0 +1,81 @@
+"""`tokentop --demo` in a real terminal (tmux) against the real llama-server it starts: 4 streams run
+and 4 wait, by the client's count and by the server's own; quitting leaves no llama-server behind."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+
+import psutil
+import pytest
+
+from conftest import UNDER_CI
+from tui.servers.local import find_llama_server, find_smollm
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def tmux_demo():
+    if shutil.which("tmux") is None or find_llama_server() is None or find_smollm() is None:
+        if UNDER_CI:
+            pytest.fail("the demo test cannot be skipped under CI: tmux, llama-server or SmolLM2 is missing")
+        pytest.skip("needs tmux, llama-server and SmolLM2")
+    session = f"tokentop-demo-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "48",
+                    f"exec {sys.executable} -m tui --demo"], check=True)
+    pid = int(subprocess.check_output(["tmux", "display-message", "-p", "-t", session, "#{pane_pid}"]).strip())
+    yield session, psutil.Process(pid)
+    subprocess.run(["tmux", "kill-session", "-t", session], stderr=subprocess.DEVNULL)
+
+
+def screen(session: str) -> str:
+    return subprocess.check_output(["tmux", "capture-pane", "-p", "-t", session], text=True)
+
+
+def wait_screen(session: str, pattern: str, timeout: float = 90.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = screen(session)
+        if re.search(pattern, text):
+            return text
+        time.sleep(0.25)
+    raise AssertionError(f"{pattern!r} never showed; last screen:\n{screen(session)}")
+
+
+def llama_servers(parent: psutil.Process) -> list[psutil.Process]:
+    return [p for p in parent.children(recursive=True) if "llama-server" in p.name()]
+
+
+def gone(process: psutil.Process, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("how", ["q", "SIGTERM"])
+def test_demo_shows_the_queue_and_leaves_nothing_behind(tmux_demo, how):
+    session, app = tmux_demo
+    text = wait_screen(session, r"server says processing 4 · queued [1-4]")
+    assert "real server" in text and "SmolLM2-135M-Instruct" in text and "llama.cpp" in text
+    wait_screen(session, r"streaming 4  waiting 4")
+    wait_screen(session, r"4 waiting: the server is serving 4 at a time")
+    children = llama_servers(app)
+    assert len(children) == 1
+    server = children[0]
+    if how == "q":
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+    else:
+        app.terminate()
+    assert gone(app), "tokentop did not exit"
+    assert gone(server), f"llama-server (pid {server.pid}) outlived tokentop"
