@@ -9,7 +9,6 @@ from tui.cli import make_app
 from tui.load.discover import discover
 from tui.load.engine import LoadSettings
 from tui.load.records import JsonlWriter
-from tui.panes.gpu import GpuPane
 from tui.panes.load import LoadPane
 from tui.widgets.slider import Slider
 from tui.widgets.streams import StreamTable

@@ -12,7 +12,7 @@ import pytest
 from fakes import fake_gpu_reading
 from tui.app import TokentopApp
 from tui.load.discover import ServerInfo
-from tui.load.engine import DONE, ERROR, STREAMING, WAITING, LoadSettings, Snapshot, StreamView
+from tui.load.engine import ERROR, STREAMING, WAITING, LoadSettings, Snapshot, StreamView
 from tui.load.history import LoadPoint
 from tui.probes.gpu import GpuReading
 from tui.probes.host import HostSample, ProcessSample

@@ -15,7 +15,7 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import IO, Any
+from typing import Any
 
 from tui import __version__
 from tui.load.client import Target, make_client, stream_once
