@@ -151,3 +151,27 @@ def test_ctrl_c_keeps_finished_requests_and_prints_their_table(sim_factory, tmp_
     assert lines and all(line["error"] is None for line in lines)
     assert "Number of Requests" in stdout and "interrupted" in stderr
     assert "Traceback" not in stderr
+
+
+def test_gpu_power_per_cell_gives_joules_per_token(sim_factory):
+    """With a GPU (fake Device-shaped source: 298 W + 61 W), each row gets power, J/token and tok/s/W."""
+    import argparse
+    import asyncio
+
+    from fakes import FakeDevice
+    from tui.bench import Watch, rows_of, run_cells
+    from tui.load.discover import discover
+    from tui.probes.gpu import GpuProbe
+
+    sim = sim_factory(speed=5)
+    target, _ = discover(sim.url)
+    args = argparse.Namespace(mode="output", max_tokens=None, temperature=None, seed=None, num_ctx=None,
+                              rounds=1, timeout=10.0)
+    records = []
+    watch = Watch(gpu=GpuProbe(devices=lambda: [FakeDevice(0), FakeDevice(1)]))
+    asyncio.run(run_cells(target, args, [2], [50], records.append, watch))
+    (row,) = rows_of(records, [2], [50])
+    watch.add_to(row)
+    assert row["gpu_power_w"] == pytest.approx(298 + 61, rel=0.01)
+    assert row["j_per_token"] == pytest.approx(row["gpu_power_w"] / row["aggregate_tps"])
+    assert row["tps_per_watt"] == pytest.approx(row["aggregate_tps"] / row["gpu_power_w"])

@@ -14,6 +14,7 @@ import io
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,7 +24,8 @@ from tui.load.discover import DiscoveryError, ServerInfo, discover
 from tui.load.prompts import INPUT, MODES, OUTPUT, build_prompt
 from tui.load.protocols import RequestSpec
 from tui.load.records import JsonlWriter, RequestRecord
-from tui.load.stats import cell_row
+from tui.load.stats import cell_row, mean
+from tui.probes.gpu import GpuProbe
 from tui.probes.server import ServerProbe
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -44,6 +46,9 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("queue_wait_mean_s", "Queue wait est. (s)", ".2f"),
     ("server_queue_max", "Server queue max", "d"),
     ("truncated", "Truncated", "d"),
+    ("gpu_power_w", "GPU W", ".0f"),
+    ("j_per_token", "J/token", ".2f"),
+    ("tps_per_watt", "tok/s/W", ".3f"),
     ("cold_starts", "Cold starts", "d"),
     ("tokens_source", "Tokens from", "s"),
     ("errors", "Errors", "d"),
@@ -57,7 +62,8 @@ LEGEND = (
     "client-measured; Server decode/prefill tok/s are server-reported.\n"
     "Queue wait est. = ollama's total - load - prompt_eval - eval durations (server-reported, ollama only); "
     "Server queue max = the most requests the server's /metrics said were waiting during the cell; "
-    "Truncated = stopped at max tokens / context (done_reason length); Cold starts = waited for a model load."
+    "Truncated = stopped at max tokens / context (done_reason length); Cold starts = waited for a model load.\n"
+    "GPU W = mean power of all GPUs during the cell (NVML); J/token and tok/s/W divide it by Aggregate tok/s."
 )
 
 
@@ -129,8 +135,7 @@ def run(args: argparse.Namespace) -> int:
             url = sim.url
         target, info = discover(url, args.api, args.model)
         meta = make_meta(info, args, concurrency, words)
-        probe = ServerProbe(info.url, info.kind, info.version, target.headers())
-        queue_max: dict[tuple[int, int], int] = {}
+        watch = Watch(ServerProbe(info.url, info.kind, info.version, target.headers()), GpuProbe())
         records: list[RequestRecord] = []
         interrupted = False
         try:
@@ -141,13 +146,13 @@ def run(args: argparse.Namespace) -> int:
                         out.write(record)
                     advance()
 
-                asyncio.run(run_cells(target, args, concurrency, words, finished, probe, queue_max))
+                asyncio.run(run_cells(target, args, concurrency, words, finished, watch))
         except KeyboardInterrupt:
             interrupted = True
             print(f"interrupted: {len(records)} finished request(s) kept", file=sys.stderr)
         rows = rows_of(records, concurrency, words)
         for row in rows:
-            row["server_queue_max"] = queue_max.get((row["concurrency"], row["words"]))
+            watch.add_to(row)
         sys.stdout.write(render(rows, meta, args.format, args.mode))
         sys.stdout.flush()
         return 130 if interrupted else 0
@@ -165,21 +170,45 @@ def _die(message: str) -> int:
     return 2
 
 
-async def watch_queue(probe: ServerProbe, cell: tuple[int, int], queue_max: dict[tuple[int, int], int]) -> None:
-    """Poll the server's own queue (/metrics) while a cell runs; keep its peak."""
-    while True:
-        sample = await asyncio.to_thread(probe.read)
-        if sample.waiting is not None:
-            queue_max[cell] = max(queue_max.get(cell, 0), sample.waiting)
-        elif sample.error is None:
-            return  # this server reports no queue
-        await asyncio.sleep(0.2)
+@dataclass
+class Watch:
+    """What the server and the GPUs say while each cell runs: the server's queue peak, GPU power."""
+
+    server: ServerProbe | None = None
+    gpu: GpuProbe | None = None
+    queue_max: dict[tuple[int, int], int] = field(default_factory=dict)
+    power: dict[tuple[int, int], list[float]] = field(default_factory=dict)
+
+    async def cell(self, cell: tuple[int, int]) -> None:
+        server, gpu = self.server, self.gpu
+        while server or gpu:
+            if server:
+                sample = await asyncio.to_thread(server.read)
+                if sample.waiting is not None:
+                    self.queue_max[cell] = max(self.queue_max.get(cell, 0), sample.waiting)
+                elif sample.error is None:
+                    server = None  # this server reports no queue
+            if gpu:
+                reading = await asyncio.to_thread(gpu.read)
+                watts = [g.power for g in reading.gpus if g.power is not None]
+                if watts:
+                    self.power.setdefault(cell, []).append(sum(watts))
+                else:
+                    gpu = None  # no GPU, or it reports no power
+            await asyncio.sleep(0.2)
+
+    def add_to(self, row: dict[str, Any]) -> None:
+        cell = (row["concurrency"], row["words"])
+        row["server_queue_max"] = self.queue_max.get(cell)
+        watts = mean(self.power.get(cell, []))
+        tps = row.get("aggregate_tps")
+        row["gpu_power_w"] = watts
+        row["j_per_token"] = watts / tps if watts and tps else None
+        row["tps_per_watt"] = tps / watts if watts and tps else None
 
 
 async def run_cells(target: Target, args: argparse.Namespace, concurrency: list[int], words: list[int],
-                    finished: Callable[[RequestRecord], None], probe: ServerProbe | None = None,
-                    queue_max: dict[tuple[int, int], int] | None = None) -> None:
-    queue_max = {} if queue_max is None else queue_max
+                    finished: Callable[[RequestRecord], None], watch: Watch | None = None) -> None:
     async with make_client(args.timeout) as client:
         for n in concurrency:
             for w in words:
@@ -194,12 +223,12 @@ async def run_cells(target: Target, args: argparse.Namespace, concurrency: list[
                         await stream_once(client, target, spec, record)
                         finished(record)
 
-                    watch = asyncio.ensure_future(watch_queue(probe, (n, w), queue_max)) if probe else None
+                    watching = asyncio.ensure_future(watch.cell((n, w))) if watch else None
                     try:
                         await asyncio.gather(*(one(i) for i in range(n)))
                     finally:
-                        if watch is not None:
-                            watch.cancel()
+                        if watching is not None:
+                            watching.cancel()
 
 
 def rows_of(records: list[RequestRecord], concurrency: list[int], words: list[int]) -> list[dict[str, Any]]:
