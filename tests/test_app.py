@@ -97,3 +97,16 @@ async def test_quitting_mid_run_leaves_complete_jsonl(sim_factory, tmp_path):
         record = json.loads(line)
         assert record["error"] is None and record["output_tokens"] > 0
     assert not app.engine._thread.is_alive()
+
+
+async def test_export_writes_requests_and_history(sim_factory, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = sim_app(sim_factory(parallel=4, speed=20), concurrency=2, words=25)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(lambda: len(app.engine.records) >= 2 and len(app.history.points) >= 2, pilot)
+        await pilot.press("e")
+    (requests,) = tmp_path.glob("tokentop-*[0-9].jsonl")
+    (history,) = tmp_path.glob("tokentop-*-history.jsonl")
+    assert all(json.loads(line)["output_tokens"] for line in requests.read_text().splitlines())
+    points = [json.loads(line) for line in history.read_text().splitlines()]
+    assert len(points) >= 2 and {"aggregate_tps", "concurrency", "server_waiting"} <= set(points[0])

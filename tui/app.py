@@ -6,8 +6,10 @@ No data logic here: the probes are read in thread workers (GPU, host) and the en
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -214,14 +216,18 @@ class TokentopApp(App):
         self.notify(f"screenshot saved: {path}", title="screenshot")
 
     def action_export(self) -> None:
+        """The finished requests, one JSON line each, and the per-second history beside them."""
         records = list(self.engine.records)
-        path = Path(f"tokentop-{datetime.now():%Y%m%d-%H%M%S}.jsonl").resolve()
+        stem = f"tokentop-{datetime.now():%Y%m%d-%H%M%S}"
+        path, history = Path(f"{stem}.jsonl").resolve(), Path(f"{stem}-history.jsonl").resolve()
         try:
             write_jsonl(path, records)
+            history.write_text("".join(json.dumps(asdict(p)) + "\n" for p in list(self.history.points)))
         except OSError as exc:
             self.notify(f"export failed: {exc}", severity="error")
             return
-        self.notify(f"{len(records)} finished request(s) written to {path}", title="export")
+        self.notify(f"{len(records)} finished request(s) written to {path}, per-second history to {history.name}",
+                    title="export")
 
     async def action_quit(self) -> None:
         self.shutdown()
