@@ -46,10 +46,10 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("queue_wait_mean_s", "Queue wait est. (s)", ".2f"),
     ("server_queue_max", "Server queue max", "d"),
     ("truncated", "Truncated", "d"),
+    ("cold_starts", "Cold starts", "d"),
     ("gpu_power_w", "GPU W", ".0f"),
     ("j_per_token", "J/token", ".2f"),
     ("tps_per_watt", "tok/s/W", ".3f"),
-    ("cold_starts", "Cold starts", "d"),
     ("tokens_source", "Tokens from", "s"),
     ("errors", "Errors", "d"),
 ]
