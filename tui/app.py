@@ -35,8 +35,8 @@ from tui.probes.host import HostSample
 from tui.probes.server import ServerSample
 from tui.widgets.slider import Slider
 
-NARROW_BELOW = 120  # columns: the chart goes, the panes get compact
-SHORT_BELOW = 36  # rows
+NARROW_BELOW = 120  # columns: below this the chart goes
+SHORT_BELOW = 36  # rows: below this the panes are compact and the prompt line goes
 
 
 class Sampled(Message):
