@@ -58,7 +58,7 @@ async def test_concurrency_slider_and_keys_steer_the_engine(sim_factory):
 
 async def test_eight_streams_on_four_slots_four_wait_then_start(sim_factory):
     sim = sim_factory(parallel=4, speed=5)
-    app = sim_app(sim, concurrency=8, words=25)
+    app = sim_app(sim, concurrency=8, words=100)  # ~1.5 s a request: the queue is there long enough to see
     async with app.run_test(size=(160, 48)) as pilot:
         await until(lambda: "streaming 4" in pane_text(app, "#summary") and "waiting 4" in pane_text(app, "#summary"),
                     pilot)

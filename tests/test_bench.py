@@ -175,3 +175,11 @@ def test_gpu_power_per_cell_gives_joules_per_token(sim_factory):
     assert row["gpu_power_w"] == pytest.approx(298 + 61, rel=0.01)
     assert row["j_per_token"] == pytest.approx(row["gpu_power_w"] / row["aggregate_tps"])
     assert row["tps_per_watt"] == pytest.approx(row["aggregate_tps"] / row["gpu_power_w"])
+
+
+def test_a_bad_url_is_one_line_and_keeps_an_old_out_file(capsys, tmp_path):
+    old = tmp_path / "old.jsonl"
+    old.write_text('{"kept": true}\n')
+    status, out, err = bench(capsys, "--url", "http://localhost:abc", "--out", str(old))
+    assert status == 2 and err.strip().count("\n") == 0 and "bad server URL" in err
+    assert old.read_text() == '{"kept": true}\n'

@@ -137,3 +137,14 @@ def test_error_bodies_in_both_shapes():
     assert error_from_body(('{"error":"%s"}' % busy).encode()) == "server busy, please try again. maximum pending requests exceeded"
     assert error_from_body(b'{"error":{"message":"nope","type":"api_error"}}') == "nope"
     assert error_from_body(b"<html>\nBad Gateway\n</html>") == "<html> Bad Gateway </html>"
+
+
+def test_odd_shapes_do_not_raise_and_reasoning_counts_as_generated():
+    from tui.load.protocols import ollama_event, openai_event
+
+    final = ollama_event({"done": True, "eval_count": None, "total_duration": None})
+    assert final.final and final.output_tokens == 0 and final.timings["total_duration"] == 0
+    assert openai_event({"choices": ["x"]}).content == ""
+    assert openai_event({"choices": [{"delta": None}]}).content == ""
+    assert ollama_event({"message": {"content": "", "thinking": "hmm"}, "done": False}).reasoning == "hmm"
+    assert openai_event({"choices": [{"delta": {"reasoning_content": "so"}}]}).reasoning == "so"

@@ -216,7 +216,11 @@ class TokentopApp(App):
 
     # --- files ----------------------------------------------------------------------------------
     def action_screenshot(self) -> None:
-        path = self.save_screenshot()
+        try:
+            path = self.save_screenshot()
+        except OSError as exc:
+            self.notify(f"screenshot failed: {exc}", severity="error")
+            return
         self.notify(f"screenshot saved: {path}", title="screenshot")
 
     def action_export(self) -> None:

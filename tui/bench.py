@@ -123,9 +123,9 @@ def run(args: argparse.Namespace) -> int:
     sim = None
     try:
         concurrency, words = validate(args)
-        out = JsonlWriter(args.out) if args.out else None
-    except (UsageError, OSError) as exc:
+    except UsageError as exc:
         return _die(str(exc))
+    out = None
     try:
         url = args.url
         if args.sim:
@@ -134,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
             sim = SimThread(SimConfig(speed=args.sim_speed)).start()
             url = sim.url
         target, info = discover(url, args.api, args.model)
+        out = JsonlWriter(args.out) if args.out else None  # only now: bad input must not wipe an old file
         meta = make_meta(info, args, concurrency, words)
         watch = Watch(ServerProbe(info.url, info.kind, info.version, target.headers()), GpuProbe())
         records: list[RequestRecord] = []
@@ -156,8 +157,10 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(render(rows, meta, args.format, args.mode))
         sys.stdout.flush()
         return 130 if interrupted else 0
-    except DiscoveryError as exc:
+    except (DiscoveryError, OSError) as exc:
         return _die(str(exc))
+    except KeyboardInterrupt:  # Ctrl-C while finding the server
+        return 130
     finally:
         if out is not None:
             out.close()

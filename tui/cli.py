@@ -99,8 +99,8 @@ def run_app(args: argparse.Namespace) -> int:
                 server = start_local_server(parallel=4, progress=lambda line: print(line, file=sys.stderr))
                 url = server.url
             except LocalServerError as exc:
-                notice = (f"SIMULATED server: {exc}. For the real one: CMAKE_ARGS=\"-DLLAMA_BUILD_TESTS=OFF\""
-                          " python -m pip install 'tokentop[local]'")
+                notice = (f"SIMULATED server: {exc}. For the real one: CMAKE_ARGS=\"-DLLAMA_BUILD_TESTS=OFF"
+                          " -DLLAMA_BUILD_EXAMPLES=OFF\" python -m pip install 'tokentop[local]'")
                 print(f"tokentop: {notice}", file=sys.stderr)
         if args.sim or (args.demo and server is None):
             from tui.servers.sim import SimConfig, SimThread
@@ -115,6 +115,8 @@ def run_app(args: argparse.Namespace) -> int:
         return 0
     except (DiscoveryError, OSError) as exc:
         return _die(str(exc))
+    except KeyboardInterrupt:  # Ctrl-C while finding or starting the server
+        return 130
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
         if app is not None:
@@ -136,7 +138,9 @@ def make_app(target, info, settings, *, autostart: bool = False, writer=None, **
     from tui.probes.server import ServerProbe
 
     engine = LoadEngine(target, settings, on_record=writer.write if writer else None)
-    host = HostProbe(server_port=local_port(target.url))
+    port = local_port(target.url)
+    # A remote server's process is not on this machine: do not mistake a local one for it.
+    host = HostProbe(server_port=port) if port else HostProbe(server_names=())
     server = ServerProbe(info.url, info.kind, info.version, target.headers())
     return TokentopApp(engine=engine, info=info, read_gpu=GpuProbe().read, read_host=host.read,
                        read_server=server.read, autostart=autostart, **app_options)

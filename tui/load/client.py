@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -45,14 +44,13 @@ async def stream_once(
     target: Target,
     spec: RequestSpec,
     record: RequestRecord,
-    on_chunk: Callable[[RequestRecord], None] | None = None,
 ) -> RequestRecord:
     """Run one request to its end. Fills `record` in place and returns it."""
     for attempt in (1, 2):
         record.sent_at = time.time()
         record.send_ns = time.perf_counter_ns()
         try:
-            await _exchange(client, target, spec, record, on_chunk)
+            await _exchange(client, target, spec, record)
         except asyncio.CancelledError:
             _fail(record, "cancelled", "cancelled by the client")
             raise
@@ -67,14 +65,15 @@ async def stream_once(
             _fail(record, "cut", f"connection closed mid-stream ({type(exc).__name__})")
         except httpx.HTTPError as exc:
             _fail(record, "http", f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # an answer of a shape we did not expect: data, not a crash
+            _fail(record, "malformed", f"unexpected answer ({type(exc).__name__}: {exc})"[:200])
         break
     if record.end_ns is None:
         record.end_ns = time.perf_counter_ns()
     return record
 
 
-async def _exchange(client: httpx.AsyncClient, target: Target, spec: RequestSpec, record: RequestRecord,
-                    on_chunk: Callable[[RequestRecord], None] | None) -> None:
+async def _exchange(client: httpx.AsyncClient, target: Target, spec: RequestSpec, record: RequestRecord) -> None:
     url = target.url.rstrip("/") + chat_path(target.api)
     decoder = decoder_for(target.api)
     got_final = False
@@ -90,8 +89,6 @@ async def _exchange(client: httpx.AsyncClient, target: Target, spec: RequestSpec
                 got_final |= _apply(record, event, t)
                 if record.error_kind:
                     return
-            if on_chunk is not None:
-                on_chunk(record)
         for event in decoder.close():
             got_final |= _apply(record, event, time.perf_counter_ns())
             if record.error_kind:
@@ -105,7 +102,7 @@ def _apply(record: RequestRecord, event, t: int) -> bool:
     if event.error:
         _fail(record, event.error_kind or "server", event.error)
         return False
-    if event.content:
+    if event.content or event.reasoning:
         if record.first_token_ns is None:
             record.first_token_ns = t
         record.last_token_ns = t

@@ -87,6 +87,8 @@ def _get_json(client: httpx.Client, url: str, headers: dict[str, str] | None = N
     """GET and parse JSON; None when the server answers but not with a 200 JSON object."""
     try:
         response = client.get(url, headers=headers)
+    except httpx.InvalidURL as exc:
+        raise DiscoveryError(f"bad server URL {url!r}: {exc}") from None
     except httpx.HTTPError as exc:
         raise DiscoveryError(f"cannot reach the server at {url}: {type(exc).__name__} {exc}".strip()) from None
     if response.status_code != 200:
@@ -146,6 +148,8 @@ def _ollama(client: httpx.Client, base: str, version: str, model: str | None) ->
 def _openai(client: httpx.Client, base: str, headers: dict[str, str], model: str | None) -> ServerInfo:
     try:
         response = client.get(base + "/v1/models", headers=headers)
+    except httpx.InvalidURL as exc:
+        raise DiscoveryError(f"bad server URL {base!r}: {exc}") from None
     except httpx.HTTPError as exc:
         raise DiscoveryError(f"cannot reach the server at {base}: {type(exc).__name__} {exc}".strip()) from None
     if response.status_code in (401, 403):

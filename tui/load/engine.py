@@ -28,8 +28,8 @@ from tui.load.records import NS, RequestRecord
 from tui.load.stats import mean, percentile
 
 WAITING, STREAMING, DONE, ERROR = "waiting", "streaming", "done", "error"
-ERROR_BACKOFF_S = 1.0
-QUEUED_AFTER_S = 0.3  # waiting this long with others streaming is queueing, not prefill  # pause after a failed request so a dead server is not hammered
+ERROR_BACKOFF_S = 1.0  # pause after a failed request so a dead server is not hammered
+QUEUED_AFTER_S = 0.3  # waiting this long with others streaming is taken as queueing, not prefill
 
 
 @dataclass(frozen=True)
@@ -127,8 +127,9 @@ class LoadEngine:
         self._current: dict[int, RequestRecord] = {}
         self._done_count: dict[int, int] = {}
         self._last_note: dict[int, str | None] = {}
-        self._truncated = self._cold_starts = 0
+        self._truncated = self._cold_starts = self._errors = 0
         self.records: list[RequestRecord] = []  # every finished request, in finishing order
+        self.record_error: str | None = None  # why on_record was dropped, if it failed
         self._recent: deque[RequestRecord] = deque(maxlen=256)
 
     # --- lifecycle (any thread) -------------------------------------------------------------
@@ -145,6 +146,7 @@ class LoadEngine:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None or not thread.is_alive() or self._stopping:
             return
+        deadline = time.monotonic() + timeout
         self._stopping = True
         future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
         try:
@@ -152,7 +154,7 @@ class LoadEngine:
         except Exception:
             pass
         loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout)
+        thread.join(max(0.0, deadline - time.monotonic()))
 
     def resume(self) -> None:
         self._call(self._set_running, True)
@@ -194,7 +196,7 @@ class LoadEngine:
     # --- reading (any thread) ----------------------------------------------------------------
     def snapshot(self) -> Snapshot:
         now = time.perf_counter_ns()
-        since = now - self._window_ns
+        since = max(now - self._window_ns, self._running_since_ns)  # after a resume, only since then
         views = []
         window_chunks = 0
         for index, record in sorted(list(self._current.items())):
@@ -217,7 +219,7 @@ class LoadEngine:
             waiting=sum(1 for v in views if v.state == WAITING),
             streaming=len(streaming),
             completed=len(self.records),
-            errors=sum(1 for r in self.records if r.error_kind),
+            errors=self._errors,
             aggregate_tps=window_chunks / self._window_s(now),
             mean_stream_tps=(sum(v.live_tps for v in streaming) / len(streaming)) if streaming else None,
             ttft_p50_s=percentile(ttfts, 50),
@@ -238,7 +240,7 @@ class LoadEngine:
             state = WAITING if first is None else STREAMING
         live = 0.0
         if state == STREAMING and first is not None:
-            span = min(self._window_ns, now - first) / NS
+            span = (now - max(first, since)) / NS
             live = chunks_in_window(record, since) / span if span > 0.05 else 0.0
         stop = end if end is not None else now
         return StreamView(
@@ -247,7 +249,7 @@ class LoadEngine:
             requests_done=self._done_count.get(index, 0),
             waited_s=((first if first is not None else stop) - record.send_ns) / NS,
             ttft_s=record.ttft_s,
-            tokens=record.output_tokens,
+            tokens=record.client_tokens,
             live_tps=live,
             e2e_s=(stop - record.send_ns) / NS,
             error=record.error,
@@ -328,9 +330,14 @@ class LoadEngine:
         self._done_count[index] = self._done_count.get(index, 0) + 1
         self._last_note[index] = record.note
         self._truncated += record.truncated
+        self._errors += record.error_kind is not None
         self._cold_starts += record.cold_start
         if self._on_record is not None:
-            self._on_record(record)
+            try:
+                self._on_record(record)
+            except Exception as exc:  # e.g. the --out disk is full: keep streaming, keep the records
+                self.record_error = f"{type(exc).__name__}: {exc}"
+                self._on_record = None
 
     async def _shutdown(self) -> None:
         tasks = list(self._workers.values())

@@ -31,6 +31,7 @@ class Event:
     """
 
     content: str = ""
+    reasoning: str = ""  # a thinking model's reasoning text: generated tokens too, just not the answer
     final: bool = False
     done_reason: str | None = None
     output_tokens: int | None = None  # server-reported (eval_count / usage.completion_tokens)
@@ -92,19 +93,20 @@ def ollama_event(obj: dict[str, Any]) -> Event:
         return Event(error=str(obj["error"]), error_kind="server")
     message = obj.get("message")
     if isinstance(message, dict):  # /api/chat
-        content = message.get("content") or ""
+        content, reasoning = message.get("content") or "", message.get("thinking") or ""
     else:  # /api/generate
-        content = obj.get("response") or ""
+        content, reasoning = obj.get("response") or "", obj.get("thinking") or ""
     if not obj.get("done"):
-        return Event(content=content)
+        return Event(content=str(content), reasoning=str(reasoning))
     # Final chunk: every numeric field is omitted when zero.
-    timings = {k: int(obj.get(k, 0)) for k in OLLAMA_DURATIONS}
+    timings = {k: int(obj.get(k) or 0) for k in OLLAMA_DURATIONS}
     return Event(
-        content=content,
+        content=str(content),
+        reasoning=str(reasoning),
         final=True,
         done_reason=obj.get("done_reason"),
-        output_tokens=int(obj.get("eval_count", 0)),
-        prompt_tokens=int(obj.get("prompt_eval_count", 0)),
+        output_tokens=int(obj.get("eval_count") or 0),
+        prompt_tokens=int(obj.get("prompt_eval_count") or 0),
         timings=timings,
     )
 
@@ -164,10 +166,11 @@ def openai_event(obj: dict[str, Any]) -> Event:
         return Event(error=str(message), error_kind="server")
     event = Event()
     choices = obj.get("choices") or []
-    if choices:
+    if choices and isinstance(choices[0], dict):
         choice = choices[0]
-        delta = choice.get("delta") or {}
-        event.content = delta.get("content") or ""
+        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        event.content = str(delta.get("content") or "")
+        event.reasoning = str(delta.get("reasoning_content") or delta.get("reasoning") or "")
         event.done_reason = choice.get("finish_reason")
     usage = obj.get("usage")
     if isinstance(usage, dict):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,10 +183,6 @@ class RequestRecord:
             "error": self.error,
             "chunk_offsets_ms": [round((t - self.send_ns) / 1e6, 2) for t in self.chunk_ns],
         }
-
-
-def now_ns() -> int:
-    return time.perf_counter_ns()
 
 
 class JsonlWriter:

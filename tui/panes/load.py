@@ -95,7 +95,7 @@ def mode_text(mode: str, words: int) -> Text:
     text = Text("mode ", style="bold")
     text.append(MODE_NAMES.get(mode, mode), style="bold cyan")
     if mode == INPUT:
-        text.append("  'give a title for below text in 10 words: ' + a 484-word text", style="grey62")
+        text.append("  'give a title for below text in 10 words: ' + a ~480-word text", style="grey62")
     else:
         text.append(f"  'tell a story in {words} words:'", style="grey62")
     return text
@@ -110,7 +110,7 @@ class LoadPane(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(id="controls"):
             yield Slider(range(MAX_CONCURRENCY + 1), self._concurrency, "concurrency", id="concurrency")
-            yield Slider(WORD_STOPS, self._words, "words", id="words")
+            yield Slider(sorted({*WORD_STOPS, self._words}), self._words, "words", id="words")
         yield TextBox(mode_text(self._mode, self._words), id="mode")
         yield TextBox(id="summary")
         yield TextBox(id="server")

@@ -7,7 +7,7 @@ worker once a second) and never raises: a failure becomes `ServerSample.error`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 import httpx
 
@@ -121,12 +121,6 @@ def parse_ps(data: dict) -> tuple[LoadedModel, ...]:
                                   size_vram=int(m.get("size_vram") or 0), context_length=m.get("context_length"),
                                   expires_at=expires))
     return tuple(models)
-
-
-def expires_in_s(model: LoadedModel, now: datetime | None = None) -> float | None:
-    if model.expires_at is None:
-        return None
-    return (model.expires_at - (now or datetime.now(timezone.utc))).total_seconds()
 
 
 class ServerProbe:
