@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         concurrency, words = validate(args)
     except UsageError as exc:
         return _die(str(exc))
-    out = None
+    out = watch = None
     try:
         url = args.url
         if args.sim:
@@ -164,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if out is not None:
             out.close()
+        if watch is not None and watch.server is not None:
+            watch.server.close()
         if sim is not None:
             sim.stop()
 

@@ -2,8 +2,8 @@
 
 output mode ("story"): `tell a story in {words} words:` — the answer's length is the variable.
 input mode ("title"): `give a title for below text in 10 words: ` + a ~480-word public-domain text
-(Jane Austen, "Pride and Prejudice", 1813, the opening of Chapter 1; see title_text.txt) — the
-prompt's length is the variable, the answer is short.
+(Jane Austen, "Pride and Prejudice", 1813, the opening of Chapter 1; see title_text.txt) — a long,
+fixed prompt and a short answer, so prefill dominates; `--words` does not apply.
 """
 
 from __future__ import annotations

@@ -11,15 +11,9 @@ from rich.text import Text
 
 from tui.probes.gpu import GpuReading, GpuSample
 from tui.widgets.textbox import TextBox
-from tui.widgets.history import bar, fmt, human_bytes, size, sparkline
+from tui.widgets.drawing import bar, fmt, human_bytes, load_style, size, sparkline
 
 HISTORY = 120
-
-
-def percent_style(p: float | None) -> str:
-    if p is None:
-        return "grey50"
-    return "red" if p >= 90 else "yellow" if p >= 60 else "green"
 
 
 class GpuPane(TextBox):
@@ -66,7 +60,7 @@ class GpuPane(TextBox):
         text.append(f"{gpu.index} ", style="bold")
         text.append(gpu.name.removeprefix("NVIDIA ") if self.compact else gpu.name, style="bold cyan")
         text.append("  util ")
-        text.append(f"{fmt(gpu.utilization, '.0f', 'N/A')}%", style=percent_style(gpu.utilization))
+        text.append(f"{fmt(gpu.utilization, '.0f', 'N/A')}%", style=load_style(gpu.utilization))
         if self.compact:
             text.append(f"  mem {size(gpu.memory_used)}/{size(gpu.memory_total)} GiB")
         elif spark:
@@ -74,7 +68,7 @@ class GpuPane(TextBox):
         if not self.compact:
             filled, empty = bar(frac, max(10, min(30, width - 26 - spark)))
             text.append("\n  mem ")
-            text.append(filled, style=percent_style(None if frac is None else frac * 100))
+            text.append(filled, style=load_style(None if frac is None else frac * 100))
             text.append(empty, style="grey35")
             text.append(f" {size(gpu.memory_used)}/{size(gpu.memory_total)} GiB")
             if spark:

@@ -10,15 +10,11 @@ from rich.text import Text
 
 from tui.probes.host import HostSample
 from tui.widgets.textbox import TextBox
-from tui.widgets.history import BLOCKS, bar, human_bytes, size, sparkline
+from tui.widgets.drawing import BLOCKS, bar, human_bytes, load_style, size, sparkline
 
 HISTORY = 120
 CORE_CELL = 18  # "nn ████████ 100%" plus a gap
 MAX_CORE_ROWS = 8
-
-
-def load_style(p: float) -> str:
-    return "red" if p >= 90 else "yellow" if p >= 60 else "green"
 
 
 class HostPane(TextBox):

@@ -17,7 +17,7 @@ from tui.load.history import LoadPoint
 from tui.load.prompts import INPUT, WORD_STOPS
 from tui.probes.server import OLLAMA_PARALLEL_NOTE, ServerSample
 from tui.widgets.chart import LoadChart
-from tui.widgets.history import fmt
+from tui.widgets.drawing import fmt
 from tui.widgets.slider import Slider
 from tui.widgets.streams import HEADER, StreamTable
 from tui.widgets.textbox import TextBox

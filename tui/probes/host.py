@@ -1,4 +1,5 @@
-"""CPU, memory and the server process from psutil. read() is cheap enough for a 1 Hz UI timer."""
+"""CPU, memory and the server process from psutil. read() is cheap (the app calls it once a second
+from a thread worker); the slow search for the server's process runs in a background thread."""
 
 from __future__ import annotations
 

@@ -22,13 +22,14 @@ class QueueMetrics:
 
     running: str
     waiting: str
-    cache: str | None = None
+    cache: tuple[str, ...] = ()  # first present wins
 
 
 QUEUES = {
     "llama.cpp": QueueMetrics("llamacpp:requests_processing", "llamacpp:requests_deferred"),
-    "vllm": QueueMetrics("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc"),
-    "sglang": QueueMetrics("sglang:num_running_reqs", "sglang:num_queue_reqs", "sglang:token_usage"),
+    "vllm": QueueMetrics("vllm:num_requests_running", "vllm:num_requests_waiting",
+                         ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")),  # the second: before V1
+    "sglang": QueueMetrics("sglang:num_running_reqs", "sglang:num_queue_reqs", ("sglang:token_usage",)),
     "tgi": QueueMetrics("tgi_batch_current_size", "tgi_queue_size"),
 }
 
@@ -165,7 +166,7 @@ class ServerProbe:
         return {
             "running": int(values.get(names.running, 0)),
             "waiting": int(values[names.waiting]),
-            "cache_usage": values.get(names.cache) if names.cache else None,
+            "cache_usage": next((values[n] for n in names.cache if n in values), None),
             "metrics_source": names.waiting,
         }
 

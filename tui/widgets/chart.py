@@ -15,7 +15,7 @@ import plotext as plt
 from rich.text import Text
 
 from tui.load.history import LoadPoint
-from tui.widgets.history import sparkline
+from tui.widgets.drawing import sparkline
 from tui.widgets.textbox import TextBox
 
 # (label, colour); the colours are those of the lines drawn

@@ -15,7 +15,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from tui.load.engine import DONE, ERROR, STREAMING, WAITING, StreamView
-from tui.widgets.history import bar, fmt
+from tui.widgets.drawing import bar, fmt
 
 STATE_STYLES = {
     WAITING: Style(color="yellow", bold=True),

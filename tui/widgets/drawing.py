@@ -49,3 +49,10 @@ def human_bytes(n: float | None) -> str:
 
 def fmt(value: float | None, spec: str, missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
+
+
+def load_style(percent: float | None) -> str:
+    """The colour of a load or fill percentage: green, yellow from 60, red from 90; grey when unknown."""
+    if percent is None:
+        return "grey50"
+    return "red" if percent >= 90 else "yellow" if percent >= 60 else "green"
