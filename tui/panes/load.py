@@ -50,9 +50,9 @@ def summary_text(snap: Snapshot, power_w: float | None = None) -> Text:
     return text
 
 
-def queue_text(snap: Snapshot) -> Text:
+def queue_text(snap: Snapshot, server: ServerSample | None = None) -> Text:
     n = snap.queued
-    if not n:
+    if not n or (server is not None and server.waiting == 0):  # the server says none queue: a long prefill
         return Text("")
     return Text(f"{n} waiting: the server is serving {snap.streaming} at a time", style="bold black on yellow")
 
@@ -125,7 +125,7 @@ class LoadPane(Vertical):
              power_w: float | None = None) -> None:
         self.query_one("#summary", TextBox).show_text(summary_text(snap, power_w))
         self.query_one("#server", TextBox).show_text(server_text(server, snap, observed_limit))
-        self.query_one("#queue", TextBox).show_text(queue_text(snap))
+        self.query_one("#queue", TextBox).show_text(queue_text(snap, server))
         self.query_one(StreamTable).show(snap.streams)
 
     def show_mode(self, mode: str, words: int) -> None:
