@@ -62,6 +62,9 @@ class FrozenEngine:
     def snapshot(self) -> Snapshot:
         return self.snap
 
+    def set_model(self, model: str) -> None:
+        self.model = model
+
     def update(self, **changes) -> LoadSettings:
         self.settings = dataclasses.replace(self.settings, **changes)
         return self.settings
@@ -99,3 +102,16 @@ def test_app_with_two_gpus(snap_compare, size):
 def test_app_without_a_gpu(snap_compare, size):
     reading = GpuReading(gpus=(), error="no NVIDIA GPU/driver found (NVML not available)")
     assert snap_compare(frozen_app(reading), terminal_size=size, run_before=add_history)
+
+
+async def test_model_picker_switches_the_engine_and_the_header():
+    info = ServerInfo("http://127.0.0.1:11434", "ollama", "ollama", "0.12.3", "llama3.1:70b",
+                      ["llama3.1:70b", "qwen3:32b"], ["llama3.1:70b"])
+    app = TokentopApp(engine=FrozenEngine(frozen_snapshot()), info=info, read_gpu=fake_gpu_reading,
+                      read_host=fixed_host, live=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("M")
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert app.engine.model == "qwen3:32b"
+        assert "qwen3:32b" in str(app.query_one("#header").render())

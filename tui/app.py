@@ -33,6 +33,7 @@ from tui.panes.load import LoadPane
 from tui.probes.gpu import GpuReading
 from tui.probes.host import HostSample
 from tui.probes.server import ServerSample
+from tui.widgets.model_picker import ModelPicker
 from tui.widgets.slider import Slider
 
 NARROW_BELOW = 120  # columns: below this the chart goes
@@ -87,6 +88,7 @@ class TokentopApp(App):
         Binding("right_square_bracket", "words(1)", "words", key_display="]"),
         Binding("left_square_bracket", "words(-1)", "", show=False),
         Binding("m", "mode", "mode"),
+        Binding("M", "models", "model"),
         Binding("s", "screenshot", "screenshot"),
         Binding("e", "export", "export"),
         Binding("q,ctrl+c", "quit", "quit", key_display="q", priority=True),
@@ -184,6 +186,7 @@ class TokentopApp(App):
         for pane in self.query_one(GpuPane), self.query_one(HostPane):
             pane.compact = height < SHORT_BELOW
             pane.refresh_view()
+        self.query_one(LoadPane).compact = height < SHORT_BELOW
 
     # --- steering -------------------------------------------------------------------------------
     @on(Slider.Changed, "#concurrency")
@@ -206,6 +209,22 @@ class TokentopApp(App):
         mode = INPUT if self.engine.settings.mode == OUTPUT else OUTPUT
         self.engine.update(mode=mode)
         self.query_one(LoadPane).show_mode(mode, self.engine.settings.words)
+
+    def action_models(self) -> None:
+        models = self.info.models or [self.info.model]
+        if len(models) < 2:
+            self.notify(f"the server offers one model: {self.info.model_label}", title="model")
+            return
+        loaded = [m.name for m in self.server.loaded] if self.server else self.info.loaded
+        self.push_screen(ModelPicker(models, self.info.model, loaded), self.switch_model)
+
+    def switch_model(self, model: str | None) -> None:
+        if not model or model == self.info.model:
+            return
+        self.engine.set_model(model)
+        self.info.model = model
+        self.query_one("#header", Static).update(header_text(self.info))
+        self.notify(f"next requests go to {self.info.model_label}", title="model")
 
     def action_toggle(self) -> None:
         if self.engine.running:

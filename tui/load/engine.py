@@ -181,6 +181,12 @@ class LoadEngine:
     def set_mode(self, mode: str) -> None:
         self.update(mode=mode)
 
+    def set_model(self, model: str) -> None:
+        """Send the next requests to another model of the same server."""
+        if not model:
+            raise ValueError("the model name cannot be empty")
+        self.target = dataclasses.replace(self.target, model=model)
+
     def update(self, **changes) -> LoadSettings:
         """Change settings; raises ValueError (and changes nothing) on a bad value.
 
@@ -305,18 +311,18 @@ class LoadEngine:
             self._current.pop(index, None)
 
     async def _one_request(self, index: int) -> RequestRecord:
-        s = self._settings
+        s, target = self._settings, self.target  # read once: another thread may change them
         record = RequestRecord(
             stream=index, concurrency=s.concurrency, words=s.words, mode=s.mode,
-            api=self.target.api, model=self.target.model,
+            api=target.api, model=target.model,
         )
         spec = RequestSpec(
-            model=self.target.model, prompt=build_prompt(s.mode, s.words), max_tokens=s.max_tokens,
+            model=target.model, prompt=build_prompt(s.mode, s.words), max_tokens=s.max_tokens,
             temperature=s.temperature, seed=s.seed, num_ctx=s.num_ctx,
         )
         self._current[index] = record
         try:
-            await stream_once(self._client, self.target, spec, record)
+            await stream_once(self._client, target, spec, record)
         except asyncio.CancelledError:
             if not self._stopping:  # a surplus stream cancelled on purpose: that is data too
                 self._finish(index, record)

@@ -26,7 +26,8 @@ MAX_CONCURRENCY = 64
 MODE_NAMES = {"output": "story", "input": "title"}
 
 
-def summary_text(snap: Snapshot, power_w: float | None = None) -> Text:
+def summary_text(snap: Snapshot, power_w: float | None = None, compact: bool = False) -> Text:
+    """The client's view. `compact` (short terminals) keeps what fits two 80-column lines."""
     text = Text()
     text.append("▶ running" if snap.running else "⏸ paused (space starts)", style="bold green" if snap.running
                 else "bold yellow")
@@ -35,18 +36,20 @@ def summary_text(snap: Snapshot, power_w: float | None = None) -> Text:
     text.append(f"  aggregate {snap.aggregate_tps:.1f} tok/s")
     text.append(f"  per-stream {fmt(snap.mean_stream_tps, '.1f')} tok/s")
     text.append(f"  TTFT p50 {fmt(snap.ttft_p50_s, '.2f')} s")
-    text.append(f"  done {snap.completed}")
+    if not compact:
+        text.append(f"  done {snap.completed}")
     text.append(f"  errors {snap.errors}", style="bold red" if snap.errors else "")
-    text.append("  (client-counted)", style="grey50")
+    text.append("  (client)" if compact else "  (client-counted)", style="grey50")
     if snap.truncated:
         text.append(f"  truncated {snap.truncated} (hit max tokens / context)", style="bold magenta")
     if snap.cold_starts:
         text.append(f"  cold starts {snap.cold_starts}", style="magenta")
-    if snap.queue_wait_mean_s is not None:
+    if snap.queue_wait_mean_s is not None and not compact:
         text.append(f"  queue wait {snap.queue_wait_mean_s:.2f} s mean (server durations, est.)")
     if power_w and snap.aggregate_tps > 0:
-        text.append(f"  {power_w / snap.aggregate_tps:.2f} J/tok · {snap.aggregate_tps / power_w:.3f} tok/s/W"
-                    " (GPU W ÷ client tok/s)", style="cyan")
+        text.append(f"  {power_w / snap.aggregate_tps:.2f} J/tok", style="cyan")
+        if not compact:
+            text.append(f" · {snap.aggregate_tps / power_w:.3f} tok/s/W (GPU W ÷ client tok/s)", style="cyan")
     return text
 
 
@@ -57,7 +60,8 @@ def queue_text(snap: Snapshot, server: ServerSample | None = None) -> Text:
     return Text(f"{n} waiting: the server is serving {snap.streaming} at a time", style="bold black on yellow")
 
 
-def server_text(sample: ServerSample | None, snap: Snapshot, observed_limit: int | None) -> Text:
+def server_text(sample: ServerSample | None, snap: Snapshot, observed_limit: int | None,
+                compact: bool = False) -> Text:
     """The server's own view beside the client's: its queue, slots, loaded models."""
     text = Text("server says ", style="bold")
     if sample is None:
@@ -71,16 +75,21 @@ def server_text(sample: ServerSample | None, snap: Snapshot, observed_limit: int
             text.append(f" · {sample.slots} slots")
         if sample.cache_usage is not None:
             text.append(f" · cache {sample.cache_usage:.0%}")
-        text.append(f"  ({sample.metrics_source})", style="grey50")
-        text.append(f"  client sees waiting {snap.waiting}", style="grey62")
+        if not compact:
+            text.append(f"  ({sample.metrics_source})", style="grey50")
+            text.append(f"  client sees waiting {snap.waiting}", style="grey62")
     elif sample.slots:
         text.append(f"{sample.slots} slots (no /metrics: start it with --metrics for its queue)")
     else:
         text.append("no queue metrics", style="grey62")
     if sample.kind == "ollama":
         limit = f"observed limit {observed_limit}" if observed_limit else "limit not seen yet"
-        text.append(f"  {limit} ({OLLAMA_PARALLEL_NOTE})", style="grey62")
+        text.append(f"  {limit}" if compact else f"  {limit} ({OLLAMA_PARALLEL_NOTE})", style="grey62")
     for model in sample.loaded:
+        if compact:  # only what needs acting on
+            if model.cpu_fraction > 0.01:
+                text.append(f"  {model.name} {model.cpu_fraction:.0%} on CPU", style="bold red")
+            continue
         text.append(f"  {model.name} {model.size / 2**30:.1f} GiB")
         if model.cpu_fraction > 0.01:
             text.append(f" {model.cpu_fraction:.0%} on CPU (slow)", style="bold red")
@@ -106,6 +115,7 @@ class LoadPane(Vertical):
         super().__init__(id=id)
         self.border_title = "load"
         self._concurrency, self._words, self._mode = concurrency, words, mode
+        self.compact = False  # set by the app on short terminals
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="controls"):
@@ -123,8 +133,8 @@ class LoadPane(Vertical):
 
     def show(self, snap: Snapshot, server: ServerSample | None = None, observed_limit: int | None = None,
              power_w: float | None = None) -> None:
-        self.query_one("#summary", TextBox).show_text(summary_text(snap, power_w))
-        self.query_one("#server", TextBox).show_text(server_text(server, snap, observed_limit))
+        self.query_one("#summary", TextBox).show_text(summary_text(snap, power_w, self.compact))
+        self.query_one("#server", TextBox).show_text(server_text(server, snap, observed_limit, self.compact))
         self.query_one("#queue", TextBox).show_text(queue_text(snap, server))
         self.query_one(StreamTable).show(snap.streams)
 
