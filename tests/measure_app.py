@@ -54,12 +54,24 @@ def run_app(session: str, args: list[str]) -> psutil.Process:
     return psutil.Process(pid)
 
 
+def cpu_seconds(process: psutil.Process) -> float:
+    """The process's CPU time and its children's (tokentop's engine runs in a child process)."""
+    total = 0.0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def cpu_percent(processes: list[psutil.Process], seconds: float) -> list[float]:
-    """Each process's CPU over the same window, in % of one core."""
-    before, start = [p.cpu_times() for p in processes], time.monotonic()
+    """Each process's CPU (children included) over the same window, in % of one core."""
+    before, start = [cpu_seconds(p) for p in processes], time.monotonic()
     time.sleep(seconds)
-    after, wall = [p.cpu_times() for p in processes], time.monotonic() - start
-    return [100 * ((a.user + a.system) - (b.user + b.system)) / wall for a, b in zip(after, before)]
+    after, wall = [cpu_seconds(p) for p in processes], time.monotonic() - start
+    return [100 * (a - b) / wall for a, b in zip(after, before)]
 
 
 def quit_app(session: str, process: psutil.Process) -> float:

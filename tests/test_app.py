@@ -8,15 +8,14 @@ import json
 from tui.cli import make_app
 from tui.load.discover import discover
 from tui.load.engine import LoadSettings
-from tui.load.records import JsonlWriter
 from tui.panes.load import LoadPane
 from tui.widgets.slider import Slider
 from tui.widgets.streams import StreamTable
 
 
-def sim_app(sim, writer=None, autostart=True, **settings):
+def sim_app(sim, out_path=None, autostart=True, **settings):
     target, info = discover(sim.url)
-    return make_app(target, info, LoadSettings(**settings), autostart=autostart, writer=writer)
+    return make_app(target, info, LoadSettings(**settings), autostart=autostart, out_path=out_path)
 
 
 async def until(predicate, pilot, timeout=10.0):
@@ -83,20 +82,18 @@ async def test_no_gpu_renders_one_calm_line(sim_factory):
 
 async def test_quitting_mid_run_leaves_complete_jsonl(sim_factory, tmp_path):
     out = tmp_path / "run.jsonl"
-    writer = JsonlWriter(out)
-    app = sim_app(sim_factory(parallel=4, speed=20), writer=writer, concurrency=6, words=50)
+    app = sim_app(sim_factory(parallel=4, speed=20), out_path=str(out), concurrency=6, words=50)
     async with app.run_test(size=(120, 40)) as pilot:
         await until(lambda: len(app.engine.records) >= 6 and app.engine.snapshot().streaming, pilot)
         started = asyncio.get_running_loop().time()
         await pilot.press("q")
         assert asyncio.get_running_loop().time() - started < 2.5
-    writer.close()
     lines = out.read_text().splitlines()
     assert len(lines) == len(app.engine.records) >= 6
     for line in lines:
         record = json.loads(line)
         assert record["error"] is None and record["output_tokens"] > 0
-    assert not app.engine._thread.is_alive()
+    assert not app.engine._process.is_alive()  # the engine's own process is gone
 
 
 async def test_export_writes_requests_and_history(sim_factory, tmp_path, monkeypatch):

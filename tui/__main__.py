@@ -1,3 +1,4 @@
 from tui.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # the engine's process is spawned and imports this module again
+    raise SystemExit(main())

@@ -7,7 +7,6 @@ No data logic here: the probes are read in thread workers (GPU, host) and the en
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import asdict
@@ -120,9 +119,6 @@ class TokentopApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
-        # The engine thread stamps chunk arrival times: hand it the GIL sooner while a frame is drawn
-        # (the default 5 ms switch interval let the UI hold it in long slices; see README, Performance).
-        sys.setswitchinterval(0.0005)
         self.engine.start(running=self.autostart)
         self._fit(self.size.width, self.size.height)
         if self.live:

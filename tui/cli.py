@@ -75,7 +75,6 @@ def run_app(args: argparse.Namespace) -> int:
     from tui.panes.load import MAX_CONCURRENCY
     from tui.load.discover import DiscoveryError, discover
     from tui.load.engine import LoadSettings
-    from tui.load.records import JsonlWriter
 
     concurrency = args.concurrency if args.concurrency is not None else (8 if args.demo else 1)
     if not 0 <= concurrency <= MAX_CONCURRENCY:
@@ -87,7 +86,7 @@ def run_app(args: argparse.Namespace) -> int:
                                 max_tokens=args.max_tokens).validated()
     except ValueError as exc:
         return _die(str(exc))
-    sim = server = writer = app = None
+    sim = server = app = None
     notice = None
     previous_sigterm = signal.getsignal(signal.SIGTERM)
     try:
@@ -108,8 +107,10 @@ def run_app(args: argparse.Namespace) -> int:
             sim = SimThread(SimConfig()).start()
             url = sim.url
         target, info = discover(url, args.api, args.model)
-        writer = JsonlWriter(args.out) if args.out else None
-        app = make_app(target, info, settings, autostart=args.autostart or args.demo, writer=writer, notice=notice)
+        if args.out:
+            open(args.out, "w").close()  # fail here, in one line, not in the engine's process
+        app = make_app(target, info, settings, autostart=args.autostart or args.demo, out_path=args.out,
+                       notice=notice)
         signal.signal(signal.SIGTERM, lambda signum, frame: app.exit())  # quit as `q` does: files whole
         app.run()
         return 0
@@ -121,23 +122,21 @@ def run_app(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous_sigterm)
         if app is not None:
             app.shutdown()
-        if writer is not None:
-            writer.close()
         if sim is not None:
             sim.stop()
         if server is not None:
             server.stop()
 
 
-def make_app(target, info, settings, *, autostart: bool = False, writer=None, **app_options):
-    """The app wired to a real engine and the real probes (the tests use this too)."""
+def make_app(target, info, settings, *, autostart: bool = False, out_path: str | None = None, **app_options):
+    """The app wired to a real engine (in its own process) and the real probes (the tests use this too)."""
     from tui.app import TokentopApp
-    from tui.load.engine import LoadEngine
+    from tui.load.remote import EngineProcess
     from tui.probes.gpu import GpuProbe
     from tui.probes.host import HostProbe
     from tui.probes.server import ServerProbe
 
-    engine = LoadEngine(target, settings, on_record=writer.write if writer else None)
+    engine = EngineProcess(target, settings, out_path=out_path)
     port = local_port(target.url)
     # A remote server's process is not on this machine: do not mistake a local one for it.
     host = HostProbe(server_port=port) if port else HostProbe(server_names=())
