@@ -37,8 +37,11 @@ def _serve(conn, target: Target, settings: LoadSettings, out_path: str | None, r
                 break
             try:
                 value = getattr(engine, name)
-                reply = ("ok", value(*args, **kwargs) if callable(value) else list(value) if name == "records"
-                         else value)
+                if callable(value):
+                    value = value(*args, **kwargs)
+                elif isinstance(value, list):
+                    value = list(value)  # a copy: the engine's thread appends to the original
+                reply = ("ok", value)
             except Exception as exc:  # a bad value: the caller raises it again
                 reply = ("error", exc)
             conn.send(reply)
