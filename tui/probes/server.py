@@ -76,7 +76,7 @@ def _get(client: httpx.Client, url: str) -> httpx.Response | None:
         return None
 
 
-def _json(response: httpx.Response | None) -> dict | None:
+def json_object(response: httpx.Response | None) -> dict | None:
     if response is None or response.status_code != 200:
         return None
     try:
@@ -88,15 +88,15 @@ def _json(response: httpx.Response | None) -> dict | None:
 
 def detect(client: httpx.Client, base: str) -> tuple[str, str | None]:
     """(kind, version) from the endpoints each server kind answers; "openai-compatible" if none."""
-    if (info := _json(_get(client, base + "/api/version"))) and "version" in info:
+    if (info := json_object(_get(client, base + "/api/version"))) and "version" in info:
         return "ollama", str(info["version"])
-    if (props := _json(_get(client, base + "/props"))) and ("build_info" in props or "total_slots" in props):
+    if (props := json_object(_get(client, base + "/props"))) and ("build_info" in props or "total_slots" in props):
         return "llama.cpp", props.get("build_info")
-    if (info := _json(_get(client, base + "/get_server_info"))) and "version" in info:
+    if (info := json_object(_get(client, base + "/get_server_info"))) and "version" in info:
         return "sglang", str(info["version"])
-    if (info := _json(_get(client, base + "/info"))) and "model_id" in info and "version" in info:
+    if (info := json_object(_get(client, base + "/info"))) and "model_id" in info and "version" in info:
         return "tgi", str(info["version"])
-    version = _json(_get(client, base + "/version"))
+    version = json_object(_get(client, base + "/version"))
     metrics = _get(client, base + "/metrics")
     if metrics is not None and metrics.status_code == 200:
         kind = kind_from_metrics(parse_prometheus(metrics.text))
@@ -143,7 +143,7 @@ class ServerProbe:
     def _read(self) -> ServerSample:
         fields: dict = {}
         if self.kind == "llama.cpp" and self._slots is None:
-            props = _json(_get(self._client, self.url + "/props"))
+            props = json_object(_get(self._client, self.url + "/props"))
             self._slots = props.get("total_slots") if props else None
         if self._metrics:
             response = _get(self._client, self.url + "/metrics")
@@ -155,7 +155,7 @@ class ServerProbe:
             elif response.status_code in (404, 501):
                 self._metrics = False  # ollama, or llama-server without --metrics
         if self.kind == "ollama":
-            ps = _json(_get(self._client, self.url + "/api/ps"))
+            ps = json_object(_get(self._client, self.url + "/api/ps"))
             fields["loaded"] = parse_ps(ps) if ps else ()
         return ServerSample(self.kind, self.version, slots=self._slots, **fields)
 
