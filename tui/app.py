@@ -19,6 +19,7 @@ from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Footer, Static
 
@@ -145,18 +146,28 @@ class TokentopApp(App):
             self.post_message(message(read()))
             self._stop_polling.wait(self.poll_s)
 
+    def _monitor_panes(self) -> tuple[GpuPane, HostPane] | None:
+        """The GPU and host panes, or None when a reading arrives while the screen is torn down."""
+        try:
+            return self.query_one(GpuPane), self.query_one(HostPane)
+        except NoMatches:
+            return None
+
     def on_gpu_sampled(self, message: GpuSampled) -> None:
         self.gpu = message.sample
-        self.query_one(GpuPane).show(message.sample)
+        if panes := self._monitor_panes():
+            panes[0].show(message.sample)
 
     def on_server_sampled(self, message: ServerSampled) -> None:
         self.server = message.sample
 
     def on_host_sampled(self, message: HostSampled) -> None:
+        if not (panes := self._monitor_panes()):
+            return
+        gpu_pane, host_pane = panes
         sample: HostSample = message.sample
-        self.query_one(HostPane).show(sample)
+        host_pane.show(sample)
         pids = frozenset(sample.server.family) if sample.server else frozenset()
-        gpu_pane = self.query_one(GpuPane)
         if pids != gpu_pane.server_pids:
             gpu_pane.server_pids = pids
             gpu_pane.refresh_view()
