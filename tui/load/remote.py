@@ -49,8 +49,9 @@ def _serve(conn, target: Target, settings: LoadSettings, out_path: str | None, r
         engine.stop()
         if writer is not None:
             writer.close()
+        records = list(engine.records)  # final: a request may have ended after the app last asked
         try:
-            conn.send(("ok", None))
+            conn.send(("ok", records))
             conn.close()
         except OSError:
             pass
@@ -141,11 +142,11 @@ class EngineProcess:
         if process is None or not process.is_alive():
             return
         try:
-            self._records = self._call("records")
+            self._records = self._call("records")  # in case the final reply comes too late
             with self._lock:
                 self._conn.send(("stop", (), {}))
                 if self._conn.poll(timeout):
-                    self._conn.recv()
+                    self._records = self._conn.recv()[1]
         except (OSError, EOFError):
             pass
         process.join(timeout)
