@@ -26,8 +26,10 @@ def tmux_demo():
             pytest.fail("the demo test cannot be skipped under CI: tmux is missing")
         pytest.skip("needs tmux")
     session = f"tokentop-demo-{uuid.uuid4().hex[:8]}"
+    # Under pytest, readline has exported COLUMNS=80 LINES=24 (C-level setenv, unseen by os.environ);
+    # Textual's size comes from shutil, which believes them, so drop them for the real 160×48.
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "48",
-                    f"exec {sys.executable} -m tui --demo"], check=True)
+                    f"exec env -u COLUMNS -u LINES {sys.executable} -m tui --demo"], check=True)
     pid = int(subprocess.check_output(["tmux", "display-message", "-p", "-t", session, "#{pane_pid}"]).strip())
     yield session, psutil.Process(pid)
     subprocess.run(["tmux", "kill-session", "-t", session], stderr=subprocess.DEVNULL)
@@ -70,6 +72,9 @@ def test_demo_shows_the_queue_and_leaves_nothing_behind(tmux_demo, how):
     assert "real server" in text and "SmolLM2-135M-Instruct" in text and "llama.cpp" in text
     wait_screen(session, r"streaming 4  waiting 4")
     wait_screen(session, r"4 waiting: the server is serving 4 at a time")
+    if how == "q":  # the demo's token cap keeps the queue moving: the first answers end soon
+        assert "max 256 tokens" in text
+        wait_screen(session, r"done [1-9]", timeout=60)
     children = llama_servers(app)
     assert len(children) == 1
     server = children[0]

@@ -116,7 +116,7 @@ class TokentopApp(App):
         with Horizontal(id="monitors"):
             yield GpuPane(id="gpu")
             yield HostPane(id="host")
-        yield LoadPane(s.concurrency, s.words, s.mode, id="load")
+        yield LoadPane(s.concurrency, s.words, s.mode, s.max_tokens, id="load")
         yield Footer()
 
     def on_mount(self) -> None:

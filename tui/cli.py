@@ -8,6 +8,8 @@ import sys
 
 from tui import __version__
 
+DEMO_MAX_TOKENS = 256
+
 
 def build_parser() -> argparse.ArgumentParser:
     from tui import bench
@@ -57,7 +59,8 @@ def add_app_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--words", type=int, default=100, help="words asked for in the story prompt (default 100)")
     p.add_argument("--mode", default=OUTPUT, choices=MODES,
                    help="output: 'tell a story in N words:'; input: title of a ~480-word text")
-    p.add_argument("--max-tokens", type=int, help="cap on output tokens (ollama num_predict / OpenAI max_tokens)")
+    p.add_argument("--max-tokens", type=int, help="cap on output tokens (ollama num_predict / OpenAI max_tokens;"
+                                                  f" default none, {DEMO_MAX_TOKENS} with --demo)")
     p.add_argument("--autostart", action="store_true", help="start streaming at once")
     p.add_argument("--out", metavar="FILE.jsonl", help="write one JSON line per finished request")
     p.add_argument("--sim", action="store_true", help="run against a built-in SIMULATED server (4 slots)")
@@ -81,9 +84,11 @@ def run_app(args: argparse.Namespace) -> int:
         return _die(f"--concurrency must be 0 to {MAX_CONCURRENCY}, not {concurrency}")
     if args.demo and (args.sim or args.url):
         return _die("--demo starts its own server: leave out --url and --sim")
+    # The demo's tiny model rambles on for a minute or more per story; a cap keeps the queue moving.
+    max_tokens = args.max_tokens if args.max_tokens is not None or not args.demo else DEMO_MAX_TOKENS
     try:
         settings = LoadSettings(concurrency=concurrency, words=args.words, mode=args.mode,
-                                max_tokens=args.max_tokens).validated()
+                                max_tokens=max_tokens).validated()
     except ValueError as exc:
         return _die(str(exc))
     sim = server = app = None

@@ -41,7 +41,9 @@ def summary_text(snap: Snapshot, power_w: float | None = None, compact: bool = F
     text.append(f"  errors {snap.errors}", style="bold red" if snap.errors else "")
     text.append("  (client)" if compact else "  (client-counted)", style="grey50")
     if snap.truncated:
-        text.append(f"  truncated {snap.truncated} (hit max tokens / context)", style="bold magenta")
+        # "length": the cap when one is set (a full context is rarer), else the context
+        why = "max tokens" if snap.settings.max_tokens else "context full"
+        text.append(f"  truncated {snap.truncated} ({why})", style="bold magenta")
     if snap.cold_starts:
         text.append(f"  cold starts {snap.cold_starts}", style="magenta")
     if snap.queue_wait_mean_s is not None and not compact:
@@ -100,28 +102,32 @@ def server_text(sample: ServerSample | None, snap: Snapshot, observed_limit: int
     return text
 
 
-def mode_text(mode: str, words: int) -> Text:
+def mode_text(mode: str, words: int, max_tokens: int | None = None) -> Text:
     text = Text("mode ", style="bold")
     text.append(MODE_NAMES.get(mode, mode), style="bold cyan")
     if mode == INPUT:
         text.append("  'give a title for below text in 10 words: ' + a ~480-word text", style="grey62")
     else:
         text.append(f"  'tell a story in {words} words:'", style="grey62")
+    if max_tokens is not None:
+        text.append(f"  max {max_tokens} tokens")
     return text
 
 
 class LoadPane(Vertical):
-    def __init__(self, concurrency: int, words: int, mode: str, *, id: str | None = None) -> None:
+    def __init__(self, concurrency: int, words: int, mode: str, max_tokens: int | None = None, *,
+                 id: str | None = None) -> None:
         super().__init__(id=id)
         self.border_title = "load"
         self._concurrency, self._words, self._mode = concurrency, words, mode
+        self._max_tokens = max_tokens
         self.compact = False  # set by the app on short terminals
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="controls"):
             yield Slider(range(MAX_CONCURRENCY + 1), self._concurrency, "concurrency", id="concurrency")
             yield Slider(sorted({*WORD_STOPS, self._words}), self._words, "words", id="words")
-        yield TextBox(mode_text(self._mode, self._words), id="mode")
+        yield TextBox(mode_text(self._mode, self._words, self._max_tokens), id="mode")
         yield TextBox(id="summary")
         yield TextBox(id="server")
         yield TextBox(id="queue")
@@ -139,7 +145,7 @@ class LoadPane(Vertical):
         self.query_one(StreamTable).show(snap.streams)
 
     def show_mode(self, mode: str, words: int) -> None:
-        self.query_one("#mode", TextBox).show_text(mode_text(mode, words))
+        self.query_one("#mode", TextBox).show_text(mode_text(mode, words, self._max_tokens))
 
     def show_history(self, points: Sequence[LoadPoint]) -> None:
         chart = self.query_one(LoadChart)
