@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -130,3 +131,22 @@ def test_openai_protocol_and_live_rates(sim_factory, engine_for):
         assert snap.aggregate_tps == pytest.approx(2 * 22.3 * 5, rel=0.3)
     finally:
         engine.stop()
+
+
+def test_engine_process_keeps_the_newest_records_and_out_keeps_all(sim_factory, tmp_path):
+    from tui.load.remote import EngineProcess
+
+    sim = sim_factory(parallel=4, speed=50)
+    out = tmp_path / "all.jsonl"
+    engine = EngineProcess(Target(sim.url, "ollama", sim.server.config.model),
+                           LoadSettings(concurrency=2, words=25), out_path=str(out), keep_records=3)
+    engine.start()
+    try:
+        wait_for(lambda: engine.snapshot().completed >= 6, timeout=20, every=0.05)
+    finally:
+        engine.stop()
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    kept = engine.records
+    assert len(lines) >= 6 and len(kept) == 3
+    # The kept ones are the last three to finish: the file's last three lines, in order.
+    assert [(r.stream, round(r.sent_at, 6)) for r in kept] == [(d["stream"], d["sent_at"]) for d in lines[-3:]]

@@ -252,6 +252,7 @@ class TokentopApp(App):
     def action_export(self) -> None:
         """The finished requests, one JSON line each, and the per-second history beside them."""
         records = list(self.engine.records)
+        dropped = self.engine.snapshot().completed - len(records)
         stem = f"tokentop-{datetime.now():%Y%m%d-%H%M%S}"
         path, history = Path(f"{stem}.jsonl").resolve(), Path(f"{stem}-history.jsonl").resolve()
         try:
@@ -260,8 +261,9 @@ class TokentopApp(App):
         except OSError as exc:
             self.notify(f"export failed: {exc}", severity="error")
             return
-        self.notify(f"{len(records)} finished request(s) written to {path}, per-second history to {history.name}",
-                    title="export")
+        kept = f" (the newest; {dropped} older ones are only in --out)" if dropped > 0 else ""
+        self.notify(f"{len(records)} finished request(s){kept} written to {path}, per-second history to"
+                    f" {history.name}", title="export")
 
     async def action_quit(self) -> None:
         self.shutdown()

@@ -9,6 +9,7 @@ import sys
 from tui import __version__
 
 DEMO_MAX_TOKENS = 256
+APP_KEEP_RECORDS = 10_000  # finished requests the app keeps for `e` export (each holds a time per token)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,7 +142,7 @@ def make_app(target, info, settings, *, autostart: bool = False, out_path: str |
     from tui.probes.host import HostProbe
     from tui.probes.server import ServerProbe
 
-    engine = EngineProcess(target, settings, out_path=out_path)
+    engine = EngineProcess(target, settings, out_path=out_path, keep_records=APP_KEEP_RECORDS)
     port = local_port(target.url)
     # A remote server's process is not on this machine: do not mistake a local one for it.
     host = HostProbe(server_port=port) if port else HostProbe(server_names=())

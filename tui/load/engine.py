@@ -111,6 +111,7 @@ class LoadEngine:
         read_timeout: float = 600.0,
         window_s: float = 2.0,
         on_record: Callable[[RequestRecord], None] | None = None,
+        keep_records: int | None = None,
     ) -> None:
         self.target = target
         self._settings = (settings or LoadSettings()).validated()
@@ -128,7 +129,10 @@ class LoadEngine:
         self._done_count: dict[int, int] = {}
         self._last_note: dict[int, str | None] = {}
         self._truncated = self._cold_starts = self._errors = 0
-        self.records: list[RequestRecord] = []  # every finished request, in finishing order
+        # Finished requests in finishing order: every one, or the newest `keep_records` (each holds a
+        # timestamp per token, so an app left running for days must not keep them all; --out does).
+        self.records: list[RequestRecord] | deque[RequestRecord] = deque(maxlen=keep_records) if keep_records else []
+        self._completed = 0
         self.record_error: str | None = None  # why on_record was dropped, if it failed
         self._recent: deque[RequestRecord] = deque(maxlen=256)
 
@@ -224,7 +228,7 @@ class LoadEngine:
             streams=tuple(views),
             waiting=sum(1 for v in views if v.state == WAITING),
             streaming=len(streaming),
-            completed=len(self.records),
+            completed=self._completed,
             errors=self._errors,
             aggregate_tps=window_chunks / self._window_s(now),
             mean_stream_tps=(sum(v.live_tps for v in streaming) / len(streaming)) if streaming else None,
@@ -332,6 +336,7 @@ class LoadEngine:
 
     def _finish(self, index: int, record: RequestRecord) -> None:
         self.records.append(record)
+        self._completed += 1
         self._recent.append(record)
         self._done_count[index] = self._done_count.get(index, 0) + 1
         self._last_note[index] = record.note

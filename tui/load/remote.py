@@ -12,6 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import sys
 import threading
+from collections import deque
 from typing import Any
 
 from tui.load.client import Target
@@ -19,13 +20,15 @@ from tui.load.engine import LoadEngine, LoadSettings, Snapshot
 from tui.load.records import JsonlWriter, RequestRecord
 
 
-def _serve(conn, target: Target, settings: LoadSettings, out_path: str | None, read_timeout: float) -> None:
+def _serve(conn, target: Target, settings: LoadSettings, out_path: str | None, read_timeout: float,
+           keep_records: int | None) -> None:
     """The engine process: run (method, args, kwargs) from the pipe until "stop" or the pipe closes.
 
     A method name that is an attribute, not a callable (records, record_error), returns its value.
     """
     writer = JsonlWriter(out_path) if out_path else None
-    engine = LoadEngine(target, settings, read_timeout=read_timeout, on_record=writer.write if writer else None)
+    engine = LoadEngine(target, settings, read_timeout=read_timeout, on_record=writer.write if writer else None,
+                        keep_records=keep_records)
     engine.start(running=False)
     try:
         while True:
@@ -39,7 +42,7 @@ def _serve(conn, target: Target, settings: LoadSettings, out_path: str | None, r
                 value = getattr(engine, name)
                 if callable(value):
                     value = value(*args, **kwargs)
-                elif isinstance(value, list):
+                elif isinstance(value, (list, deque)):
                     value = list(value)  # a copy: the engine's thread appends to the original
                 reply = ("ok", value)
             except Exception as exc:  # a bad value: the caller raises it again
@@ -61,10 +64,10 @@ class EngineProcess:
     """`LoadEngine`'s interface, with the engine in a child process (spawned: no inherited threads)."""
 
     def __init__(self, target: Target, settings: LoadSettings | None = None, *, out_path: str | None = None,
-                 read_timeout: float = 600.0) -> None:
+                 read_timeout: float = 600.0, keep_records: int | None = None) -> None:
         self.target = target
         self._settings = (settings or LoadSettings()).validated()
-        self._out_path, self._read_timeout = out_path, read_timeout
+        self._out_path, self._read_timeout, self._keep_records = out_path, read_timeout, keep_records
         self._conn = None
         self._process: multiprocessing.Process | None = None
         self._lock = threading.Lock()  # one request/reply on the pipe at a time
@@ -75,7 +78,8 @@ class EngineProcess:
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_serve, name="tokentop-engine", daemon=True,
-                                        args=(child, self.target, self._settings, self._out_path, self._read_timeout))
+                                        args=(child, self.target, self._settings, self._out_path, self._read_timeout,
+                                              self._keep_records))
         # multiprocessing hands its helper our stderr's file descriptor; a TUI replaces sys.stderr with
         # an object that has none (Textual's fileno() is -1), so lend it the real one while it starts.
         stderr, sys.stderr = sys.stderr, sys.__stderr__
@@ -127,7 +131,7 @@ class EngineProcess:
 
     @property
     def records(self) -> list[RequestRecord]:
-        """Every finished request so far (fetched from the engine process; for export and tests)."""
+        """The finished requests kept (fetched from the engine process; for export and tests)."""
         if self._process is not None and self._process.is_alive():
             self._records = self._call("records")
         return self._records
@@ -142,7 +146,6 @@ class EngineProcess:
         if process is None or not process.is_alive():
             return
         try:
-            self._records = self._call("records")  # in case the final reply comes too late
             with self._lock:
                 self._conn.send(("stop", (), {}))
                 if self._conn.poll(timeout):
