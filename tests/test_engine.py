@@ -108,6 +108,25 @@ def test_faults_are_recorded_and_the_run_goes_on(sim_factory, engine_for):
     assert engine.snapshot().errors == sum(1 for r in engine.records if r.error_kind)
 
 
+def test_refused_connections_are_retried_once_and_then_recorded(sim_factory, engine_for):
+    sim = sim_factory(parallel=4, speed=50, faults={"refuse": 1.0})
+    engine = engine_for(sim, concurrency=2, words=25)
+    wait_for(lambda: len(engine.records) >= 2, timeout=20)
+    for record in list(engine.records)[:2]:
+        assert record.error_kind == "closed" and record.retried and "before answering" in record.error
+        assert record.e2e_s > 0 and record.http_status is None
+
+
+def test_a_retry_is_marked_and_timed_from_the_first_try(sim_factory, engine_for):
+    sim = sim_factory(parallel=4, speed=50, faults={"refuse": 0.5}, seed=1)
+    engine = engine_for(sim, concurrency=4, words=25)
+    records = wait_for(lambda: len(engine.records) >= 40 and list(engine.records), timeout=30)
+    saved = [r for r in records if r.retried and r.ok]  # refused once, answered the second time
+    assert saved and any(r.error_kind == "closed" for r in records)
+    # About a quarter are refused twice (0.5 × 0.5): none of them vanish into a silent retry.
+    assert 0.05 < sum(r.error_kind == "closed" for r in records) / len(records) < 0.5
+
+
 def test_stop_ends_stalled_streams_within_two_seconds(sim_factory):
     sim = sim_factory(parallel=4, speed=50, faults={"stall": 1.0})
     engine = LoadEngine(Target(sim.url, "ollama", sim.server.config.model), LoadSettings(concurrency=4, words=25))

@@ -121,6 +121,20 @@ def test_openai_error_object_in_stream():
     assert events[0].error == "boom" and events[0].error_kind == "server"
 
 
+def test_sse_error_field_and_error_event():
+    """llama.cpp's server sends a mid-stream error as an `error: {…}` line; others as `event: error`."""
+    data = (b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n'
+            b'error: {"code":500,"message":"context shift is disabled","type":"server_error"}\n\n')
+    for pieces in every_split(data):
+        events = decode(SSEDecoder, pieces)
+        assert events[0].content == "a"
+        assert (events[1].error, events[1].error_kind) == ("context shift is disabled", "server")
+    events = decode(SSEDecoder, [b'event: error\ndata: {"message":"overloaded"}\n\n'])
+    assert (events[0].error, events[0].error_kind) == ("overloaded", "server")
+    events = decode(SSEDecoder, [b"event: error\ndata: plain words\n\n"])
+    assert events[0].error == "plain words"
+
+
 def test_chat_bodies():
     spec = RequestSpec(model="m", prompt="p", max_tokens=5, temperature=0.0, seed=3, num_ctx=2048)
     ollama = chat_body("ollama", spec)

@@ -45,10 +45,15 @@ async def stream_once(
     spec: RequestSpec,
     record: RequestRecord,
 ) -> RequestRecord:
-    """Run one request to its end. Fills `record` in place and returns it."""
+    """Run one request to its end. Fills `record` in place and returns it.
+
+    A connection closed before any answer is tried once more (a kept-alive connection the server had
+    just closed: the request never started). The record says so (`retried`), and its times count from
+    the first try: that is what the user waited.
+    """
+    record.sent_at = time.time()
+    record.send_ns = time.perf_counter_ns()
     for attempt in (1, 2):
-        record.sent_at = time.time()
-        record.send_ns = time.perf_counter_ns()
         try:
             await _exchange(client, target, spec, record)
         except asyncio.CancelledError:
@@ -59,10 +64,14 @@ async def stream_once(
         except httpx.ConnectError as exc:
             _fail(record, "connect", f"cannot connect to {target.url}: {exc or type(exc).__name__}")
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            if attempt == 1 and record.http_status is None:
-                # A kept-alive connection the server had closed just before: the request never started.
-                continue
-            _fail(record, "cut", f"connection closed mid-stream ({type(exc).__name__})")
+            if record.http_status is None:
+                if attempt == 1:
+                    record.retried = True
+                    continue
+                _fail(record, "closed", f"the server closed the connection before answering, twice"
+                                        f" ({type(exc).__name__})")
+            else:
+                _fail(record, "cut", f"connection closed mid-stream ({type(exc).__name__})")
         except httpx.HTTPError as exc:
             _fail(record, "http", f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # an answer of a shape we did not expect: data, not a crash

@@ -117,11 +117,14 @@ class SSEDecoder:
     Follows the SSE rules that matter here: `:` lines are comments (pings), `data:` with or without
     one space, several `data` lines in one event are joined with newlines, a blank line dispatches,
     and a stream that ends without a blank line or without `[DONE]` still yields its last event.
+    Errors come as `{"error": …}` data, as an `event: error` event, or (llama.cpp's server) as an
+    `error: {…}` line of their own.
     """
 
     def __init__(self) -> None:
         self._lines = LineSplitter()
         self._data: list[str] = []
+        self._event = ""
 
     def feed(self, data: bytes) -> list[Event]:
         return self._handle(self._lines.feed(data))
@@ -139,15 +142,23 @@ class SSEDecoder:
                 continue
             else:
                 name, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
                 if name == "data":
-                    self._data.append(value[1:] if value.startswith(" ") else value)
-                # other fields (event:, id:, retry:) carry nothing we use
+                    self._data.append(value)
+                elif name == "event":
+                    self._event = value
+                elif name == "error":
+                    events.append(_error_event(value))
+                # other fields (id:, retry:) carry nothing we use
         return events
 
     def _dispatch(self) -> list[Event]:
+        event, self._event = self._event, ""
         if not self._data:
             return []
         payload, self._data = "\n".join(self._data), []
+        if event == "error":
+            return [_error_event(payload)]
         if payload.strip() == "[DONE]":
             return [Event(final=True)]
         try:
@@ -157,6 +168,18 @@ class SSEDecoder:
         if not isinstance(obj, dict):
             return [Event(error=f"malformed event: {payload[:80]!r}", error_kind="malformed")]
         return [openai_event(obj)]
+
+
+def _error_event(payload: str) -> Event:
+    """An error the server sent as an SSE field or event: its message if JSON, else the text."""
+    try:
+        obj = json.loads(payload)
+    except ValueError:
+        return Event(error=payload[:200] or "error event", error_kind="server")
+    if isinstance(obj, dict) and "error" in obj:
+        obj = obj["error"]
+    message = obj.get("message", obj) if isinstance(obj, dict) else obj
+    return Event(error=str(message)[:200], error_kind="server")
 
 
 def openai_event(obj: dict[str, Any]) -> Event:

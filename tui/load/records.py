@@ -41,6 +41,7 @@ class RequestRecord:
     error_kind: str | None = None
     error: str | None = None
     round: int = 0
+    retried: bool = False  # the connection closed before any answer and the request was sent again
 
     # --- state -----------------------------------------------------------------------------
     @property
@@ -181,6 +182,7 @@ class RequestRecord:
             "http_status": self.http_status,
             "error_kind": self.error_kind,
             "error": self.error,
+            "retried": self.retried,
             "chunk_offsets_ms": [round((t - self.send_ns) / 1e6, 2) for t in self.chunk_ns],
         }
 
