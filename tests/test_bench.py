@@ -104,6 +104,10 @@ def test_input_mode_runs_the_title_test(sim_factory, capsys):
     (["--words", ""], "--words takes whole numbers of 1 or more"),
     (["--rounds", "0"], "--rounds must be 1 or more"),
     (["--max-tokens", "-3"], "--max-tokens must be 1 or more"),
+    (["--concurrency", "1,2,1"], "--concurrency lists 1 twice (--rounds repeats a cell)"),
+    (["--timeout", "nan"], "--timeout must be a number of seconds more than 0"),
+    (["--temperature", "inf"], "--temperature must be a number of 0 or more"),
+    (["--sim-speed", "inf"], "--sim-speed must be a number more than 0"),
     (["--model", "nope:1b"], "unknown model 'nope:1b'; installed: tokentop-sim"),
 ])
 def test_bad_input_is_one_line_and_status_2(sim_factory, capsys, argv, message):

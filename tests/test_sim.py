@@ -357,8 +357,11 @@ def test_parse_faults_rejects(spec, message):
 def test_config_rejects_nonsense():
     with pytest.raises(ValueError, match="parallel"):
         SimConfig(parallel=0)
-    with pytest.raises(ValueError, match="speed"):
-        SimConfig(speed=0)
+    for speed in (0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="speed"):
+            SimConfig(speed=speed)
+    with pytest.raises(ValueError, match="ttft"):
+        SimConfig(ttft_s=float("inf"))
 
 
 def parse_cli(*argv):

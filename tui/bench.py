@@ -12,6 +12,7 @@ import asyncio
 import csv
 import io
 import json
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -98,6 +99,9 @@ def parse_int_list(text: str, flag: str) -> list[int]:
         raise UsageError(f"{flag} takes comma-separated whole numbers, not {text!r}") from None
     if not values or any(v < 1 for v in values):
         raise UsageError(f"{flag} takes whole numbers of 1 or more, not {text!r}")
+    repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if repeated is not None:
+        raise UsageError(f"{flag} lists {repeated} twice (--rounds repeats a cell)")
     return values
 
 
@@ -110,10 +114,12 @@ def validate(args: argparse.Namespace) -> tuple[list[int], list[int]]:
         raise UsageError(f"--max-tokens must be 1 or more, not {args.max_tokens}")
     if args.num_ctx is not None and args.num_ctx < 1:
         raise UsageError(f"--num-ctx must be 1 or more, not {args.num_ctx}")
-    if args.timeout <= 0:
-        raise UsageError(f"--timeout must be more than 0, not {args.timeout}")
-    if args.sim_speed <= 0:
-        raise UsageError(f"--sim-speed must be more than 0, not {args.sim_speed}")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise UsageError(f"--timeout must be a number of seconds more than 0, not {args.timeout}")
+    if not (math.isfinite(args.sim_speed) and args.sim_speed > 0):
+        raise UsageError(f"--sim-speed must be a number more than 0, not {args.sim_speed}")
+    if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise UsageError(f"--temperature must be a number of 0 or more, not {args.temperature}")
     if args.mode == INPUT:
         words = [len(build_prompt(INPUT, 0).split())]  # the prompt's length is the variable
     return concurrency, words

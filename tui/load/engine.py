@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import dataclasses
+import math
 import threading
 import time
 from collections import deque
@@ -52,6 +53,8 @@ class LoadSettings:
             raise ValueError(f"unknown mode {self.mode!r} (choose from: {', '.join(MODES)})")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError(f"max tokens must be 1 or more, not {self.max_tokens}")
+        if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be a number of 0 or more, not {self.temperature}")
         return self
 
 

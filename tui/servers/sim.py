@@ -15,6 +15,7 @@ import asyncio
 import errno
 import hashlib
 import json
+import math
 import random
 import re
 import sys
@@ -60,12 +61,12 @@ class SimConfig:
     def __post_init__(self) -> None:
         if self.parallel < 1:
             raise ValueError(f"parallel must be 1 or more, not {self.parallel}")
-        if not self.speed > 0 or not self.prefill_tps > 0:
-            raise ValueError("speed and prefill tok/s must be more than 0")
-        if self.ttft_s is not None and not self.ttft_s >= 0:
-            raise ValueError(f"ttft must be 0 or more, not {self.ttft_s}")
-        if not self.load_s >= 0 or self.fault_after < 0:
-            raise ValueError("load time and fault_after cannot be negative")
+        if not (0 < self.speed < math.inf and 0 < self.prefill_tps < math.inf):
+            raise ValueError(f"speed and prefill tok/s must be numbers more than 0, not {self.speed}, {self.prefill_tps}")
+        if self.ttft_s is not None and not 0 <= self.ttft_s < math.inf:
+            raise ValueError(f"ttft must be a number of 0 or more, not {self.ttft_s}")
+        if not 0 <= self.load_s < math.inf or self.fault_after < 0:
+            raise ValueError("load time and fault_after must be numbers of 0 or more")
         if not self.profile or any(n < 1 or not r > 0 for n, r in self.profile):
             raise ValueError("profile needs (slots >= 1, tok/s > 0) points")
         if not self.model:
