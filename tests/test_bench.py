@@ -35,7 +35,7 @@ def test_default_table_has_the_articles_columns_then_ours(sim_factory, capsys):
     for extra in ("TTFT p50", "TTFT max", "Decode tok/s", "Aggregate tok/s", "Server decode tok/s",
                   "Server prefill tok/s", "Tokens from", "Errors"):
         assert header.index(extra) > positions[-1]
-    assert "SIMULATED" in out and "server-reported" in out and "client-measured" in out
+    assert "SIMULATED" in out and "server-reported" in out and "timed by tokentop's clock" in out
     assert len([line for line in out.splitlines() if line.strip().startswith(("1 ", "2 "))]) == 4
 
 
@@ -179,6 +179,15 @@ def test_gpu_power_per_cell_gives_joules_per_token(sim_factory):
     assert row["gpu_power_w"] == pytest.approx(298 + 61, rel=0.01)
     assert row["j_per_token"] == pytest.approx(row["gpu_power_w"] / row["aggregate_tps"])
     assert row["tps_per_watt"] == pytest.approx(row["aggregate_tps"] / row["gpu_power_w"])
+
+
+def test_the_table_says_what_went_wrong(sim_factory, capsys):
+    sim = sim_factory(speed=100, faults={"busy": 1.0})
+    status, out, _ = bench(capsys, "--url", sim.url, "--concurrency", "2", "--words", "25")
+    row = next(line for line in out.splitlines() if line.strip().startswith("2 "))
+    assert status == 0 and row.endswith("2 (http)")
+    status, out, _ = bench(capsys, "--url", sim.url, "--concurrency", "2", "--words", "25", "--format", "csv")
+    assert next(csv.DictReader(io.StringIO(out)))["error_kinds"] == "http"
 
 
 def test_a_bad_url_is_one_line_and_keeps_an_old_out_file(capsys, tmp_path):

@@ -54,13 +54,15 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("tokens_source", "Tokens from", "s"),
     ("errors", "Errors", "d"),
 ]
+ERRORS_AT = [key for key, _, _ in COLUMNS].index("errors")
 
 LEGEND = (
     "Tokens from: 'server' = server-reported counts (ollama eval_count / OpenAI usage), "
     "'client' = content chunks counted by tokentop.\n"
     "Average Time, Average Speed (= Average Tokens / Average Time, the article's figure), TTFT, "
-    "Decode (= (tokens-1)/(last-first token)) and Aggregate (all tokens / wall time) are "
-    "client-measured; Server decode/prefill tok/s are server-reported.\n"
+    "Decode (= (tokens-1)/(last-first token)) and Aggregate (all tokens / wall time) are timed by "
+    "tokentop's clock, with the token counts 'Tokens from' names; Server decode/prefill tok/s are "
+    "server-reported (ollama's prefill counts cached prompt tokens too, so it runs high when a prompt repeats).\n"
     "Queue wait est. = ollama's total - load - prompt_eval - eval durations (server-reported, ollama only); "
     "Server queue max = the most requests the server's /metrics said were waiting during the cell; "
     "Truncated = stopped at max tokens / context (done_reason length); Cold starts = waited for a model load.\n"
@@ -259,6 +261,7 @@ def make_meta(info: ServerInfo, args: argparse.Namespace, concurrency: list[int]
         "server_kind": info.kind,
         "server_version": info.version,
         "simulated": info.simulated,
+        "sim_speed": args.sim_speed if args.sim else None,
         "model": info.model,
         "model_label": info.model_label,
         "tokentop_version": __version__,
@@ -286,14 +289,22 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str
     if mode == INPUT:
         headers[1] = "Input Word Count"
     body = [[_cell(row.get(key), f) for key, _, f in COLUMNS] for row in rows]
+    for cells, row in zip(body, rows):
+        if row.get("error_kinds"):  # "3 (cut, http)": what went wrong, not just how often
+            cells[ERRORS_AT] += f" ({', '.join(row['error_kinds'])})"
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow([key for key, _, _ in COLUMNS])
-        writer.writerows([[row.get(key) for key, _, _ in COLUMNS] for row in rows])
+        writer.writerow([key for key, _, _ in COLUMNS] + ["error_kinds"])
+        writer.writerows([[row.get(key) for key, _, _ in COLUMNS] + [";".join(row.get("error_kinds") or [])]
+                          for row in rows])
         return buf.getvalue()
     title = (f"{meta['model_label']} on {meta['server_kind']} {meta['server_version'] or ''}".rstrip()
              + (" (SIMULATED)" if meta["simulated"] else "") + f" at {meta['url']}")
+    speed = meta.get("sim_speed")
+    if speed and speed != 1:
+        title += (f"\nThe simulated server runs {speed:g}x faster than the times it reports: server-reported"
+                  f" columns are in its simulated time, client-measured ones in real time ({speed:g}x theirs).")
     if fmt == "markdown":
         lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in body]
