@@ -107,3 +107,27 @@ async def test_export_writes_requests_and_history(sim_factory, tmp_path, monkeyp
     assert all(json.loads(line)["output_tokens"] for line in requests.read_text().splitlines())
     points = [json.loads(line) for line in history.read_text().splitlines()]
     assert len(points) >= 2 and {"aggregate_tps", "concurrency", "server_waiting"} <= set(points[0])
+
+
+async def test_a_dead_engine_process_is_said_not_a_crash(sim_factory, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    app = sim_app(sim_factory(parallel=4, speed=20), concurrency=4, words=50)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(lambda: app.engine.snapshot().streaming, pilot)
+        app.engine._process.kill()
+        await until(lambda: "stopped: the load engine's process ended" in pane_text(app, "#summary"), pilot)
+        await pilot.press("+", "]", "m", "space", "e")  # steering a dead engine does nothing, and says nothing new
+        assert app.is_running and "stopped" in pane_text(app, "#summary")
+        await pilot.press("q")
+    assert app.return_code in (0, None)
+
+
+async def test_an_out_file_that_fails_is_said_in_the_summary(sim_factory):
+    # /dev/full opens, then every write fails with "No space left on device".
+    app = sim_app(sim_factory(parallel=4, speed=20), out_path="/dev/full", concurrency=2, words=25)
+    async with app.run_test(size=(160, 48)) as pilot:
+        text = await until(lambda: (t := pane_text(app, "#summary")) and "--out is no longer written" in t and t,
+                           pilot)
+        assert "No space left on device" in text and "▶ running" in text  # the load goes on
+        await until(lambda: app.engine.snapshot().completed >= 3, pilot)
+        await pilot.press("q")

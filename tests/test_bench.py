@@ -190,6 +190,14 @@ def test_the_table_says_what_went_wrong(sim_factory, capsys):
     assert next(csv.DictReader(io.StringIO(out)))["error_kinds"] == "http"
 
 
+def test_an_out_file_that_fails_is_said_once_and_the_table_still_prints(sim_factory, capsys):
+    sim = sim_factory(speed=100)
+    status, out, err = bench(capsys, "--url", sim.url, "--concurrency", "2", "--words", "25", "--rounds", "2",
+                             "--out", "/dev/full", "--format", "json")
+    assert status == 1 and json.loads(out)["rows"][0]["requests"] == 4
+    assert err.count("--out is no longer written") == 1 and "No space left" in err
+
+
 def test_a_bad_url_is_one_line_and_keeps_an_old_out_file(capsys, tmp_path):
     old = tmp_path / "old.jsonl"
     old.write_text('{"kept": true}\n')

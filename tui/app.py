@@ -109,6 +109,7 @@ class TokentopApp(App):
         self.live, self.refresh_hz, self.poll_s = live, refresh_hz, poll_s
         self.history = LoadHistory()
         self._stop_polling = threading.Event()
+        self._told: set[str] = set()
 
     def compose(self) -> ComposeResult:
         s = self.engine.settings
@@ -174,6 +175,10 @@ class TokentopApp(App):
 
     def refresh_load(self) -> None:
         snap = self.engine.snapshot()
+        for problem in (snap.engine_error, snap.record_error):
+            if problem and problem not in self._told:  # said once in a notification; the summary keeps it
+                self._told.add(problem)
+                self.notify(problem, title="load", severity="error", timeout=30)
         power = sum(g.power for g in self.gpu.gpus if g.power) if self.gpu else None
         self.query_one(LoadPane).show(snap, self.server, self.observed_limit.update(snap), power or None)
 

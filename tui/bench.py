@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -146,13 +147,21 @@ def run(args: argparse.Namespace) -> int:
         meta = make_meta(info, args, concurrency, words)
         watch = Watch(ServerProbe(info.url, info.kind, info.version, target.headers()), GpuProbe())
         records: list[RequestRecord] = []
-        interrupted = False
+        interrupted = out_failed = False
         try:
             with _progress(sum(c * args.rounds for c in concurrency) * len(words)) as advance:
                 def finished(record: RequestRecord) -> None:
+                    nonlocal out, out_failed
                     records.append(record)
                     if out is not None:
-                        out.write(record)
+                        try:
+                            out.write(record)
+                        except OSError as exc:  # e.g. a full disk: say so once, keep measuring
+                            print(f"tokentop bench: --out is no longer written ({exc}); the table will still"
+                                  " print", file=sys.stderr)
+                            with contextlib.suppress(OSError):
+                                out.close()
+                            out, out_failed = None, True
                     advance()
 
                 asyncio.run(run_cells(target, args, concurrency, words, finished, watch))
@@ -164,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
             watch.add_to(row)
         sys.stdout.write(render(rows, meta, args.format, args.mode))
         sys.stdout.flush()
-        return 130 if interrupted else 0
+        return 130 if interrupted else 1 if out_failed else 0
     except (DiscoveryError, OSError) as exc:
         return _die(str(exc))
     except KeyboardInterrupt:  # Ctrl-C while finding the server

@@ -119,7 +119,7 @@ def run_app(args: argparse.Namespace) -> int:
                        notice=notice)
         signal.signal(signal.SIGTERM, lambda signum, frame: app.exit())  # quit as `q` does: files whole
         app.run()
-        return 0
+        return app.return_code or 0
     except (DiscoveryError, OSError) as exc:
         return _die(str(exc))
     except KeyboardInterrupt:  # Ctrl-C while finding or starting the server

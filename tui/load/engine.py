@@ -90,6 +90,8 @@ class Snapshot:
     truncated: int = 0  # finished requests that stopped at a token limit (done_reason "length")
     cold_starts: int = 0  # ollama: requests that waited for a model load
     queue_wait_mean_s: float | None = None  # ollama's own durations: total − load − prompt − eval (recent)
+    record_error: str | None = None  # why --out stopped being written, if it did
+    engine_error: str | None = None  # why the engine itself stopped (its process died), if it did
 
     @property
     def queued(self) -> int:
@@ -239,6 +241,7 @@ class LoadEngine:
             truncated=self._truncated,
             cold_starts=self._cold_starts,
             queue_wait_mean_s=mean(r.queue_wait_s for r in recent),
+            record_error=self.record_error,
         )
 
     def _window_s(self, now: int) -> float:

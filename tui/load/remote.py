@@ -9,6 +9,8 @@ Finished requests go to `--out` from the engine process, as they end.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import multiprocessing
 import sys
 import threading
@@ -24,7 +26,7 @@ def _serve(conn, target: Target, settings: LoadSettings, out_path: str | None, r
            keep_records: int | None) -> None:
     """The engine process: run (method, args, kwargs) from the pipe until "stop" or the pipe closes.
 
-    A method name that is an attribute, not a callable (records, record_error), returns its value.
+    A method name that is an attribute, not a callable (records), returns its value.
     """
     writer = JsonlWriter(out_path) if out_path else None
     engine = LoadEngine(target, settings, read_timeout=read_timeout, on_record=writer.write if writer else None,
@@ -60,6 +62,10 @@ def _serve(conn, target: Target, settings: LoadSettings, out_path: str | None, r
             pass
 
 
+class EngineStopped(RuntimeError):
+    """The engine's process is gone (killed, or crashed): no more requests will run."""
+
+
 class EngineProcess:
     """`LoadEngine`'s interface, with the engine in a child process (spawned: no inherited threads)."""
 
@@ -73,6 +79,8 @@ class EngineProcess:
         self._lock = threading.Lock()  # one request/reply on the pipe at a time
         self._running = False
         self._records: list[RequestRecord] = []
+        self._last: Snapshot | None = None
+        self._failure: str | None = None  # set when the engine's process is found dead
 
     def start(self, running: bool = True) -> None:
         context = multiprocessing.get_context("spawn")
@@ -92,34 +100,54 @@ class EngineProcess:
             self.resume()
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        with self._lock:
-            self._conn.send((name, args, kwargs))
-            status, result = self._conn.recv()
+        if self._failure:
+            raise EngineStopped(self._failure)
+        try:
+            with self._lock:
+                self._conn.send((name, args, kwargs))
+                status, result = self._conn.recv()
+        except (OSError, EOFError):
+            self._process.join(1)
+            self._failure = f"the load engine's process ended (exit code {self._process.exitcode})"
+            raise EngineStopped(self._failure) from None
         if status == "error":
             raise result
         return result
 
     # --- the LoadEngine interface ---------------------------------------------------------------
     def snapshot(self) -> Snapshot:
-        snap = self._call("snapshot")
+        """The engine's state; once its process has died, the last state seen, stopped, saying why."""
+        try:
+            snap = self._last = self._call("snapshot")
+        except EngineStopped as exc:
+            if self._last is None:
+                raise
+            self._running = False
+            return dataclasses.replace(self._last, running=False, streams=(), waiting=0, streaming=0,
+                                       aggregate_tps=0.0, mean_stream_tps=None, engine_error=str(exc))
         self._running, self._settings = snap.running, snap.settings
         return snap
 
+    # Steering a dead engine does nothing: the snapshot already says it has stopped.
     def update(self, **changes: Any) -> LoadSettings:
-        self._settings = self._call("update", **changes)
+        with contextlib.suppress(EngineStopped):
+            self._settings = self._call("update", **changes)
         return self._settings
 
     def set_model(self, model: str) -> None:
-        self._call("set_model", model)
-        self.target = Target(self.target.url, self.target.api, model, self.target.api_key)
+        with contextlib.suppress(EngineStopped):
+            self._call("set_model", model)
+            self.target = Target(self.target.url, self.target.api, model, self.target.api_key)
 
     def pause(self) -> None:
-        self._call("pause")
+        with contextlib.suppress(EngineStopped):
+            self._call("pause")
         self._running = False
 
     def resume(self) -> None:
-        self._call("resume")
-        self._running = True
+        with contextlib.suppress(EngineStopped):
+            self._call("resume")
+            self._running = True
 
     @property
     def running(self) -> bool:
@@ -133,12 +161,9 @@ class EngineProcess:
     def records(self) -> list[RequestRecord]:
         """The finished requests kept (fetched from the engine process; for export and tests)."""
         if self._process is not None and self._process.is_alive():
-            self._records = self._call("records")
+            with contextlib.suppress(EngineStopped):
+                self._records = self._call("records")
         return self._records
-
-    @property
-    def record_error(self) -> str | None:
-        return self._call("record_error") if self._process is not None and self._process.is_alive() else None
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop every stream and the process, within `timeout` seconds; safe to call twice."""

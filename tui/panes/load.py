@@ -29,6 +29,12 @@ MODE_NAMES = {"output": "story", "input": "title"}
 def summary_text(snap: Snapshot, power_w: float | None = None, compact: bool = False) -> Text:
     """The client's view. `compact` (short terminals) keeps what fits two 80-column lines."""
     text = Text()
+    if snap.engine_error:
+        text.append(f"■ stopped: {snap.engine_error}; restart tokentop to go on", style="bold white on red")
+        text.append(f"  done {snap.completed}  errors {snap.errors}")
+        return text
+    if snap.record_error:
+        text.append(f"--out is no longer written ({snap.record_error})  ", style="bold white on red")
     text.append("▶ running" if snap.running else "⏸ paused (space starts)", style="bold green" if snap.running
                 else "bold yellow")
     text.append(f"  streaming {snap.streaming}", style="bold green")
