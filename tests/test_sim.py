@@ -407,3 +407,16 @@ def test_fixed_ttft_replaces_prefill(sim_factory):
         ttft = time.perf_counter() - started
     assert json.loads(first)["message"]["content"]
     assert 0.2 <= ttft < 0.3
+
+
+def test_a_bug_after_the_answer_began_cuts_the_stream_not_a_second_response(sim_factory, monkeypatch, capsys):
+    def broken(self, job):
+        raise RuntimeError("a bug in the sim")
+
+    monkeypatch.setattr(SimServer, "_final_chunks", broken)
+    sim = sim_factory(speed=100)
+    lines = ollama_lines(sim.url)  # the body simply ends: the client sees a cut stream, no done line
+    assert lines and not any("HTTP/1.1" in line for line in lines)
+    assert not json.loads(lines[-1])["done"]
+    assert "a bug in the sim" in capsys.readouterr().err  # shown, and the server goes on serving
+    assert httpx.get(sim.url + "/api/version").status_code == 200

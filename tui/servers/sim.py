@@ -23,6 +23,7 @@ import threading
 import time
 import traceback
 import uuid
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -156,7 +157,12 @@ def dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# Connections whose answer has begun: a failure after that can only cut them, not answer again.
+_ANSWERED: weakref.WeakSet[asyncio.StreamWriter] = weakref.WeakSet()
+
+
 async def send(writer: asyncio.StreamWriter, status: int, body: bytes, content_type: str = JSON_TYPE) -> None:
+    _ANSWERED.add(writer)
     writer.write(head(status, content_type, len(body)) + body)
     await writer.drain()
 
@@ -176,6 +182,7 @@ class Stream:
     async def write(self, data: bytes) -> None:
         if not self.started:
             data, self.started = head(200, self.content_type) + self.preamble + data, True
+            _ANSWERED.add(self.writer)
         self.writer.write(data)
         await self.writer.drain()
 
@@ -317,12 +324,15 @@ class SimServer:
             await send(writer, exc.status, error_body(path, exc.message))
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             pass  # the client went away, or the server is closing
-        except Exception:  # a bug here: show it, answer 500, keep serving
+        except Exception:  # a bug here: show it, answer 500 (or cut an answer already begun), keep serving
             traceback.print_exc()
-            try:
-                await send(writer, 500, error_body(path, "internal error in tokentop sim", "server_error"))
-            except (ConnectionError, asyncio.CancelledError):
-                pass
+            if writer in _ANSWERED:
+                writer.transport.abort()
+            else:
+                try:
+                    await send(writer, 500, error_body(path, "internal error in tokentop sim", "server_error"))
+                except (ConnectionError, asyncio.CancelledError):
+                    pass
         finally:
             self._tasks.discard(task)
             writer.close()
