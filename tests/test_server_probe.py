@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,17 +14,11 @@ from tui.load.client import Target
 from tui.load.engine import LoadEngine, LoadSettings
 from tui.probes.server import ServerProbe, detect
 
-# Recorded /metrics lines of each kind (names as in PROTOCOLS.md; values made up).
-EXPOSITION = {
-    "llama.cpp": "# TYPE llamacpp:requests_processing gauge\nllamacpp:requests_processing 4\n"
-                 "# TYPE llamacpp:requests_deferred gauge\nllamacpp:requests_deferred 4\n",
-    "vllm": 'vllm:num_requests_running{engine="0",model_name="m"} 3.0\n'
-            'vllm:num_requests_waiting{engine="0",model_name="m"} 5.0\n'
-            'vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.42\n',
-    "sglang": 'sglang:num_running_reqs{model_name="m"} 2.0\nsglang:num_queue_reqs{model_name="m"} 7.0\n'
-              'sglang:token_usage{model_name="m"} 0.1\n',
-    "tgi": "tgi_batch_current_size 8\ntgi_queue_size 3\n",
-}
+# GET /metrics of each kind: llama.cpp's recorded from the real llama-server under load; vLLM's,
+# SGLang's and TGI's written from their sources in their exporters' exact format (see each file's head).
+DATA = Path(__file__).parent / "data"
+EXPOSITION = {kind: (DATA / f"{name}_metrics.txt").read_text()
+              for kind, name in [("llama.cpp", "llamacpp"), ("vllm", "vllm"), ("sglang", "sglang"), ("tgi", "tgi")]}
 ROUTES = {
     "ollama": {"/api/version": {"version": "0.12.3"}},
     "llama.cpp": {"/props": {"total_slots": 4, "build_info": "b7000-abc"}},
@@ -49,7 +44,7 @@ def test_detects_each_kind(kind, version):
         assert detect(client, "http://server") == (kind, version)
 
 
-@pytest.mark.parametrize("kind,running,waiting,cache", [("llama.cpp", 4, 4, None), ("vllm", 3, 5, 0.42),
+@pytest.mark.parametrize("kind,running,waiting,cache", [("llama.cpp", 4, 1, None), ("vllm", 3, 5, 0.42),
                                                          ("sglang", 2, 7, 0.1), ("tgi", 8, 3, None)])
 def test_queue_from_each_kind_of_metrics(kind, running, waiting, cache):
     sample = ServerProbe("http://server", kind, transport=transport(kind)).read()
