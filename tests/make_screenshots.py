@@ -11,13 +11,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-
 from tui.cli import make_app
 from tui.load.discover import discover
 from tui.load.engine import LoadSettings
-from tui.servers.local import free_port
-
-from measure_app import start_sim  # tests/ is on the path when run as a script
+from measure_app import running_sim  # tests/ is on the path when run as a script
 
 OUT = Path(__file__).resolve().parent.parent / "screenshots"
 SIZES = ((80, 24), (120, 40), (160, 48))
@@ -34,16 +31,10 @@ async def shoot(url: str, size: tuple[int, int], seconds: float) -> Path:
 
 
 def main() -> int:
-    port = free_port()
-    sim = start_sim(port, ["--speed", "2"])
-    try:
-        url = f"http://127.0.0.1:{port}"
+    with running_sim(["--speed", "2"]) as (url, _):
         OUT.mkdir(exist_ok=True)
         for size in SIZES:
             print(asyncio.run(shoot(url, size, 15.0)))
-    finally:
-        sim.terminate()
-        sim.wait()
     return 0
 
 

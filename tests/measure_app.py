@@ -16,12 +16,14 @@ the README. Needs tmux.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -33,17 +35,26 @@ from tui.servers.local import free_port
 KNOWN_TTFT_S = 0.1  # real seconds: --ttft 1.0 at --speed 10
 
 
-def start_sim(port: int, options: list[str]) -> subprocess.Popen:
+@contextlib.contextmanager
+def running_sim(options: list[str]) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`tokentop sim` in its own process on a free port: (its URL, the process), stopped afterwards."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
     sim = subprocess.Popen([sys.executable, "-m", "tui", "sim", "--port", str(port), *options],
                            stdout=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/api/version", timeout=1)
-            return sim
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    sim.kill()
-    raise SystemExit("tokentop sim did not start")
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(url + "/api/version", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        else:
+            raise SystemExit("tokentop sim did not start")
+        yield url, sim
+    finally:
+        sim.terminate()
+        sim.wait()
 
 
 def run_app(session: str, args: list[str]) -> psutil.Process:
@@ -135,35 +146,24 @@ def main() -> int:
     out = Path(tempfile.mkdtemp()) / "streams.jsonl"
     print(f"machine: {psutil.cpu_count()} cores; {args.seconds:.0f} s per measurement; app in tmux at 160x48")
 
-    port = free_port()
-    sim = start_sim(port, [])
-    url = f"http://127.0.0.1:{port}"
-    try:
+    with running_sim([]) as (url, sim):
         idle, _, _, _ = app_run("tokentop-idle", url, args.seconds, ["--concurrency", "0"], sim)
         print(f"1. idle monitoring: tokentop {idle:.1f} % of one core")
         busy, sim_cpu, quit_s, records = app_run("tokentop-64", url, args.seconds,
                                                  ["--concurrency", "64", "--autostart"], sim, out)
         print(f"2. 64 streams, default sim (4 slots): tokentop {busy:.1f} % of one core, sim {sim_cpu:.1f} %;"
               f" quit took {quit_s:.2f} s; {len(out.read_text().splitlines())} whole lines in --out")
-    finally:
-        sim.terminate()
-        sim.wait()
 
     # The known-TTFT runs: 64 slots, so nobody queues; a moderate and a stress load.
     for label, speed, words in (("3. moderate (~130 tok/s)", 2, 25), ("4. stress (~650 tok/s)", 10, 100)):
-        port = free_port()
-        sim = start_sim(port, ["--parallel", "64", "--speed", str(speed), "--ttft", str(KNOWN_TTFT_S * speed)])
-        url = f"http://127.0.0.1:{port}"
-        try:
+        options = ["--parallel", "64", "--speed", str(speed), "--ttft", str(KNOWN_TTFT_S * speed)]
+        with running_sim(options) as (url, sim):
             alone_cpu, alone_errors = engine_alone(url, args.seconds, words)
             print(f"{label}, engine alone (no UI): {alone_cpu:.1f} % of one core; {describe(alone_errors)}")
             busy, sim_cpu, _, records = app_run("tokentop-ttft", url, args.seconds,
                                                 ["--concurrency", "64", "--words", str(words), "--autostart"], sim, out)
             print(f"{label}, app with UI: tokentop {busy:.1f} % of one core, sim {sim_cpu:.1f} %;"
                   f" {describe(ttft_errors_ms(records, 0))}")
-        finally:
-            sim.terminate()
-            sim.wait()
     return 0
 
 
