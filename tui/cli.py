@@ -85,8 +85,9 @@ def run_app(args: argparse.Namespace) -> int:
         return _die(f"--concurrency must be 0 to {MAX_CONCURRENCY}, not {concurrency}")
     if args.demo and (args.sim or args.url):
         return _die("--demo starts its own server: leave out --url and --sim")
-    # The demo's tiny model rambles on for a minute or more per story; a cap keeps the queue moving.
-    max_tokens = args.max_tokens if args.max_tokens is not None or not args.demo else DEMO_MAX_TOKENS
+    max_tokens = args.max_tokens
+    if max_tokens is None and args.demo:  # the demo's tiny model rambles for a minute+; a cap keeps the queue moving
+        max_tokens = DEMO_MAX_TOKENS
     try:
         settings = LoadSettings(concurrency=concurrency, words=args.words, mode=args.mode,
                                 max_tokens=max_tokens).validated()
