@@ -7,11 +7,16 @@ from pathlib import Path
 import pytest
 
 from tui.load.protocols import (
+    LineSplitter,
+    LineTooLong,
     NDJSONDecoder,
     RequestSpec,
     SSEDecoder,
     chat_body,
     error_from_body,
+    ollama_event,
+    openai_event,
+    openai_whole_event,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -162,3 +167,34 @@ def test_odd_shapes_do_not_raise_and_reasoning_counts_as_generated():
     assert openai_event({"choices": [{"delta": None}]}).content == ""
     assert ollama_event({"message": {"content": "", "thinking": "hmm"}, "done": False}).reasoning == "hmm"
     assert openai_event({"choices": [{"delta": {"reasoning_content": "so"}}]}).reasoning == "so"
+
+
+def test_a_long_line_in_small_pieces_is_linear_and_capped():
+    splitter = LineSplitter(max_line=1 << 20)
+    piece = b"x" * 1024
+    for _ in range(1023):  # just under the cap, 1 KiB at a time: found whole, copied once
+        assert splitter.feed(piece) == []
+    assert splitter.feed(b"\n") == ["x" * 1023 * 1024]
+    with pytest.raises(LineTooLong, match="line over 1 MiB"):
+        for _ in range(1025):
+            splitter.feed(piece)
+
+
+def test_a_line_over_the_cap_inside_one_piece_is_caught_too():
+    with pytest.raises(LineTooLong):
+        LineSplitter(max_line=1000).feed(b"ok\n" + b"y" * 2000 + b"\nz")
+
+
+def test_a_whole_chat_completion_is_one_final_event():
+    event = openai_whole_event({"id": "c1", "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
+                                "usage": {"prompt_tokens": 5, "completion_tokens": 7}})
+    assert (event.content, event.final, event.done_reason, event.output_tokens, event.prompt_tokens,
+            event.response_id) == ("hi", True, "stop", 7, 5, "c1")
+
+
+def test_server_counts_of_the_wrong_type_are_dropped():
+    event = openai_event({"choices": [], "usage": {"completion_tokens": "7", "prompt_tokens": [1]},
+                          "timings": {"predicted_per_second": "fast", "prompt_n": 3}})
+    assert (event.output_tokens, event.prompt_tokens, event.timings) == (None, None, {"prompt_n": 3})
+    final = ollama_event({"done": True, "eval_count": "x", "done_reason": 5, "total_duration": -3})
+    assert (final.output_tokens, final.done_reason, final.timings["total_duration"]) == (0, None, 0)

@@ -33,6 +33,7 @@ from tui.panes.load import LoadPane
 from tui.probes.gpu import GpuReading
 from tui.probes.host import HostSample
 from tui.probes.server import ServerSample
+from tui.untrusted import visible
 from tui.widgets.model_picker import ModelPicker
 from tui.widgets.slider import Slider
 
@@ -73,8 +74,8 @@ def header_text(info: ServerInfo) -> Text:
     else:
         text.append(" real server ", style="bold black on green")
     text.append(" ")
-    text.append(info.model_label, style="bold cyan")
-    text.append(f" · {info.kind} {info.version or ''}".rstrip() + f" · {info.api} API · {info.url}")
+    text.append(visible(info.model_label), style="bold cyan")
+    text.append(visible(f" · {info.kind} {info.version or ''}".rstrip() + f" · {info.api} API · {info.shown_url}"))
     return text
 
 
@@ -139,7 +140,7 @@ class TokentopApp(App):
                 self.server = self.read_server()
             self.refresh_load()
         if self.notice:
-            self.notify(self.notice, timeout=15)
+            self.say(self.notice, timeout=15)
 
     def _poll(self, read: Callable[[], Any], message: type[Sampled]) -> None:
         # The next read starts only when the last one has finished, so slow reads never pile up.
@@ -178,7 +179,7 @@ class TokentopApp(App):
         for problem in (snap.engine_error, snap.record_error):
             if problem and problem not in self._told:  # said once in a notification; the summary keeps it
                 self._told.add(problem)
-                self.notify(problem, title="load", severity="error", timeout=30)
+                self.say(problem, title="load", severity="error", timeout=30)
         power = sum(g.power for g in self.gpu.gpus if g.power) if self.gpu else None
         self.query_one(LoadPane).show(snap, self.server, self.observed_limit.update(snap), power or None)
 
@@ -187,6 +188,10 @@ class TokentopApp(App):
         self.history.add(self.engine.snapshot(), server.running if server else None,
                          server.waiting if server else None)
         self.query_one(LoadPane).show_history(self.history.points)
+
+    def say(self, message: str, **options: Any) -> None:
+        """A notification whose text is shown as it is: never read as markup, control characters visible."""
+        self.notify(visible(message), markup=False, **options)
 
     # --- layout ---------------------------------------------------------------------------------
     def on_resize(self, event: events.Resize) -> None:
@@ -225,7 +230,7 @@ class TokentopApp(App):
     def action_models(self) -> None:
         models = self.info.models or [self.info.model]
         if len(models) < 2:
-            self.notify(f"the server offers one model: {self.info.model_label}", title="model")
+            self.say(f"the server offers one model: {self.info.model_label}", title="model")
             return
         loaded = [m.name for m in self.server.loaded] if self.server else self.info.loaded
         self.push_screen(ModelPicker(models, self.info.model, loaded), self.switch_model)
@@ -236,7 +241,7 @@ class TokentopApp(App):
         self.engine.set_model(model)
         self.info.model = model
         self.query_one("#header", Static).update(header_text(self.info))
-        self.notify(f"next requests go to {self.info.model_label}", title="model")
+        self.say(f"next requests go to {self.info.model_label}", title="model")
 
     def action_toggle(self) -> None:
         if self.engine.running:
@@ -250,9 +255,9 @@ class TokentopApp(App):
         try:
             path = self.save_screenshot()
         except OSError as exc:
-            self.notify(f"screenshot failed: {exc}", severity="error")
+            self.say(f"screenshot failed: {exc}", severity="error")
             return
-        self.notify(f"screenshot saved: {path}", title="screenshot")
+        self.say(f"screenshot saved: {path}", title="screenshot")
 
     def action_export(self) -> None:
         """The finished requests, one JSON line each, and the per-second history beside them."""
@@ -264,11 +269,11 @@ class TokentopApp(App):
             write_jsonl(path, records)
             history.write_text("".join(json.dumps(asdict(p)) + "\n" for p in list(self.history.points)))
         except OSError as exc:
-            self.notify(f"export failed: {exc}", severity="error")
+            self.say(f"export failed: {exc}", severity="error")
             return
         kept = f" (the newest; {dropped} older ones are only in --out)" if dropped > 0 else ""
-        self.notify(f"{len(records)} finished request(s){kept} written to {path}, per-second history to"
-                    f" {history.name}", title="export")
+        self.say(f"{len(records)} finished request(s){kept} written to {path}, per-second history to"
+                 f" {history.name}", title="export")
 
     async def action_quit(self) -> None:
         self.shutdown()

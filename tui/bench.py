@@ -14,6 +14,7 @@ import csv
 import io
 import json
 import math
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,13 +23,16 @@ from typing import Any
 
 from tui import __version__
 from tui.load.client import Target, make_client, stream_once
+from tui.flags import UsageError, add_server_arguments, check_server_arguments
 from tui.load.discover import DiscoveryError, ServerInfo, discover
+from tui.load.engine import MAX_CONCURRENCY
 from tui.load.prompts import INPUT, MODES, OUTPUT, build_prompt
 from tui.load.protocols import RequestSpec
 from tui.load.records import JsonlWriter, RequestRecord
 from tui.load.stats import cell_row, mean
 from tui.probes.gpu import GpuProbe
 from tui.probes.server import ServerProbe
+from tui.untrusted import mask_url, one_line, visible
 
 FORMATS = ("table", "markdown", "csv", "json")
 
@@ -71,37 +75,33 @@ LEGEND = (
 )
 
 
-class UsageError(Exception):
-    """A bad flag value; the message is one line."""
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--url", help="server URL (default: $OLLAMA_HOST, $OPENAI_BASE_URL, else http://127.0.0.1:11434)")
-    p.add_argument("--api", default="auto", choices=("auto", "ollama", "openai"), help="wire protocol (default: detect)")
-    p.add_argument("--model", help="model name (default: the loaded / only model)")
+    add_server_arguments(p)
     p.add_argument("--mode", default=OUTPUT, choices=MODES,
                    help="output: 'tell a story in N words:'; input: title of a ~480-word text")
-    p.add_argument("--concurrency", default="1,2,4", help="comma-separated request counts (default 1,2,4)")
+    p.add_argument("--concurrency", default="1,2,4",
+                   help=f"comma-separated request counts, each 1 to {MAX_CONCURRENCY} (default 1,2,4)")
     p.add_argument("--words", default="25,50,100,400,800", help="comma-separated word counts, output mode")
     p.add_argument("--rounds", type=int, default=1, help="repeat each cell R times (default 1)")
-    p.add_argument("--max-tokens", type=int, help="cap on output tokens (ollama num_predict / OpenAI max_tokens)")
     p.add_argument("--temperature", type=float, help="sampling temperature")
     p.add_argument("--seed", type=int, help="sampling seed")
     p.add_argument("--num-ctx", type=int, help="ollama context length (changing it reloads the model)")
-    p.add_argument("--timeout", type=float, default=600.0, help="longest silence between chunks, seconds (default 600)")
     p.add_argument("--format", default="table", choices=FORMATS, help="stdout format (default table)")
     p.add_argument("--out", metavar="FILE.jsonl", help="write one JSON line per request, as each ends")
     p.add_argument("--sim", action="store_true", help="bench a built-in SIMULATED server instead of --url")
     p.add_argument("--sim-speed", type=float, default=10.0, help="time multiplier of --sim (default 10)")
 
 
-def parse_int_list(text: str, flag: str) -> list[int]:
+def parse_int_list(text: str, flag: str, most: int | None = None) -> list[int]:
+    shown = one_line(text, 60)
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise UsageError(f"{flag} takes comma-separated whole numbers, not {text!r}") from None
+        raise UsageError(f"{flag} takes comma-separated whole numbers, not {shown!r}") from None
     if not values or any(v < 1 for v in values):
-        raise UsageError(f"{flag} takes whole numbers of 1 or more, not {text!r}")
+        raise UsageError(f"{flag} takes whole numbers of 1 or more, not {shown!r}")
+    if most is not None and any(v > most for v in values):
+        raise UsageError(f"{flag} takes whole numbers of 1 to {most}, not {shown!r}")
     repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
     if repeated is not None:
         raise UsageError(f"{flag} lists {repeated} twice (--rounds repeats a cell)")
@@ -109,16 +109,13 @@ def parse_int_list(text: str, flag: str) -> list[int]:
 
 
 def validate(args: argparse.Namespace) -> tuple[list[int], list[int]]:
-    concurrency = parse_int_list(args.concurrency, "--concurrency")
+    check_server_arguments(args)
+    concurrency = parse_int_list(args.concurrency, "--concurrency", MAX_CONCURRENCY)
     words = parse_int_list(args.words, "--words")
     if args.rounds < 1:
         raise UsageError(f"--rounds must be 1 or more, not {args.rounds}")
-    if args.max_tokens is not None and args.max_tokens < 1:
-        raise UsageError(f"--max-tokens must be 1 or more, not {args.max_tokens}")
     if args.num_ctx is not None and args.num_ctx < 1:
         raise UsageError(f"--num-ctx must be 1 or more, not {args.num_ctx}")
-    if not (math.isfinite(args.timeout) and args.timeout > 0):
-        raise UsageError(f"--timeout must be a number of seconds more than 0, not {args.timeout}")
     if not (math.isfinite(args.sim_speed) and args.sim_speed > 0):
         raise UsageError(f"--sim-speed must be a number more than 0, not {args.sim_speed}")
     if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature >= 0):
@@ -145,9 +142,17 @@ def run(args: argparse.Namespace) -> int:
         target, info = discover(url, args.api, args.model)
         out = JsonlWriter(args.out) if args.out else None  # only now: bad input must not wipe an old file
         meta = make_meta(info, args, concurrency, words)
-        watch = Watch(ServerProbe(info.url, info.kind, info.version, target.headers()), GpuProbe())
+        watch = Watch(ServerProbe(info.url, info.kind, info.version, target.headers(), redact=target.redactor()),
+                      GpuProbe())
         records: list[RequestRecord] = []
         interrupted = out_failed = False
+        terminated = []  # SIGTERM: stop as Ctrl-C does (print what finished), then exit 143
+
+        def on_sigterm(signum: int, frame: object) -> None:
+            terminated.append(signum)
+            signal.raise_signal(signal.SIGINT)
+
+        previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
         try:
             with _progress(sum(c * args.rounds for c in concurrency) * len(words)) as advance:
                 def finished(record: RequestRecord) -> None:
@@ -167,13 +172,21 @@ def run(args: argparse.Namespace) -> int:
                 asyncio.run(run_cells(target, args, concurrency, words, finished, watch))
         except KeyboardInterrupt:
             interrupted = True
-            print(f"interrupted: {len(records)} finished request(s) kept", file=sys.stderr)
+            print(f"{'terminated' if terminated else 'interrupted'}: {len(records)} finished request(s) kept",
+                  file=sys.stderr)
+        finally:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         rows = rows_of(records, concurrency, words)
         for row in rows:
             watch.add_to(row)
         sys.stdout.write(render(rows, meta, args.format, args.mode))
         sys.stdout.flush()
-        return 130 if interrupted else 1 if out_failed else 0
+        if interrupted:
+            return 143 if terminated else 130
+        if records and all(r.error_kind for r in records):
+            print(f"tokentop bench: every request failed ({len(records)}); see the Errors column", file=sys.stderr)
+            return 1
+        return 1 if out_failed else 0
     except (DiscoveryError, OSError) as exc:
         return _die(str(exc))
     except KeyboardInterrupt:  # Ctrl-C while finding the server
@@ -265,7 +278,7 @@ def rows_of(records: list[RequestRecord], concurrency: list[int], words: list[in
 
 def make_meta(info: ServerInfo, args: argparse.Namespace, concurrency: list[int], words: list[int]) -> dict[str, Any]:
     return {
-        "url": info.url,
+        "url": info.shown_url,
         "api": info.api,
         "server_kind": info.kind,
         "server_version": info.version,
@@ -308,8 +321,8 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str
         writer.writerows([[row.get(key) for key, _, _ in COLUMNS] + [";".join(row.get("error_kinds") or [])]
                           for row in rows])
         return buf.getvalue()
-    title = (f"{meta['model_label']} on {meta['server_kind']} {meta['server_version'] or ''}".rstrip()
-             + (" (SIMULATED)" if meta["simulated"] else "") + f" at {meta['url']}")
+    title = visible(f"{meta['model_label']} on {meta['server_kind']} {meta['server_version'] or ''}".rstrip()
+                    + (" (SIMULATED)" if meta["simulated"] else "") + f" at {mask_url(meta['url'])}")
     speed = meta.get("sim_speed")
     if speed and speed != 1:
         title += (f"\nThe simulated server runs {speed:g}x faster than the times it reports: server-reported"

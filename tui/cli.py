@@ -53,15 +53,15 @@ def main(argv: list[str] | None = None) -> int:
 def add_app_arguments(p: argparse.ArgumentParser) -> None:
     from tui.load.prompts import MODES, OUTPUT
 
-    p.add_argument("--url", help="server URL (default: $OLLAMA_HOST, $OPENAI_BASE_URL, else http://127.0.0.1:11434)")
-    p.add_argument("--api", default="auto", choices=("auto", "ollama", "openai"), help="wire protocol (default: detect)")
-    p.add_argument("--model", help="model name (default: the loaded / only model)")
-    p.add_argument("--concurrency", type=int, help="concurrent streams, 0 to 64 (default 1; 8 with --demo)")
+    from tui.flags import add_server_arguments
+    from tui.load.engine import MAX_CONCURRENCY
+
+    add_server_arguments(p)
+    p.add_argument("--concurrency", type=int,
+                   help=f"concurrent streams, 0 to {MAX_CONCURRENCY} (default 1; 8 with --demo)")
     p.add_argument("--words", type=int, default=100, help="words asked for in the story prompt (default 100)")
     p.add_argument("--mode", default=OUTPUT, choices=MODES,
                    help="output: 'tell a story in N words:'; input: title of a ~480-word text")
-    p.add_argument("--max-tokens", type=int, help="cap on output tokens (ollama num_predict / OpenAI max_tokens;"
-                                                  f" default none, {DEMO_MAX_TOKENS} with --demo)")
     p.add_argument("--autostart", action="store_true", help="start streaming at once")
     p.add_argument("--out", metavar="FILE.jsonl", help="write one JSON line per finished request")
     p.add_argument("--sim", action="store_true", help="run against a built-in SIMULATED server (4 slots)")
@@ -76,13 +76,15 @@ def _die(message: str) -> int:
 
 
 def run_app(args: argparse.Namespace) -> int:
-    from tui.panes.load import MAX_CONCURRENCY
+    from tui.flags import UsageError, check_server_arguments
     from tui.load.discover import DiscoveryError, discover
     from tui.load.engine import LoadSettings
 
     concurrency = args.concurrency if args.concurrency is not None else (8 if args.demo else 1)
-    if not 0 <= concurrency <= MAX_CONCURRENCY:
-        return _die(f"--concurrency must be 0 to {MAX_CONCURRENCY}, not {concurrency}")
+    try:
+        check_server_arguments(args)
+    except UsageError as exc:
+        return _die(str(exc))
     if args.demo and (args.sim or args.url):
         return _die("--demo starts its own server: leave out --url and --sim")
     max_tokens = args.max_tokens
@@ -117,7 +119,7 @@ def run_app(args: argparse.Namespace) -> int:
         if args.out:
             open(args.out, "w").close()  # fail here, in one line, not in the engine's process
         app = make_app(target, info, settings, autostart=args.autostart or args.demo, out_path=args.out,
-                       notice=notice)
+                       read_timeout=args.timeout, notice=notice)
         signal.signal(signal.SIGTERM, lambda signum, frame: app.exit())  # quit as `q` does: files whole
         app.run()
         return app.return_code or 0
@@ -135,7 +137,8 @@ def run_app(args: argparse.Namespace) -> int:
             server.stop()
 
 
-def make_app(target, info, settings, *, autostart: bool = False, out_path: str | None = None, **app_options):
+def make_app(target, info, settings, *, autostart: bool = False, out_path: str | None = None,
+             read_timeout: float = 600.0, **app_options):
     """The app wired to a real engine (in its own process) and the real probes (the tests use this too)."""
     from tui.app import TokentopApp
     from tui.load.remote import EngineProcess
@@ -143,11 +146,12 @@ def make_app(target, info, settings, *, autostart: bool = False, out_path: str |
     from tui.probes.host import HostProbe
     from tui.probes.server import ServerProbe
 
-    engine = EngineProcess(target, settings, out_path=out_path, keep_records=APP_KEEP_RECORDS)
+    engine = EngineProcess(target, settings, out_path=out_path, read_timeout=read_timeout,
+                           keep_records=APP_KEEP_RECORDS)
     port = local_port(target.url)
     # A remote server's process is not on this machine: do not mistake a local one for it.
     host = HostProbe(server_port=port) if port else HostProbe(server_names=())
-    server = ServerProbe(info.url, info.kind, info.version, target.headers())
+    server = ServerProbe(info.url, info.kind, info.version, target.headers(), redact=target.redactor())
     return TokentopApp(engine=engine, info=info, read_gpu=GpuProbe().read, read_host=host.read,
                        read_server=server.read, autostart=autostart, **app_options)
 

@@ -7,13 +7,20 @@ only cancellation propagates (after the record is marked "cancelled").
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import json
+import math
 import time
 from dataclasses import dataclass
 
 import httpx
 
-from tui.load.protocols import OLLAMA, RequestSpec, chat_body, chat_path, decoder_for, error_from_body
+from tui.load.protocols import (
+    MAX_LINE_BYTES, OLLAMA, LineTooLong, RequestSpec, chat_body, chat_path, decoder_for, error_from_body,
+    ollama_event, openai_whole_event,
+)
 from tui.load.records import RequestRecord
+from tui.untrusted import Redactor, mask_url, one_line, url_password
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,15 @@ class Target:
         if self.api_key and self.api != OLLAMA:
             return {"Authorization": f"Bearer {self.api_key}"}
         return {}
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as people see it: any password in it masked."""
+        return mask_url(self.url)
+
+    def redactor(self) -> Redactor:
+        """Masks the key and the URL's password in texts that a server may have echoed them into."""
+        return Redactor(self.api_key, url_password(self.url))
 
 
 def make_client(read_timeout: float = 600.0, connect_timeout: float = 10.0) -> httpx.AsyncClient:
@@ -53,6 +69,17 @@ async def stream_once(
     """
     record.sent_at = time.time()
     record.send_ns = time.perf_counter_ns()
+    try:
+        await _attempts(client, target, spec, record)
+    finally:
+        if record.error:
+            record.error = one_line(target.redactor()(record.error))
+    if record.end_ns is None:
+        record.end_ns = time.perf_counter_ns()
+    return record
+
+
+async def _attempts(client: httpx.AsyncClient, target: Target, spec: RequestSpec, record: RequestRecord) -> None:
     for attempt in (1, 2):
         try:
             await _exchange(client, target, spec, record)
@@ -62,7 +89,7 @@ async def stream_once(
         except httpx.TimeoutException as exc:
             _fail(record, "timeout", f"{type(exc).__name__}: no data for too long")
         except httpx.ConnectError as exc:
-            _fail(record, "connect", f"cannot connect to {target.url}: {exc or type(exc).__name__}")
+            _fail(record, "connect", f"cannot connect to {target.shown_url}: {exc or type(exc).__name__}")
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
             if record.http_status is None:
                 if attempt == 1:
@@ -74,36 +101,91 @@ async def stream_once(
                 _fail(record, "cut", f"connection closed mid-stream ({type(exc).__name__})")
         except httpx.HTTPError as exc:
             _fail(record, "http", f"{type(exc).__name__}: {exc}")
+        except LineTooLong as exc:  # leaving the `with` above closed the connection
+            _fail(record, "malformed", str(exc))
         except Exception as exc:  # an answer of a shape we did not expect: data, not a crash
-            _fail(record, "malformed", f"unexpected answer ({type(exc).__name__}: {exc})"[:200])
+            _fail(record, "malformed", f"unexpected answer ({type(exc).__name__}: {exc})")
         break
-    if record.end_ns is None:
-        record.end_ns = time.perf_counter_ns()
-    return record
 
 
 async def _exchange(client: httpx.AsyncClient, target: Target, spec: RequestSpec, record: RequestRecord) -> None:
     url = target.url.rstrip("/") + chat_path(target.api)
-    decoder = decoder_for(target.api)
-    got_final = False
     async with client.stream("POST", url, json=chat_body(target.api, spec), headers=target.headers()) as response:
-        record.http_status = response.status_code
-        if response.status_code >= 400:
-            detail = error_from_body(await response.aread())
-            _fail(record, "http", f"HTTP {response.status_code}: {detail}")
-            return
-        async for data in response.aiter_bytes():
-            t = time.perf_counter_ns()
-            for event in decoder.feed(data):
-                got_final |= _apply(record, event, t)
-                if record.error_kind:
-                    return
-        for event in decoder.close():
-            got_final |= _apply(record, event, time.perf_counter_ns())
+        record.http_status = status = response.status_code
+        if 300 <= status < 400:
+            where = response.headers.get("location") or "nowhere (no Location header)"
+            _fail(record, "http", f"HTTP {status}: redirected to {where} (not followed: point --url there)")
+        elif status >= 400:
+            detail = error_from_body(await _read_capped(response))
+            record.retry_after_s = retry_after(response.headers.get("retry-after"))
+            if record.retry_after_s is not None:
+                detail += f" (retry after {response.headers['retry-after'].strip()} s)"
+            _fail(record, "http", f"HTTP {status}: {detail}")
+        elif response.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
+            _whole_answer(record, target.api, await _read_capped(response))
+        else:
+            await _stream(record, target.api, response)
+
+
+async def _stream(record: RequestRecord, api: str, response: httpx.Response) -> None:
+    decoder = decoder_for(api)
+    got_final = False
+    async for data in response.aiter_bytes():
+        t = time.perf_counter_ns()
+        for event in decoder.feed(data):
+            got_final |= _apply(record, event, t)
             if record.error_kind:
                 return
+    for event in decoder.close():
+        got_final |= _apply(record, event, time.perf_counter_ns())
+        if record.error_kind:
+            return
     if not got_final:
         _fail(record, "cut", "stream ended before the server said it was done")
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    body = bytearray()
+    async for data in response.aiter_bytes():
+        body += data
+        if len(body) > MAX_LINE_BYTES:
+            raise LineTooLong(f"answer over {MAX_LINE_BYTES // 2**20} MiB")
+    return bytes(body)
+
+
+def _whole_answer(record: RequestRecord, api: str, body: bytes) -> None:
+    """A 200 with one JSON body: the server ignored `stream: true`. An answer, but no TTFT to claim."""
+    record.streamed = False
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        _fail(record, "malformed", f"not streamed and not JSON: {body[:80]!r}")
+        return
+    if not isinstance(obj, dict):
+        _fail(record, "malformed", f"not streamed, and the JSON is not an object: {body[:80]!r}")
+        return
+    event = ollama_event(obj) if api == OLLAMA else openai_whole_event(obj)
+    if event.error:
+        _fail(record, event.error_kind or "server", event.error)
+        return
+    _apply(record, event, time.perf_counter_ns())
+    record.first_token_ns = record.last_token_ns = None  # one body: no first token was seen before the end
+    record.chunk_ns.clear()
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (a number, or an HTTP date), or None."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _apply(record: RequestRecord, event, t: int) -> bool:
@@ -122,6 +204,8 @@ def _apply(record: RequestRecord, event, t: int) -> bool:
         record.prompt_tokens = event.prompt_tokens
     if event.timings:
         record.timings = event.timings
+    if event.response_id and record.response_id is None:
+        record.response_id = event.response_id
     if event.done_reason:
         record.done_reason = event.done_reason
     return event.final or event.done_reason is not None

@@ -30,6 +30,11 @@ from tui.load.stats import mean, percentile
 
 WAITING, STREAMING, DONE, ERROR = "waiting", "streaming", "done", "error"
 ERROR_BACKOFF_S = 1.0  # pause after a failed request so a dead server is not hammered
+MAX_BACKOFF_S = 60.0  # the longest pause a server's Retry-After gets
+MAX_CONCURRENCY = 1024  # the most streams the app and the bench will run at once
+# The app's concurrency slider: every count up to 16, then steps that feel even on a log scale.
+CONCURRENCY_STOPS = (*range(17), 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256,
+                     320, 384, 448, 512, 640, 768, 896, 1024)
 QUEUED_AFTER_S = 0.3  # waiting this long with others streaming is taken as queueing, not prefill
 
 
@@ -45,8 +50,8 @@ class LoadSettings:
     cancel_surplus: bool = False
 
     def validated(self) -> LoadSettings:
-        if self.concurrency < 0:
-            raise ValueError(f"concurrency must be 0 or more, not {self.concurrency}")
+        if not 0 <= self.concurrency <= MAX_CONCURRENCY:
+            raise ValueError(f"concurrency must be 0 to {MAX_CONCURRENCY}, not {self.concurrency}")
         if self.words < 1:
             raise ValueError(f"words must be 1 or more, not {self.words}")
         if self.mode not in MODES:
@@ -313,7 +318,7 @@ class LoadEngine:
             while index < self._target():
                 record = await self._one_request(index)
                 if record.error_kind:
-                    await asyncio.sleep(ERROR_BACKOFF_S)
+                    await asyncio.sleep(min(MAX_BACKOFF_S, max(ERROR_BACKOFF_S, record.retry_after_s or 0)))
         except asyncio.CancelledError:
             pass
         finally:

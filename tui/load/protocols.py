@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from tui.untrusted import count, numbers_only
+
 OLLAMA = "ollama"
 OPENAI = "openai"
 APIS = (OLLAMA, OPENAI)
@@ -39,25 +41,48 @@ class Event:
     timings: dict[str, Any] | None = None  # ollama durations (ns) or llama.cpp `timings`, kept whole
     error: str | None = None
     error_kind: str | None = None
+    response_id: str | None = None  # the server's id for the response (OpenAI chunk `id`)
+
+
+MAX_LINE_BYTES = 4 * 2**20  # a protocol line longer than this is not an answer: the request is ended
+
+
+class LineTooLong(ValueError):
+    """A line went past MAX_LINE_BYTES without ending."""
 
 
 class LineSplitter:
-    """Bytes in, complete lines out (without their CR/LF)."""
+    """Bytes in, complete lines out (without their CR/LF); linear in the bytes fed, however they are split.
 
-    def __init__(self) -> None:
-        self._buf = b""
+    Only the new bytes are searched for a newline, and the unfinished line grows in a bytearray
+    (amortised appends), so a long line in many small pieces costs what it would in one piece.
+    """
+
+    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+        self._pending = bytearray()
+        self._max = max_line
 
     def feed(self, data: bytes) -> list[str]:
-        self._buf += data
-        if b"\n" not in data:
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._pending += data
+            self._check(len(self._pending))
             return []
-        *lines, self._buf = self._buf.split(b"\n")
+        block = bytes(self._pending) + data[:end] if self._pending else data[:end]
+        self._pending = bytearray(data[end + 1:])
+        lines = block.split(b"\n")
+        if len(block) > self._max:
+            self._check(max(map(len, lines)))
+        self._check(len(self._pending))
         return [line.rstrip(b"\r").decode("utf-8", errors="replace") for line in lines]
 
     def close(self) -> list[str]:
-        rest, self._buf = self._buf, b""
-        rest = rest.rstrip(b"\r")
+        rest, self._pending = bytes(self._pending).rstrip(b"\r"), bytearray()
         return [rest.decode("utf-8", errors="replace")] if rest else []
+
+    def _check(self, length: int) -> None:
+        if length > self._max:
+            raise LineTooLong(f"line over {self._max // 2**20} MiB without an end")
 
 
 class NDJSONDecoder:
@@ -99,16 +124,20 @@ def ollama_event(obj: dict[str, Any]) -> Event:
     if not obj.get("done"):
         return Event(content=str(content), reasoning=str(reasoning))
     # Final chunk: every numeric field is omitted when zero.
-    timings = {k: int(obj.get(k) or 0) for k in OLLAMA_DURATIONS}
+    timings = {k: count(obj.get(k)) or 0 for k in OLLAMA_DURATIONS}
     return Event(
         content=str(content),
         reasoning=str(reasoning),
         final=True,
-        done_reason=obj.get("done_reason"),
-        output_tokens=int(obj.get("eval_count") or 0),
-        prompt_tokens=int(obj.get("prompt_eval_count") or 0),
+        done_reason=text_or_none(obj.get("done_reason")),
+        output_tokens=count(obj.get("eval_count")) or 0,
+        prompt_tokens=count(obj.get("prompt_eval_count")) or 0,
         timings=timings,
     )
+
+
+def text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 class SSEDecoder:
@@ -188,19 +217,34 @@ def openai_event(obj: dict[str, Any]) -> Event:
         message = err.get("message", err) if isinstance(err, dict) else err
         return Event(error=str(message), error_kind="server")
     event = Event()
+    if isinstance(obj.get("id"), str):
+        event.response_id = obj["id"]
     choices = obj.get("choices") or []
     if choices and isinstance(choices[0], dict):
         choice = choices[0]
         delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
         event.content = str(delta.get("content") or "")
         event.reasoning = str(delta.get("reasoning_content") or delta.get("reasoning") or "")
-        event.done_reason = choice.get("finish_reason")
+        event.done_reason = text_or_none(choice.get("finish_reason"))
     usage = obj.get("usage")
     if isinstance(usage, dict):
-        event.output_tokens = usage.get("completion_tokens")
-        event.prompt_tokens = usage.get("prompt_tokens")
+        event.output_tokens = count(usage.get("completion_tokens"))
+        event.prompt_tokens = count(usage.get("prompt_tokens"))
     if isinstance(obj.get("timings"), dict):
-        event.timings = obj["timings"]
+        event.timings = numbers_only(obj["timings"])
+    return event
+
+
+def openai_whole_event(obj: dict[str, Any]) -> Event:
+    """A whole `chat.completion` body (a server that ignored `stream: true`) as one final event."""
+    choices = obj.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        message = choices[0].get("message")
+        delta = {"content": message.get("content"), "reasoning_content": message.get("reasoning_content")} \
+            if isinstance(message, dict) else {}
+        obj = {**obj, "choices": [{**choices[0], "delta": delta}]}
+    event = openai_event(obj)
+    event.final = True
     return event
 
 

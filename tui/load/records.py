@@ -42,6 +42,9 @@ class RequestRecord:
     error: str | None = None
     round: int = 0
     retried: bool = False  # the connection closed before any answer and the request was sent again
+    response_id: str | None = None  # the server's id for this response, when it gives one
+    streamed: bool = True  # False: the server ignored `stream: true` and sent one body (no TTFT)
+    retry_after_s: float | None = None  # what a 429/503's Retry-After asked for
 
     # --- state -----------------------------------------------------------------------------
     @property
@@ -164,6 +167,8 @@ class RequestRecord:
             "api": self.api,
             "model": self.model,
             "sent_at": round(self.sent_at, 6),
+            "send_ns": self.send_ns,  # time.perf_counter_ns() (CLOCK_MONOTONIC): comparable across processes
+            "response_id": self.response_id,
             "ttft_s": r(self.ttft_s),
             "e2e_s": r(self.e2e_s),
             "output_tokens": self.output_tokens,
@@ -183,6 +188,8 @@ class RequestRecord:
             "error_kind": self.error_kind,
             "error": self.error,
             "retried": self.retried,
+            "streamed": self.streamed,
+            "retry_after_s": self.retry_after_s,
             "chunk_offsets_ms": [round((t - self.send_ns) / 1e6, 2) for t in self.chunk_ns],
         }
 

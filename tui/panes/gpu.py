@@ -12,6 +12,7 @@ from rich.text import Text
 from tui.probes.gpu import GpuReading, GpuSample
 from tui.widgets.textbox import TextBox
 from tui.widgets.drawing import bar, fmt, human_bytes, load_style, size, sparkline
+from tui.untrusted import visible
 
 HISTORY = 120
 
@@ -58,7 +59,7 @@ class GpuPane(TextBox):
         spark = max(0, min(40, width - 50))
         frac = mem_fraction(gpu)
         text.append(f"{gpu.index} ", style="bold")
-        text.append(gpu.name.removeprefix("NVIDIA ") if self.compact else gpu.name, style="bold cyan")
+        text.append(visible(gpu.name.removeprefix("NVIDIA ") if self.compact else gpu.name), style="bold cyan")
         text.append("  util ")
         text.append(f"{fmt(gpu.utilization, '.0f', 'N/A')}%", style=load_style(gpu.utilization))
         if self.compact:
@@ -88,11 +89,11 @@ class GpuPane(TextBox):
         for proc in gpu.processes[: 1 if self.compact else 3]:
             mark = proc.pid in self.server_pids
             text.append("\n  ")
-            text.append(f"{proc.pid:>7} {proc.user[:10]:<10} {human_bytes(proc.gpu_memory):>9}  ",
+            text.append(f"{proc.pid:>7} {visible(proc.user[:10]):<10} {human_bytes(proc.gpu_memory):>9}  ",
                         style="bold yellow" if mark else "")
             if mark:
                 text.append("◀ server ", style="bold yellow")
-            text.append(proc.command, style="yellow" if mark else "grey70")
+            text.append(visible(proc.command), style="yellow" if mark else "grey70")
         if len(gpu.processes) > (1 if self.compact else 3):
             text.append(f"\n  … {len(gpu.processes) - (1 if self.compact else 3)} more", style="grey50")
         if not gpu.processes and not self.compact:

@@ -11,6 +11,7 @@ from rich.text import Text
 from tui.probes.host import HostSample
 from tui.widgets.textbox import TextBox
 from tui.widgets.drawing import BLOCKS, bar, human_bytes, load_style, size, sparkline
+from tui.untrusted import visible
 
 HISTORY = 120
 CORE_CELL = 18  # "nn ████████ 100%" plus a gap
@@ -66,7 +67,7 @@ class HostPane(TextBox):
             text.append("process not found on this machine", style="grey50")
         else:
             p = s.server
-            text.append(f"{p.name} pid {p.pid}", style="bold yellow")
+            text.append(f"{visible(p.name)} pid {p.pid}", style="bold yellow")
             text.append(f" · CPU {p.cpu_percent:.0f}% · RSS {human_bytes(p.rss)}")
             text.append(f" (by {p.found_by})", style="grey50")
         self.show_text(text)

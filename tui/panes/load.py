@@ -12,17 +12,17 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-from tui.load.engine import Snapshot
+from tui.load.engine import CONCURRENCY_STOPS, Snapshot
 from tui.load.history import LoadPoint
 from tui.load.prompts import INPUT, WORD_STOPS
 from tui.probes.server import OLLAMA_PARALLEL_NOTE, ServerSample
+from tui.untrusted import visible
 from tui.widgets.chart import LoadChart
 from tui.widgets.drawing import fmt
 from tui.widgets.slider import Slider
 from tui.widgets.streams import HEADER, StreamTable
 from tui.widgets.textbox import TextBox
 
-MAX_CONCURRENCY = 64
 MODE_NAMES = {"output": "story", "input": "title"}
 
 
@@ -30,11 +30,11 @@ def summary_text(snap: Snapshot, power_w: float | None = None, compact: bool = F
     """The client's view. `compact` (short terminals) keeps what fits two 80-column lines."""
     text = Text()
     if snap.engine_error:
-        text.append(f"■ stopped: {snap.engine_error}; restart tokentop to go on", style="bold white on red")
+        text.append(f"■ stopped: {visible(snap.engine_error)}; restart tokentop to go on", style="bold white on red")
         text.append(f"  done {snap.completed}  errors {snap.errors}")
         return text
     if snap.record_error:
-        text.append(f"--out is no longer written ({snap.record_error})  ", style="bold white on red")
+        text.append(f"--out is no longer written ({visible(snap.record_error)})  ", style="bold white on red")
     text.append("▶ running" if snap.running else "⏸ paused (space starts)", style="bold green" if snap.running
                 else "bold yellow")
     text.append(f"  streaming {snap.streaming}", style="bold green")
@@ -75,7 +75,7 @@ def server_text(sample: ServerSample | None, snap: Snapshot, observed_limit: int
     if sample is None:
         return text + Text("…", style="grey50")
     if sample.error:
-        return text + Text(sample.error, style="red")
+        return text + Text(visible(sample.error), style="red")
     if sample.waiting is not None:
         text.append(f"processing {sample.running}", style="bold green")
         text.append(f" · queued {sample.waiting}", style="bold yellow" if sample.waiting else "")
@@ -96,9 +96,9 @@ def server_text(sample: ServerSample | None, snap: Snapshot, observed_limit: int
     for model in sample.loaded:
         if compact:  # only what needs acting on
             if model.cpu_fraction > 0.01:
-                text.append(f"  {model.name} {model.cpu_fraction:.0%} on CPU", style="bold red")
+                text.append(f"  {visible(model.name)} {model.cpu_fraction:.0%} on CPU", style="bold red")
             continue
-        text.append(f"  {model.name} {model.size / 2**30:.1f} GiB")
+        text.append(f"  {visible(model.name)} {model.size / 2**30:.1f} GiB")
         if model.cpu_fraction > 0.01:
             text.append(f" {model.cpu_fraction:.0%} on CPU (slow)", style="bold red")
         else:
@@ -131,7 +131,8 @@ class LoadPane(Vertical):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="controls"):
-            yield Slider(range(MAX_CONCURRENCY + 1), self._concurrency, "concurrency", id="concurrency")
+            yield Slider(sorted({*CONCURRENCY_STOPS, self._concurrency}), self._concurrency, "concurrency",
+                         id="concurrency")
             yield Slider(sorted({*WORD_STOPS, self._words}), self._words, "words", id="words")
         yield TextBox(mode_text(self._mode, self._words, self._max_tokens), id="mode")
         yield TextBox(id="summary")

@@ -6,12 +6,15 @@ worker once a second) and never raises: a failure becomes `ServerSample.error`.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import httpx
 
 from tui.probes.metrics import parse_prometheus
+from tui.untrusted import count, mask_url, one_line
 
 OLLAMA_PARALLEL_NOTE = "OLLAMA_NUM_PARALLEL sets it: default 1, was 4 up to v0.6.5"
 
@@ -128,8 +131,10 @@ class ServerProbe:
     """Polls one server: /metrics (queue), /api/ps (ollama), /props (llama.cpp slots)."""
 
     def __init__(self, url: str, kind: str, version: str | None = None, headers: dict[str, str] | None = None,
-                 timeout: float = 2.0, transport: httpx.BaseTransport | None = None) -> None:
+                 timeout: float = 2.0, transport: httpx.BaseTransport | None = None,
+                 redact: Callable[[str | None], str | None] = lambda text: text) -> None:
         self.url, self.kind, self.version = url.rstrip("/"), kind, version
+        self._redact = redact  # masks the key and the URL's password in error texts
         self._client = httpx.Client(timeout=timeout, headers=headers or {}, transport=transport)
         self._metrics = True  # until the server says it has none
         self._slots: int | None = None
@@ -138,18 +143,19 @@ class ServerProbe:
         try:
             return self._read()
         except Exception as exc:  # a probe never takes the app down
-            return ServerSample(self.kind, self.version, error=f"server probe failed: {type(exc).__name__}: {exc}")
+            return ServerSample(self.kind, self.version,
+                                error=one_line(self._redact(f"server probe failed: {type(exc).__name__}: {exc}")))
 
     def _read(self) -> ServerSample:
         fields: dict = {}
         if self.kind == "llama.cpp" and self._slots is None:
             props = json_object(_get(self._client, self.url + "/props"))
-            self._slots = props.get("total_slots") if props else None
+            self._slots = count(props.get("total_slots")) if props else None
         if self._metrics:
             response = _get(self._client, self.url + "/metrics")
             if response is None:
                 return ServerSample(self.kind, self.version, slots=self._slots,
-                                    error=f"no answer from {self.url}/metrics")
+                                    error=f"no answer from {mask_url(self.url)}/metrics")
             if response.status_code == 200:
                 fields.update(self._queue(parse_prometheus(response.text)))
             elif response.status_code in (404, 501):
@@ -163,10 +169,11 @@ class ServerProbe:
         names = QUEUES.get(self.kind) or QUEUES.get(kind_from_metrics(values) or "")
         if names is None or names.waiting not in values:
             return {}
+        cache = next((values[n] for n in names.cache if n in values), None)
         return {
-            "running": int(values.get(names.running, 0)),
-            "waiting": int(values[names.waiting]),
-            "cache_usage": next((values[n] for n in names.cache if n in values), None),
+            "running": count(values.get(names.running, 0)),
+            "waiting": count(values[names.waiting]),
+            "cache_usage": cache if cache is not None and math.isfinite(cache) else None,
             "metrics_source": names.waiting,
         }
 

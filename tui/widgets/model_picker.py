@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import ModalScreen
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
+
+from tui.untrusted import visible
 
 
 class ModelPicker(ModalScreen[str | None]):
@@ -27,7 +30,10 @@ class ModelPicker(ModalScreen[str | None]):
         options = []
         for name in self.models:
             marks = [m for m, on in (("current", name == self.current), ("loaded", name in self.loaded)) if on]
-            options.append(Option(name + (f"  ({', '.join(marks)})" if marks else ""), id=name))
+            label = Text(visible(name))  # a server's text: never markup, control characters visible
+            if marks:
+                label.append(f"  ({', '.join(marks)})", style="dim")
+            options.append(Option(label, id=name))
         picker = OptionList(*options)
         picker.border_title = "model for the next requests"
         yield picker

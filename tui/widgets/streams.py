@@ -15,6 +15,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
 from tui.load.engine import DONE, ERROR, STREAMING, WAITING, StreamView
+from tui.untrusted import visible
 from tui.widgets.drawing import bar, fmt
 
 STATE_STYLES = {
@@ -33,7 +34,7 @@ def row_segments(view: StreamView, top_tps: float) -> list[Segment]:
     """The cells of one row. Tokens and tok/s are client-counted chunks (the header says so)."""
     filled, empty = bar(view.live_tps / top_tps if top_tps > 0 else 0, 10)
     if view.state == ERROR:  # the error's first words in place of the rate bar
-        filled, empty = "", f"{(view.error or '')[:10]:<10}"
+        filled, empty = "", f"{visible(view.error or '')[:10]:<10}"
     segments = [
         Segment(f"{view.index:>3} ", PLAIN),
         Segment(f"{view.state:<9} ", STATE_STYLES.get(view.state, PLAIN)),
@@ -47,7 +48,7 @@ def row_segments(view: StreamView, top_tps: float) -> list[Segment]:
         Segment(f"{view.requests_done:>4}", DIM),
     ]
     if view.state == ERROR and view.error:
-        segments.append(Segment("  " + view.error[10:], Style(color="red")))
+        segments.append(Segment("  " + visible(view.error)[10:], Style(color="red")))
     elif view.note:
         segments.append(Segment("  " + view.note, Style(color="magenta")))
     return segments

@@ -1,0 +1,34 @@
+"""The flags the app and the bench share: which server, which model, how long to wait for it.
+
+One definition, so `tokentop` and `tokentop bench` spell and check them the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+DEFAULT_TIMEOUT_S = 600.0
+
+
+class UsageError(Exception):
+    """A bad flag value; the message is one line."""
+
+
+def add_server_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--url", help="server URL (default: $OLLAMA_HOST, $OPENAI_BASE_URL, else http://127.0.0.1:11434);"
+                                 " a user:password@ in it is sent as basic auth and shown masked")
+    p.add_argument("--api", default="auto", choices=("auto", "ollama", "openai"), help="wire protocol (default: detect)")
+    p.add_argument("--model", help="model name (default: the loaded / only model)")
+    p.add_argument("--max-tokens", type=int, help="cap on output tokens (ollama num_predict / OpenAI max_tokens)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                   help=f"longest silence allowed between two chunks, queueing included, seconds"
+                        f" (default {DEFAULT_TIMEOUT_S:g})")
+
+
+def check_server_arguments(args: argparse.Namespace) -> None:
+    """Raise UsageError on a bad value of a shared flag."""
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise UsageError(f"--max-tokens must be 1 or more, not {args.max_tokens}")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise UsageError(f"--timeout must be a number of seconds more than 0, not {args.timeout}")
