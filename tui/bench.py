@@ -29,6 +29,7 @@ from tui.load.engine import MAX_CONCURRENCY
 from tui.load.prompts import INPUT, MODES, OUTPUT, build_prompt
 from tui.load.protocols import RequestSpec
 from tui.load.records import JsonlWriter, RequestRecord
+from tui.load.selfcost import MIN_SPAN_S, ClientCost, CostMonitor
 from tui.load.stats import cell_row, mean
 from tui.probes.gpu import GpuProbe
 from tui.probes.server import ServerProbe
@@ -57,6 +58,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("j_per_token", "J/token", ".2f"),
     ("tps_per_watt", "tok/s/W", ".3f"),
     ("tokens_source", "Tokens from", "s"),
+    ("client_cpu_pct", "Client CPU %", ".0f"),
+    ("client_lag_p90_ms", "Client lag p90 (ms)", ".1f"),
     ("errors", "Errors", "d"),
 ]
 ERRORS_AT = [key for key, _, _ in COLUMNS].index("errors")
@@ -71,7 +74,9 @@ LEGEND = (
     "Queue wait est. = ollama's total - load - prompt_eval - eval durations (server-reported, ollama only); "
     "Server queue max = the most requests the server's /metrics said were waiting during the cell; "
     "Truncated = stopped at max tokens / context (done_reason length); Cold starts = waited for a model load.\n"
-    "GPU W = mean power of all GPUs during the cell (NVML); J/token and tok/s/W divide it by Aggregate tok/s."
+    "GPU W = mean power of all GPUs during the cell (NVML); J/token and tok/s/W divide it by Aggregate tok/s.\n"
+    "Client CPU % = tokentop's own CPU per second of the cell (100 = one core); Client lag p90 = how late its event"
+    " loop woke up: past 90 % or 5 ms the client, not the server, is the bottleneck, and a line under the table says so."
 )
 
 
@@ -135,9 +140,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         url = args.url
         if args.sim:
-            from tui.servers.sim import SimConfig, SimThread
+            from tui.servers.simproc import SimProcess
 
-            sim = SimThread(SimConfig(speed=args.sim_speed)).start()
+            sim = SimProcess(speed=args.sim_speed).start()
             url = sim.url
         target, info = discover(url, args.api, args.model)
         out = JsonlWriter(args.out) if args.out else None  # only now: bad input must not wipe an old file
@@ -213,6 +218,15 @@ class Watch:
     gpu: GpuProbe | None = None
     queue_max: dict[tuple[int, int], int] = field(default_factory=dict)
     power: dict[tuple[int, int], list[float]] = field(default_factory=dict)
+    client: dict[tuple[int, int], list[ClientCost]] = field(default_factory=dict)
+
+    async def client_cost(self, cell: tuple[int, int]) -> None:
+        """tokentop's own loop lag and CPU while the cell runs (one entry per round)."""
+        monitor = CostMonitor(window_s=24 * 3600)
+        try:
+            await monitor.sample()
+        finally:
+            self.client.setdefault(cell, []).append(monitor.cost())
 
     async def cell(self, cell: tuple[int, int]) -> None:
         server, gpu = self.server, self.gpu
@@ -240,6 +254,13 @@ class Watch:
         row["gpu_power_w"] = watts
         row["j_per_token"] = watts / tps if watts and tps else None
         row["tps_per_watt"] = tps / watts if watts and tps else None
+        costs = [c for c in self.client.get(cell, []) if c.span_s >= MIN_SPAN_S]  # shorter says too little
+        cpus = [c.cpu for c in costs if c.cpu is not None]
+        lags = [c.lag_p90_ms for c in costs if c.lag_p90_ms is not None]
+        row["client_cpu_pct"] = max(cpus) * 100 if cpus else None
+        row["client_lag_p90_ms"] = max(lags) if lags else None
+        warnings = [c.warning for c in costs if c.warning]
+        row["client_warning"] = warnings[0] if warnings else None
 
 
 async def run_cells(target: Target, args: argparse.Namespace, concurrency: list[int], words: list[int],
@@ -258,12 +279,14 @@ async def run_cells(target: Target, args: argparse.Namespace, concurrency: list[
                         await stream_once(client, target, spec, record)
                         finished(record)
 
-                    watching = asyncio.ensure_future(watch.cell((n, w))) if watch else None
+                    watching = [asyncio.ensure_future(watch.cell((n, w))),
+                                asyncio.ensure_future(watch.client_cost((n, w)))] if watch else []
                     try:
                         await asyncio.gather(*(one(i) for i in range(n)))
                     finally:
-                        if watching is not None:
-                            watching.cancel()
+                        for task in watching:
+                            task.cancel()
+                        await asyncio.gather(*watching, return_exceptions=True)
 
 
 def rows_of(records: list[RequestRecord], concurrency: list[int], words: list[int]) -> list[dict[str, Any]]:
@@ -317,8 +340,9 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow([key for key, _, _ in COLUMNS] + ["error_kinds"])
-        writer.writerows([[row.get(key) for key, _, _ in COLUMNS] + [";".join(row.get("error_kinds") or [])]
+        writer.writerow([key for key, _, _ in COLUMNS] + ["error_kinds", "client_warning"])
+        writer.writerows([[row.get(key) for key, _, _ in COLUMNS]
+                          + [";".join(row.get("error_kinds") or []), row.get("client_warning") or ""]
                           for row in rows])
         return buf.getvalue()
     title = visible(f"{meta['model_label']} on {meta['server_kind']} {meta['server_version'] or ''}".rstrip()
@@ -330,13 +354,19 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str
     if fmt == "markdown":
         lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in body]
-        return f"{title}\n\n" + "\n".join(lines) + "\n\n" + LEGEND + "\n"
+        return f"{title}\n\n" + "\n".join(lines) + "\n\n" + client_bound(rows) + LEGEND + "\n"
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(h.rjust(wd) for h, wd in zip(headers, widths))]
     lines += ["  ".join(c.rjust(wd) for c, wd in zip(r, widths)) for r in body]
     if not body:
         lines.append("(no finished requests)")
-    return title + "\n" + "\n".join(lines) + "\n" + LEGEND + "\n"
+    return title + "\n" + "\n".join(lines) + "\n" + client_bound(rows) + LEGEND + "\n"
+
+
+def client_bound(rows: list[dict[str, Any]]) -> str:
+    """A warning line per cell where tokentop itself was the bottleneck (empty when none was)."""
+    return "".join(f"WARNING {row['concurrency']} x {row['words']}: {row['client_warning']}\n"
+                   for row in rows if row.get("client_warning"))
 
 
 class _progress:

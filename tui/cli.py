@@ -111,9 +111,9 @@ def run_app(args: argparse.Namespace) -> int:
                           " -DLLAMA_BUILD_EXAMPLES=OFF\" python -m pip install 'tokentop[local]'")
                 print(f"tokentop: {notice}", file=sys.stderr)
         if args.sim or (args.demo and server is None):
-            from tui.servers.sim import SimConfig, SimThread
+            from tui.servers.simproc import SimProcess
 
-            sim = SimThread(SimConfig()).start()
+            sim = SimProcess().start()
             url = sim.url
         target, info = discover(url, args.api, args.model)
         if args.out:

@@ -2,6 +2,10 @@
 
 A failed request is data: every failure ends up in `record.error_kind` / `record.error`, and
 only cancellation propagates (after the record is marked "cancelled").
+
+The streaming path uses aiohttp (C HTTP parser; measured in tests/bench_streams.py, see the README):
+httpx's pure-Python path cost 3–5x its CPU per chunk and its connection pool spread "N requests at once"
+over seconds. httpx stays for discovery and the probes, where cost does not matter.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import math
 import time
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
 from tui.load.protocols import (
     MAX_LINE_BYTES, OLLAMA, LineTooLong, RequestSpec, chat_body, chat_path, decoder_for, error_from_body,
@@ -47,16 +51,21 @@ class Target:
         return Redactor(self.api_key, url_password(self.url))
 
 
-def make_client(read_timeout: float = 600.0, connect_timeout: float = 10.0) -> httpx.AsyncClient:
-    # The read timeout is the longest silence allowed between two chunks, queueing included:
-    # a request queued behind others legitimately waits a long time for its first byte.
-    timeout = httpx.Timeout(connect_timeout, read=read_timeout, write=connect_timeout, pool=None)
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=128)
-    return httpx.AsyncClient(timeout=timeout, limits=limits)
+def make_client(read_timeout: float = 600.0, connect_timeout: float = 10.0) -> aiohttp.ClientSession:
+    """A session for streaming requests; create it on the loop that will use it, close it with `await .close()`.
+
+    The read timeout is the longest silence allowed between two chunks, queueing included: a request
+    queued behind others legitimately waits a long time for its first byte.
+    """
+    timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=connect_timeout, sock_read=read_timeout)
+    connector = aiohttp.TCPConnector(limit=0, force_close=False, enable_cleanup_closed=True)
+    # identity: a compressed stream would hold tokens back in the decompressor and blur their times
+    return aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False,
+                                 headers={"Accept-Encoding": "identity"})
 
 
 async def stream_once(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     target: Target,
     spec: RequestSpec,
     record: RequestRecord,
@@ -79,58 +88,65 @@ async def stream_once(
     return record
 
 
-async def _attempts(client: httpx.AsyncClient, target: Target, spec: RequestSpec, record: RequestRecord) -> None:
+async def _attempts(client: aiohttp.ClientSession, target: Target, spec: RequestSpec,
+                    record: RequestRecord) -> None:
     for attempt in (1, 2):
         try:
             await _exchange(client, target, spec, record)
         except asyncio.CancelledError:
             _fail(record, "cancelled", "cancelled by the client")
             raise
-        except httpx.TimeoutException as exc:
-            _fail(record, "timeout", f"{type(exc).__name__}: no data for too long")
-        except httpx.ConnectError as exc:
-            _fail(record, "connect", f"cannot connect to {target.shown_url}: {exc or type(exc).__name__}")
-        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+        except TimeoutError:
+            _fail(record, "timeout", "no data for too long (--timeout)")
+        except aiohttp.ClientConnectorError as exc:
+            _fail(record, "connect", f"cannot connect to {target.shown_url}: {exc.os_error or exc}")
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
             if record.http_status is None:
-                if attempt == 1:
+                if attempt == 1:  # a kept-alive connection the server had just closed: the request never started
                     record.retried = True
                     continue
                 _fail(record, "closed", f"the server closed the connection before answering, twice"
                                         f" ({type(exc).__name__})")
             else:
                 _fail(record, "cut", f"connection closed mid-stream ({type(exc).__name__})")
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientResponseError as exc:  # not HTTP as aiohttp's parser knows it
+            _fail(record, "malformed", f"not a valid HTTP answer ({exc.message or type(exc).__name__})")
+        except aiohttp.ClientError as exc:
             _fail(record, "http", f"{type(exc).__name__}: {exc}")
-        except LineTooLong as exc:  # leaving the `with` above closed the connection
+        except LineTooLong as exc:  # leaving the `async with` unread closed the connection
             _fail(record, "malformed", str(exc))
         except Exception as exc:  # an answer of a shape we did not expect: data, not a crash
             _fail(record, "malformed", f"unexpected answer ({type(exc).__name__}: {exc})")
         break
 
 
-async def _exchange(client: httpx.AsyncClient, target: Target, spec: RequestSpec, record: RequestRecord) -> None:
+async def _exchange(client: aiohttp.ClientSession, target: Target, spec: RequestSpec, record: RequestRecord) -> None:
     url = target.url.rstrip("/") + chat_path(target.api)
-    async with client.stream("POST", url, json=chat_body(target.api, spec), headers=target.headers()) as response:
-        record.http_status = status = response.status_code
+    body = json.dumps(chat_body(target.api, spec)).encode()
+    headers = {"Content-Type": "application/json", **target.headers()}
+    async with client.post(url, data=body, headers=headers, allow_redirects=False) as response:
+        record.http_status = status = response.status
         if 300 <= status < 400:
-            where = response.headers.get("location") or "nowhere (no Location header)"
+            where = response.headers.get("Location") or "nowhere (no Location header)"
             _fail(record, "http", f"HTTP {status}: redirected to {where} (not followed: point --url there)")
         elif status >= 400:
             detail = error_from_body(await _read_capped(response))
-            record.retry_after_s = retry_after(response.headers.get("retry-after"))
+            record.retry_after_s = retry_after(response.headers.get("Retry-After"))
             if record.retry_after_s is not None:
-                detail += f" (retry after {response.headers['retry-after'].strip()} s)"
+                detail += f" (retry after {response.headers['Retry-After'].strip()} s)"
             _fail(record, "http", f"HTTP {status}: {detail}")
-        elif response.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
+        elif response.content_type == "application/json":
             _whole_answer(record, target.api, await _read_capped(response))
         else:
             await _stream(record, target.api, response)
+        if record.error_kind:
+            response.close()  # never drain what is left of a failed answer: it may not end
 
 
-async def _stream(record: RequestRecord, api: str, response: httpx.Response) -> None:
+async def _stream(record: RequestRecord, api: str, response: aiohttp.ClientResponse) -> None:
     decoder = decoder_for(api)
     got_final = False
-    async for data in response.aiter_bytes():
+    async for data in response.content.iter_any():
         t = time.perf_counter_ns()
         for event in decoder.feed(data):
             got_final |= _apply(record, event, t)
@@ -144,9 +160,9 @@ async def _stream(record: RequestRecord, api: str, response: httpx.Response) -> 
         _fail(record, "cut", "stream ended before the server said it was done")
 
 
-async def _read_capped(response: httpx.Response) -> bytes:
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
     body = bytearray()
-    async for data in response.aiter_bytes():
+    async for data in response.content.iter_any():
         body += data
         if len(body) > MAX_LINE_BYTES:
             raise LineTooLong(f"answer over {MAX_LINE_BYTES // 2**20} MiB")

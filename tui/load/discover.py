@@ -36,8 +36,13 @@ class ServerInfo:
 
     @property
     def model_label(self) -> str:
-        """The model's name for people: llama.cpp names it by its file path; show the file name."""
-        return self.model.rsplit("/", 1)[-1]
+        """The model's name for people: llama.cpp names it by its file path; show the file name.
+
+        Other names keep their slashes (`meta-llama/Llama-3.1-8B` says whose model it is).
+        """
+        if self.model.startswith(("/", "./", "~")) or self.model.lower().endswith(".gguf"):
+            return self.model.rsplit("/", 1)[-1]
+        return self.model
 
     @property
     def shown_url(self) -> str:

