@@ -1,11 +1,8 @@
 """Send one streaming request and fill its record as the bytes arrive.
 
 A failed request is data: every failure ends up in `record.error_kind` / `record.error`, and
-only cancellation propagates (after the record is marked "cancelled").
-
-The streaming path uses aiohttp (C HTTP parser; measured in tests/bench_streams.py, see the README):
-httpx's pure-Python path cost 3–5x its CPU per chunk and its connection pool spread "N requests at once"
-over seconds. httpx stays for discovery and the probes, where cost does not matter.
+only cancellation propagates (after the record is marked "cancelled"). The HTTP layer is
+tui/load/transport.py (why not an HTTP library: see there).
 """
 
 from __future__ import annotations
@@ -17,13 +14,12 @@ import math
 import time
 from dataclasses import dataclass
 
-import aiohttp
-
 from tui.load.protocols import (
     MAX_LINE_BYTES, OLLAMA, LineTooLong, RequestSpec, chat_body, chat_path, decoder_for, error_from_body,
     ollama_event, openai_whole_event,
 )
 from tui.load.records import RequestRecord
+from tui.load.transport import ConnectionPool, Response, Sink, TransportError
 from tui.untrusted import Redactor, mask_url, one_line, url_password
 
 
@@ -51,21 +47,31 @@ class Target:
         return Redactor(self.api_key, url_password(self.url))
 
 
-def make_client(read_timeout: float = 600.0, connect_timeout: float = 10.0) -> aiohttp.ClientSession:
-    """A session for streaming requests; create it on the loop that will use it, close it with `await .close()`.
+class StreamClient:
+    """Kept-alive connections and the read timeout; make it on the loop that uses it, close it there."""
 
-    The read timeout is the longest silence allowed between two chunks, queueing included: a request
-    queued behind others legitimately waits a long time for its first byte.
-    """
-    timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=connect_timeout, sock_read=read_timeout)
-    connector = aiohttp.TCPConnector(limit=0, force_close=False, enable_cleanup_closed=True)
-    # identity: a compressed stream would hold tokens back in the decompressor and blur their times
-    return aiohttp.ClientSession(timeout=timeout, connector=connector, auto_decompress=False,
-                                 headers={"Accept-Encoding": "identity"})
+    def __init__(self, read_timeout: float = 600.0, connect_timeout: float = 10.0) -> None:
+        # The read timeout is the longest silence allowed between two chunks, queueing included:
+        # a request queued behind others legitimately waits a long time for its first byte.
+        self.read_timeout = read_timeout
+        self.pool = ConnectionPool(connect_timeout)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def __aenter__(self) -> StreamClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def make_client(read_timeout: float = 600.0, connect_timeout: float = 10.0) -> StreamClient:
+    return StreamClient(read_timeout, connect_timeout)
 
 
 async def stream_once(
-    client: aiohttp.ClientSession,
+    client: StreamClient,
     target: Target,
     spec: RequestSpec,
     record: RequestRecord,
@@ -88,85 +94,88 @@ async def stream_once(
     return record
 
 
-async def _attempts(client: aiohttp.ClientSession, target: Target, spec: RequestSpec,
-                    record: RequestRecord) -> None:
+async def _attempts(client: StreamClient, target: Target, spec: RequestSpec, record: RequestRecord) -> None:
+    url = target.url.rstrip("/") + chat_path(target.api)
+    body = json.dumps(chat_body(target.api, spec)).encode()
     for attempt in (1, 2):
+        answer = _Answer(record, target.api)
         try:
-            await _exchange(client, target, spec, record)
+            await client.pool.post(url, body, target.headers(), answer.sink_for, client.read_timeout)
+            answer.finish()
         except asyncio.CancelledError:
             _fail(record, "cancelled", "cancelled by the client")
             raise
-        except TimeoutError:
-            _fail(record, "timeout", "no data for too long (--timeout)")
-        except aiohttp.ClientConnectorError as exc:
-            _fail(record, "connect", f"cannot connect to {target.shown_url}: {exc.os_error or exc}")
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
-            if record.http_status is None:
-                if attempt == 1:  # a kept-alive connection the server had just closed: the request never started
-                    record.retried = True
-                    continue
-                _fail(record, "closed", f"the server closed the connection before answering, twice"
-                                        f" ({type(exc).__name__})")
-            else:
-                _fail(record, "cut", f"connection closed mid-stream ({type(exc).__name__})")
-        except aiohttp.ClientResponseError as exc:  # not HTTP as aiohttp's parser knows it
-            _fail(record, "malformed", f"not a valid HTTP answer ({exc.message or type(exc).__name__})")
-        except aiohttp.ClientError as exc:
-            _fail(record, "http", f"{type(exc).__name__}: {exc}")
-        except LineTooLong as exc:  # leaving the `async with` unread closed the connection
+        except _Stop:  # the answer carried an error (already recorded): its connection is closed
+            pass
+        except TransportError as exc:
+            if exc.kind == "closed" and attempt == 1:  # a kept-alive connection the server had just closed
+                record.retried = True
+                continue
+            message = f"cannot connect to {target.shown_url}: {exc}" if exc.kind == "connect" else str(exc)
+            if exc.kind == "closed":
+                message += ", twice"
+            _fail(record, exc.kind, message)
+        except LineTooLong as exc:
             _fail(record, "malformed", str(exc))
         except Exception as exc:  # an answer of a shape we did not expect: data, not a crash
             _fail(record, "malformed", f"unexpected answer ({type(exc).__name__}: {exc})")
         break
 
 
-async def _exchange(client: aiohttp.ClientSession, target: Target, spec: RequestSpec, record: RequestRecord) -> None:
-    url = target.url.rstrip("/") + chat_path(target.api)
-    body = json.dumps(chat_body(target.api, spec)).encode()
-    headers = {"Content-Type": "application/json", **target.headers()}
-    async with client.post(url, data=body, headers=headers, allow_redirects=False) as response:
-        record.http_status = status = response.status
+class _Stop(Exception):
+    """Raised in a sink to end an answer that carried an error."""
+
+
+class _Answer:
+    """Where one answer's body goes: decoded as it streams, or kept whole (errors, unstreamed JSON)."""
+
+    def __init__(self, record: RequestRecord, api: str) -> None:
+        self.record, self.api = record, api
+        self.response: Response | None = None
+        self.decoder = decoder_for(api)
+        self.body = bytearray()
+        self.got_final = False
+
+    def sink_for(self, response: Response) -> Sink:
+        self.response = response
+        self.record.http_status = response.status
+        if response.status >= 300 or response.content_type == "application/json":
+            return self.keep
+        return self.stream
+
+    def keep(self, piece: bytes, t: int) -> None:
+        self.body += piece
+        if len(self.body) > MAX_LINE_BYTES:
+            raise LineTooLong(f"answer over {MAX_LINE_BYTES // 2**20} MiB")
+
+    def stream(self, piece: bytes, t: int) -> None:
+        for event in self.decoder.feed(piece):
+            self.got_final |= _apply(self.record, event, t)
+            if self.record.error_kind:
+                raise _Stop
+
+    def finish(self) -> None:
+        record, response = self.record, self.response
+        status = response.status
         if 300 <= status < 400:
-            where = response.headers.get("Location") or "nowhere (no Location header)"
+            where = response.headers.get("location") or "nowhere (no Location header)"
             _fail(record, "http", f"HTTP {status}: redirected to {where} (not followed: point --url there)")
         elif status >= 400:
-            detail = error_from_body(await _read_capped(response))
-            record.retry_after_s = retry_after(response.headers.get("Retry-After"))
+            detail = error_from_body(bytes(self.body))
+            record.retry_after_s = retry_after(response.headers.get("retry-after"))
             if record.retry_after_s is not None:
-                detail += f" (retry after {response.headers['Retry-After'].strip()} s)"
+                detail += f" (retry after {response.headers['retry-after'].strip()} s)"
             _fail(record, "http", f"HTTP {status}: {detail}")
         elif response.content_type == "application/json":
-            _whole_answer(record, target.api, await _read_capped(response))
+            _whole_answer(record, self.api, bytes(self.body))
         else:
-            await _stream(record, target.api, response)
-        if record.error_kind:
-            response.close()  # never drain what is left of a failed answer: it may not end
-
-
-async def _stream(record: RequestRecord, api: str, response: aiohttp.ClientResponse) -> None:
-    decoder = decoder_for(api)
-    got_final = False
-    async for data in response.content.iter_any():
-        t = time.perf_counter_ns()
-        for event in decoder.feed(data):
-            got_final |= _apply(record, event, t)
-            if record.error_kind:
-                return
-    for event in decoder.close():
-        got_final |= _apply(record, event, time.perf_counter_ns())
-        if record.error_kind:
-            return
-    if not got_final:
-        _fail(record, "cut", "stream ended before the server said it was done")
-
-
-async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
-    body = bytearray()
-    async for data in response.content.iter_any():
-        body += data
-        if len(body) > MAX_LINE_BYTES:
-            raise LineTooLong(f"answer over {MAX_LINE_BYTES // 2**20} MiB")
-    return bytes(body)
+            t = time.perf_counter_ns()
+            for event in self.decoder.close():
+                self.got_final |= _apply(record, event, t)
+                if record.error_kind:
+                    return
+            if not self.got_final:
+                _fail(record, "cut", "stream ended before the server said it was done")
 
 
 def _whole_answer(record: RequestRecord, api: str, body: bytes) -> None:

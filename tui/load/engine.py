@@ -99,6 +99,7 @@ class Snapshot:
     record_error: str | None = None  # why --out stopped being written, if it did
     engine_error: str | None = None  # why the engine itself stopped (its process died), if it did
     client_cost: ClientCost | None = None  # the engine's own loop lag and CPU: is the client the bottleneck?
+    recent_ttfts_s: tuple[float, ...] = ()  # the recent finished requests' TTFTs (to merge several engines)
 
     @property
     def queued(self) -> int:
@@ -251,6 +252,7 @@ class LoadEngine:
             queue_wait_mean_s=mean(r.queue_wait_s for r in recent),
             record_error=self.record_error,
             client_cost=self._cost.cost(),
+            recent_ttfts_s=tuple(ttfts),
         )
 
     def _window_s(self, now: int) -> float:
@@ -292,7 +294,7 @@ class LoadEngine:
         asyncio.set_event_loop(loop)
         self._loop = loop
 
-        async def open_client():  # an aiohttp session belongs to the loop it is made on
+        async def open_client():  # its connections belong to the loop it is made on
             return make_client(self._read_timeout)
 
         self._client = loop.run_until_complete(open_client())

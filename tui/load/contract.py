@@ -1,0 +1,80 @@
+"""What every load engine offers: the in-process `LoadEngine`, the `EngineProcess` (one engine in a child
+process), the `EnginePool` (several), and the tests' doubles. The app and the bench know only this.
+
+Steering never waits for the engine: `update` checks the values where it is called (a bad one raises
+ValueError there and changes nothing) and the engine applies them soon after; the engine's next
+`snapshot()` carries the settings it runs with, the one source of truth for what is on screen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from tui.load.engine import LoadSettings, Snapshot
+from tui.load.records import RequestRecord
+
+
+class EngineStopped(RuntimeError):
+    """The engine's process is gone (killed, or crashed), or stopped answering: no more requests will run."""
+
+
+class Engine(Protocol):
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def settings(self) -> LoadSettings: ...
+
+    @property
+    def records(self) -> Sequence[RequestRecord]: ...
+
+    def start(self, running: bool = True) -> None: ...
+
+    def stop(self, timeout: float = 2.0) -> None: ...
+
+    def update(self, **changes: Any) -> LoadSettings: ...
+
+    def set_model(self, model: str) -> None: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def snapshot(self) -> Snapshot: ...
+
+
+# --- the commands an engine process takes over its pipe (`seq` numbers the ones that get a reply) -------
+
+@dataclass(frozen=True)
+class Update:
+    changes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SetModel:
+    model: str
+
+
+@dataclass(frozen=True)
+class SetRunning:
+    running: bool
+
+
+@dataclass(frozen=True)
+class GetSnapshot:
+    seq: int
+
+
+@dataclass(frozen=True)
+class GetRecords:
+    seq: int
+
+
+@dataclass(frozen=True)
+class Stop:
+    pass
+
+
+Command = Update | SetModel | SetRunning | GetSnapshot | GetRecords | Stop

@@ -1,0 +1,263 @@
+"""The streaming requests' HTTP/1.1 layer: an asyncio Protocol over httptools' C parser, with kept-alive
+connections. Each piece of the body is handed on, with its arrival time, from `data_received` itself.
+
+Why not an HTTP library here: measured against a paced server (tests/bench_streams.py), httpx cost 5-7x
+the CPU per chunk of a minimal asyncio client and spread "N requests at once" over a second; aiohttp cost
+1.7-2.3x (a StreamReader, a Task wake-up and a timer re-armed for every piece). This layer does no per-piece
+work beyond the parser's callback. httpx stays for discovery and the probes, where cost does not matter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+import time
+from collections.abc import Callable
+from urllib.parse import unquote, urlsplit
+
+import httptools
+
+Sink = Callable[[bytes, int], None]  # (a piece of the body, perf_counter_ns when it arrived)
+
+
+class TransportError(Exception):
+    """kind: "connect", "closed" (before any answer), "cut" (mid-answer), "timeout", "malformed"."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class Response:
+    """The status and headers (names lower-cased) of an answer; the body goes to a sink."""
+
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        self.status, self.headers = status, headers
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection; one exchange at a time on it."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._exchange: _Exchange | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._exchange is not None:
+            self._exchange.feed(data)
+        else:  # bytes nobody asked for on an idle connection: it cannot be trusted again
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._exchange is not None:
+            self._exchange.lost(exc)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class _Exchange:
+    """One request's answer, parsed as its bytes arrive (httptools calls the on_* methods)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.head: asyncio.Future[Response] = loop.create_future()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.sink: Sink | None = None
+        self.early: list[tuple[bytes, int]] = []  # body that came with the head, before a sink was set
+        self.last_ns = time.perf_counter_ns()
+        self._headers: dict[str, str] = {}
+        self._name = b""
+        self.complete = self.failed = self.keep_alive = False
+
+    # --- bytes in ---
+    def feed(self, data: bytes) -> None:
+        self.last_ns = time.perf_counter_ns()
+        if self.failed:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.fail(TransportError("malformed", f"not a valid HTTP answer ({exc})"))
+
+    def lost(self, exc: Exception | None) -> None:
+        if self.complete:
+            return
+        if not self.head.done():
+            self.fail(TransportError("closed", "the server closed the connection before answering"))
+        elif not self._framed():  # no length and not chunked: the body ends with the connection
+            self.on_message_complete()
+        else:
+            self.fail(TransportError("cut", f"connection closed mid-answer ({type(exc).__name__ if exc else 'EOF'})"))
+
+    def fail(self, error: Exception) -> None:
+        self.failed = True
+        for future in (self.head, self.done):
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # marked retrieved: one of the two may never be awaited
+
+    def _framed(self) -> bool:
+        return "content-length" in self._headers or "chunked" in self._headers.get("transfer-encoding", "").lower()
+
+    # --- httptools callbacks ---
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name:
+            self._name = name
+        key = self._name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        self._headers[key] = self._headers.get(key, "") + text if not name else text
+
+    def on_headers_complete(self) -> None:
+        if not self.head.done():
+            self.head.set_result(Response(self.parser.get_status_code(), self._headers))
+
+    def on_body(self, body: bytes) -> None:
+        if self.sink is None:
+            self.early.append((body, self.last_ns))
+        else:
+            self.deliver(body, self.last_ns)
+
+    def deliver(self, body: bytes, t: int) -> None:
+        if self.failed:
+            return
+        try:
+            self.sink(body, t)
+        except Exception as exc:  # the sink wants no more of this answer (or broke): end it
+            self.fail(exc)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()  # read now: the parser resets after this callback
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class ConnectionPool:
+    """Kept-alive connections per (scheme, host, port); make one per event loop, `await close()` it."""
+
+    def __init__(self, connect_timeout: float = 10.0) -> None:
+        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._connect_timeout = connect_timeout
+        self._ssl: ssl.SSLContext | None = None
+
+    async def _connect(self, scheme: str, host: str, port: int) -> _Connection:
+        idle = self._idle.get((scheme, host, port), [])
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+        return await self._open(scheme, host, port)
+
+    async def _open(self, scheme: str, host: str, port: int) -> _Connection:
+        loop = asyncio.get_running_loop()
+        if scheme == "https" and self._ssl is None:
+            self._ssl = ssl.create_default_context()
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(_Connection, host, port, ssl=self._ssl if scheme == "https" else None),
+                self._connect_timeout)
+        except TimeoutError:
+            raise TransportError("connect", f"no connection within {self._connect_timeout:g} s") from None
+        except (OSError, ssl.SSLError) as exc:
+            raise TransportError("connect", exc.strerror or str(exc) or type(exc).__name__) from None
+        return conn
+
+    async def warm(self, url: str, count: int) -> None:
+        """Open connections until `count` lie idle for `url`'s server, so requests sent together go together
+        (a cell's first round would otherwise wait on its TCP connects). A failure here is left to the requests."""
+        parts = urlsplit(url)
+        scheme, host = parts.scheme, parts.hostname or ""
+        key = (scheme, host, parts.port or (443 if scheme == "https" else 80))
+        idle = self._idle.setdefault(key, [])
+        idle[:] = [conn for conn in idle if not conn.closed]
+        opened = await asyncio.gather(*(self._open(*key) for _ in range(count - len(idle))), return_exceptions=True)
+        for conn in opened:
+            if isinstance(conn, _Connection):
+                idle.append(conn)
+
+    def _release(self, key: tuple[str, str, int], conn: _Connection, reusable: bool) -> None:
+        conn._exchange = None
+        if reusable and not conn.closed:
+            self._idle.setdefault(key, []).append(conn)
+        else:
+            conn.close()
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str], sink_for: Callable[[Response], Sink],
+                   read_timeout: float) -> Response:
+        """POST `body`; hand the answer's head to `sink_for`, which returns where its body pieces go.
+
+        Returns when the answer has ended. Raises TransportError; a cancelled call closes its connection.
+        """
+        parts = urlsplit(url)
+        scheme, host = parts.scheme, parts.hostname or ""
+        port = parts.port or (443 if scheme == "https" else 80)
+        key = (scheme, host, port)
+        conn = await self._connect(scheme, host, port)
+        loop = asyncio.get_running_loop()
+        exchange = conn._exchange = _Exchange(loop)
+        watchdog = _Watchdog(loop, exchange, read_timeout)
+        reusable = False
+        try:
+            conn.transport.write(_request_bytes(parts, host, port, body, headers))
+            response = await exchange.head
+            exchange.sink = sink_for(response)
+            early, exchange.early = exchange.early, []
+            for piece, t in early:
+                exchange.deliver(piece, t)
+            await exchange.done
+            reusable = exchange.keep_alive
+            return response
+        finally:
+            watchdog.cancel()
+            self._release(key, conn, reusable)
+
+    async def close(self) -> None:
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.close()
+        self._idle.clear()
+
+
+class _Watchdog:
+    """Fails the exchange after `timeout` seconds without a byte; one timer, re-armed only when it fires."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, exchange: _Exchange, timeout: float) -> None:
+        self._loop, self._exchange, self._timeout = loop, exchange, timeout
+        self._handle = loop.call_later(timeout, self._check)
+
+    def _check(self) -> None:
+        silent = (time.perf_counter_ns() - self._exchange.last_ns) / 1e9
+        if silent >= self._timeout:
+            self._exchange.fail(TransportError("timeout", f"no data for {self._timeout:g} s (--timeout)"))
+        else:
+            self._handle = self._loop.call_later(self._timeout - silent, self._check)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
+def _request_bytes(parts, host: str, port: int, body: bytes, headers: dict[str, str]) -> bytes:
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = f"[{host}]" if ":" in host else host
+    if port != (443 if parts.scheme == "https" else 80):
+        host_header += f":{port}"
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host_header}", "Content-Type: application/json",
+             f"Content-Length: {len(body)}", "Accept-Encoding: identity", "Connection: keep-alive"]
+    if parts.username is not None and not any(k.lower() == "authorization" for k in headers):
+        user_pass = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        lines.append(f"Authorization: Basic {base64.b64encode(user_pass).decode()}")
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
