@@ -10,7 +10,8 @@ import dataclasses
 import pytest
 
 from fakes import fake_gpu_reading
-from tui.app import TokentopApp
+from tui.cli import make_app
+from tui.load.client import Target
 from tui.load.discover import ServerInfo
 from tui.load.engine import ERROR, STREAMING, WAITING, LoadSettings, Snapshot, StreamView
 from tui.load.history import LoadPoint
@@ -78,12 +79,25 @@ def fixed_server() -> ServerSample:
     return ServerSample("ollama", "0.12.3", loaded=(model,))
 
 
-def frozen_app(gpu: GpuReading) -> TokentopApp:
-    return TokentopApp(engine=FrozenEngine(frozen_snapshot()), info=INFO, read_gpu=lambda: gpu,
-                       read_host=fixed_host, read_server=fixed_server, live=False)
+def frozen_app(gpu: GpuReading, info: ServerInfo = INFO):
+    """Built by the command line's factory, with a frozen engine and fixed probes handed in."""
+    engine = FrozenEngine(frozen_snapshot())
+    return make_app(Target(info.url, info.api, info.model), info, engine.settings, engine=engine,
+                    read_gpu=lambda: gpu, read_host=fixed_host, read_server=fixed_server)
+
+
+async def first_readings(pilot) -> None:
+    """Until every pane has drawn its first reading (they arrive from thread workers)."""
+    app = pilot.app
+    for _ in range(200):
+        if app.snap is not None and app.gpu is not None and app.host_seen and app.server is not None:
+            break
+        await pilot.pause(0.01)
+    await pilot.pause()
 
 
 async def add_history(pilot) -> None:
+    await first_readings(pilot)
     app = pilot.app
     points = [LoadPoint(t_s=float(t), aggregate_tps=min(t, 20) * 3.2, mean_stream_tps=25.4 - min(t, 20) / 2,
                         concurrency=1 if t < 10 else 8, streaming=min(t // 5 + 1, 4), waiting=0 if t < 10 else 4)
@@ -107,8 +121,7 @@ def test_app_without_a_gpu(snap_compare, size):
 async def test_model_picker_switches_the_engine_and_the_header():
     info = ServerInfo("http://127.0.0.1:11434", "ollama", "ollama", "0.12.3", "llama3.1:70b",
                       ["llama3.1:70b", "qwen3:32b"], ["llama3.1:70b"])
-    app = TokentopApp(engine=FrozenEngine(frozen_snapshot()), info=info, read_gpu=fake_gpu_reading,
-                      read_host=fixed_host, live=False)
+    app = frozen_app(fake_gpu_reading(), info)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("M")
         await pilot.press("down", "enter")

@@ -1,7 +1,9 @@
 """The Textual app: a header line, the GPU and CPU/RAM panes, and the load pane.
 
-No data logic here: the probes are read in thread workers (GPU, host) and the engine is read by
-`snapshot()` on a fixed timer, never per token; the panes only render what they are handed.
+No data logic here: the probes and the engine's snapshots are read in thread workers that post
+messages (the UI thread never waits on a probe or on the engine's pipe), a few times a second, never
+per token; the panes only render what they are handed. Steering goes to the engine, which does not
+answer it; the sliders then show the settings its next snapshot carries.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from textual.message import Message
 from textual.widgets import Footer, Static
 
 from tui.load.discover import ServerInfo
+from tui.load.engine import Snapshot
 from tui.load.history import LoadHistory, ObservedLimit
 from tui.load.prompts import INPUT, OUTPUT
-from tui.load.records import write_jsonl
+from tui.load.records import NS, write_jsonl
 from tui.panes.gpu import GpuPane
 from tui.panes.host import HostPane
 from tui.panes.load import LoadPane
@@ -64,6 +67,10 @@ class ServerSampled(Sampled):
     pass
 
 
+class EngineSampled(Sampled):
+    """The engine's snapshot, a few times a second: the one the load pane and the history draw."""
+
+
 def header_text(info: ServerInfo) -> Text:
     """Most important first, so a narrow terminal cuts only the end: real or simulated, the model."""
     text = Text()
@@ -97,8 +104,8 @@ class TokentopApp(App):
 
     def __init__(self, *, engine: Any, info: ServerInfo, read_gpu: Callable[[], GpuReading],
                  read_host: Callable[[], HostSample], read_server: Callable[[], ServerSample] | None = None,
-                 autostart: bool = False, notice: str | None = None,
-                 live: bool = True, refresh_hz: float = 5.0, poll_s: float = 1.0) -> None:
+                 autostart: bool = False, notice: str | None = None, refresh_hz: float = 5.0,
+                 poll_s: float = 1.0) -> None:
         super().__init__()
         self.engine, self.info = engine, info
         self.read_gpu, self.read_host, self.read_server = read_gpu, read_host, read_server
@@ -107,8 +114,11 @@ class TokentopApp(App):
         self.gpu: GpuReading | None = None
         self.observed_limit = ObservedLimit()
         self.autostart = autostart
-        self.live, self.refresh_hz, self.poll_s = live, refresh_hz, poll_s
+        self.refresh_hz, self.poll_s = refresh_hz, poll_s
+        self.snap: Snapshot | None = None  # the newest engine snapshot
+        self.host_seen = False
         self.history = LoadHistory()
+        self._history_ns: int | None = None
         self._stop_polling = threading.Event()
         self._told: set[str] = set()
 
@@ -124,29 +134,25 @@ class TokentopApp(App):
     def on_mount(self) -> None:
         self.engine.start(running=self.autostart)
         self._fit(self.size.width, self.size.height)
-        if self.live:
-            # The load pane owns these timers, so they end with it and never fire into a half-torn-down screen.
-            load_pane = self.query_one(LoadPane)
-            load_pane.set_interval(1 / self.refresh_hz, self.refresh_load)
-            load_pane.set_interval(1.0, self.record_history)
-            self.run_worker(lambda: self._poll(self.read_gpu, GpuSampled), thread=True, group="gpu")
-            self.run_worker(lambda: self._poll(self.read_host, HostSampled), thread=True, group="host")
-            if self.read_server is not None:
-                self.run_worker(lambda: self._poll(self.read_server, ServerSampled), thread=True, group="server")
-        else:  # fixed inputs (tests): one reading of each, drawn once
-            self.on_host_sampled(HostSampled(self.read_host()))
-            self.on_gpu_sampled(GpuSampled(self.read_gpu()))
-            if self.read_server is not None:
-                self.server = self.read_server()
-            self.refresh_load()
+        self.run_worker(lambda: self._poll(self.engine.snapshot, EngineSampled, 1 / self.refresh_hz),
+                        thread=True, group="engine")
+        self.run_worker(lambda: self._poll(self.read_gpu, GpuSampled), thread=True, group="gpu")
+        self.run_worker(lambda: self._poll(self.read_host, HostSampled), thread=True, group="host")
+        if self.read_server is not None:
+            self.run_worker(lambda: self._poll(self.read_server, ServerSampled), thread=True, group="server")
         if self.notice:
             self.say(self.notice, timeout=15)
 
-    def _poll(self, read: Callable[[], Any], message: type[Sampled]) -> None:
+    def _poll(self, read: Callable[[], Any], message: type[Sampled], every_s: float | None = None) -> None:
         # The next read starts only when the last one has finished, so slow reads never pile up.
         while not self._stop_polling.is_set():
-            self.post_message(message(read()))
-            self._stop_polling.wait(self.poll_s)
+            try:
+                sample = read()
+            except Exception as exc:  # a reader that fails says so once a poll, in the log, and goes on
+                self.log.error(f"{message.__name__}: {type(exc).__name__}: {exc}")
+            else:
+                self.post_message(message(sample))
+            self._stop_polling.wait(every_s or self.poll_s)
 
     def _monitor_panes(self) -> tuple[GpuPane, HostPane] | None:
         """The GPU and host panes, or None when a reading arrives while the screen is torn down."""
@@ -163,31 +169,35 @@ class TokentopApp(App):
     def on_server_sampled(self, message: ServerSampled) -> None:
         self.server = message.sample
 
+    def on_engine_sampled(self, message: EngineSampled) -> None:
+        self.snap = snap = message.sample
+        try:
+            pane = self.query_one(LoadPane)
+        except NoMatches:  # the screen is being torn down
+            return
+        for problem in (snap.engine_error, snap.record_error):
+            if problem and problem not in self._told:  # said once in a notification; the summary keeps it
+                self._told.add(problem)
+                self.say(problem, title="load", severity="error", timeout=30)
+        power = sum(g.power for g in self.gpu.gpus if g.power) if self.gpu else None
+        pane.show(snap, self.server, self.observed_limit.update(snap), power or None)
+        if self._history_ns is None or snap.taken_ns - self._history_ns >= NS:
+            self._history_ns = snap.taken_ns
+            server = self.server
+            self.history.add(snap, server.running if server else None, server.waiting if server else None)
+            pane.show_history(self.history.points)
+
     def on_host_sampled(self, message: HostSampled) -> None:
         if not (panes := self._monitor_panes()):
             return
         gpu_pane, host_pane = panes
         sample: HostSample = message.sample
         host_pane.show(sample)
+        self.host_seen = True
         pids = frozenset(sample.server.family) if sample.server else frozenset()
         if pids != gpu_pane.server_pids:
             gpu_pane.server_pids = pids
             gpu_pane.refresh_view()
-
-    def refresh_load(self) -> None:
-        snap = self.engine.snapshot()
-        for problem in (snap.engine_error, snap.record_error):
-            if problem and problem not in self._told:  # said once in a notification; the summary keeps it
-                self._told.add(problem)
-                self.say(problem, title="load", severity="error", timeout=30)
-        power = sum(g.power for g in self.gpu.gpus if g.power) if self.gpu else None
-        self.query_one(LoadPane).show(snap, self.server, self.observed_limit.update(snap), power or None)
-
-    def record_history(self) -> None:
-        server = self.server
-        self.history.add(self.engine.snapshot(), server.running if server else None,
-                         server.waiting if server else None)
-        self.query_one(LoadPane).show_history(self.history.points)
 
     def say(self, message: str, **options: Any) -> None:
         """A notification whose text is shown as it is: never read as markup, control characters visible."""
@@ -209,12 +219,10 @@ class TokentopApp(App):
     @on(Slider.Changed, "#concurrency")
     def concurrency_changed(self, event: Slider.Changed) -> None:
         self.engine.update(concurrency=event.value)
-        self.refresh_load()
 
     @on(Slider.Changed, "#words")
     def words_changed(self, event: Slider.Changed) -> None:
         self.engine.update(words=event.value)
-        self.query_one(LoadPane).show_mode(self.engine.settings.mode, event.value)
 
     def action_concurrency(self, delta: int) -> None:
         self.query_one("#concurrency", Slider).index += delta
@@ -223,9 +231,7 @@ class TokentopApp(App):
         self.query_one("#words", Slider).index += delta
 
     def action_mode(self) -> None:
-        mode = INPUT if self.engine.settings.mode == OUTPUT else OUTPUT
-        self.engine.update(mode=mode)
-        self.query_one(LoadPane).show_mode(mode, self.engine.settings.words)
+        self.engine.update(mode=INPUT if self.engine.settings.mode == OUTPUT else OUTPUT)
 
     def action_models(self) -> None:
         models = self.info.models or [self.info.model]
@@ -248,7 +254,6 @@ class TokentopApp(App):
             self.engine.pause()
         else:
             self.engine.resume()
-        self.refresh_load()
 
     # --- files ----------------------------------------------------------------------------------
     def action_screenshot(self) -> None:
@@ -261,19 +266,25 @@ class TokentopApp(App):
 
     def action_export(self) -> None:
         """The finished requests, one JSON line each, and the per-second history beside them."""
+        points = list(self.history.points)
+        completed = self.snap.completed if self.snap else 0
+        self.run_worker(lambda: self._export(points, completed), thread=True, group="export")
+
+    def _export(self, points: list, completed: int) -> None:
+        """In a thread: the records come over the engine's pipe."""
         records = list(self.engine.records)
-        dropped = self.engine.snapshot().completed - len(records)
+        dropped = completed - len(records)
         stem = f"tokentop-{datetime.now():%Y%m%d-%H%M%S}"
         path, history = Path(f"{stem}.jsonl").resolve(), Path(f"{stem}-history.jsonl").resolve()
         try:
             write_jsonl(path, records)
-            history.write_text("".join(json.dumps(asdict(p)) + "\n" for p in list(self.history.points)))
+            history.write_text("".join(json.dumps(asdict(p)) + "\n" for p in points))
         except OSError as exc:
-            self.say(f"export failed: {exc}", severity="error")
+            self.call_from_thread(self.say, f"export failed: {exc}", severity="error")
             return
         kept = f" (the newest; {dropped} older ones are only in --out)" if dropped > 0 else ""
-        self.say(f"{len(records)} finished request(s){kept} written to {path}, per-second history to"
-                 f" {history.name}", title="export")
+        self.call_from_thread(self.say, f"{len(records)} finished request(s){kept} written to {path},"
+                              f" per-second history to {history.name}", title="export")
 
     async def action_quit(self) -> None:
         self.shutdown()

@@ -138,22 +138,26 @@ def run_app(args: argparse.Namespace) -> int:
 
 
 def make_app(target, info, settings, *, autostart: bool = False, out_path: str | None = None,
-             read_timeout: float = 600.0, **app_options):
-    """The app wired to a real engine (in its own process) and the real probes (the tests use this too)."""
+             read_timeout: float = 600.0, engine=None, read_gpu=None, read_host=None, read_server=None,
+             **app_options):
+    """The app wired to a real engine (in its own process) and the real probes; the tests hand in their own."""
     from tui.app import TokentopApp
     from tui.load.remote import EngineProcess
     from tui.probes.gpu import GpuProbe
     from tui.probes.host import HostProbe
     from tui.probes.server import ServerProbe
 
-    engine = EngineProcess(target, settings, out_path=out_path, read_timeout=read_timeout,
-                           keep_records=APP_KEEP_RECORDS)
-    port = local_port(target.url)
-    # A remote server's process is not on this machine: do not mistake a local one for it.
-    host = HostProbe(server_port=port) if port else HostProbe(server_names=())
-    server = ServerProbe(info.url, info.kind, info.version, target.headers(), redact=target.redactor())
-    return TokentopApp(engine=engine, info=info, read_gpu=GpuProbe().read, read_host=host.read,
-                       read_server=server.read, autostart=autostart, **app_options)
+    if engine is None:
+        engine = EngineProcess(target, settings, out_path=out_path, read_timeout=read_timeout,
+                               keep_records=APP_KEEP_RECORDS)
+    if read_host is None:
+        port = local_port(target.url)
+        # A remote server's process is not on this machine: do not mistake a local one for it.
+        read_host = (HostProbe(server_port=port) if port else HostProbe(server_names=())).read
+    if read_server is None:
+        read_server = ServerProbe(info.url, info.kind, info.version, target.headers(), redact=target.redactor()).read
+    return TokentopApp(engine=engine, info=info, read_gpu=read_gpu or GpuProbe().read, read_host=read_host,
+                       read_server=read_server, autostart=autostart, **app_options)
 
 
 def local_port(url: str) -> int | None:

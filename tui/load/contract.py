@@ -50,6 +50,7 @@ class Engine(Protocol):
 @dataclass(frozen=True)
 class Update:
     changes: dict[str, Any] = field(default_factory=dict)
+    version: int = 0  # counts the sender's updates; a snapshot says the newest one applied
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ measured by the client.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,20 +201,26 @@ class JsonlWriter:
     `write` may be called from any thread (the engine calls it from its own).
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self._file = open(path, "w", encoding="utf-8")
+    def __init__(self, path: str | Path, append: bool = False) -> None:
+        # O_APPEND and one write() per line: several processes can share the file without mixing lines.
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+        self._fd: int | None = os.open(path, flags, 0o644)
         self._lock = threading.Lock()
 
     def write(self, record: RequestRecord) -> None:
-        line = json.dumps(record.to_json()) + "\n"
+        line = (json.dumps(record.to_json()) + "\n").encode()
         with self._lock:
-            if not self._file.closed:
-                self._file.write(line)
-                self._file.flush()
+            if self._fd is None:
+                return
+            view = memoryview(line)
+            while view:  # a regular file takes it whole unless the disk is full (then OSError)
+                view = view[os.write(self._fd, view):]
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def write_jsonl(path: str | Path, records: list[RequestRecord]) -> None:

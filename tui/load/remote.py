@@ -1,9 +1,10 @@
-"""The load engine in a process of its own, steered over a pipe: same interface as `LoadEngine`.
+"""The load engine in a process of its own, steered over a pipe with typed commands (tui/load/contract.py).
 
 Why: in the app's process the UI thread holds the GIL while it composes a frame, and the engine
 thread's chunk timestamps wait for it (measured: +10 ms TTFT at p50 during request bursts, +50–100
-ms at p99). In its own process the engine has an interpreter to itself; the UI asks for a snapshot a
-few times a second (one pipe round trip, well under a millisecond) and never touches its timing.
+ms at p99). In its own process the engine has an interpreter to itself. Steering is sent and not
+waited for; a question (a snapshot, the records) waits at most REPLY_TIMEOUT_S for its answer, and
+answers are numbered, so one that comes late is dropped rather than taken for the next question's.
 Finished requests go to `--out` from the engine process, as they end.
 """
 
@@ -14,60 +15,67 @@ import dataclasses
 import multiprocessing
 import sys
 import threading
-from collections import deque
+import time
 from typing import Any
 
 from tui.load.client import Target
+from tui.load.contract import (
+    Command, EngineStopped, GetRecords, GetSnapshot, SetModel, SetRunning, Stop, Update,
+)
 from tui.load.engine import LoadEngine, LoadSettings, Snapshot
 from tui.load.records import JsonlWriter, RequestRecord
+
+REPLY_TIMEOUT_S = 2.0
+FINAL = -1  # the number of the last answer, the records, sent when the engine process stops
+GIL_SWITCH_S = 0.0005  # the engine's loop gets the GIL back from its other threads within 0.5 ms
 
 
 def _serve(conn, target: Target, settings: LoadSettings, out_path: str | None, read_timeout: float,
            keep_records: int | None) -> None:
-    """The engine process: run (method, args, kwargs) from the pipe until "stop" or the pipe closes.
-
-    A method name that is an attribute, not a callable (records), returns its value.
-    """
-    writer = JsonlWriter(out_path) if out_path else None
+    """The engine process: apply commands from the pipe until Stop or the pipe closes."""
+    sys.setswitchinterval(GIL_SWITCH_S)
+    writer = JsonlWriter(out_path, append=True) if out_path else None
     engine = LoadEngine(target, settings, read_timeout=read_timeout, on_record=writer.write if writer else None,
                         keep_records=keep_records)
     engine.start(running=False)
+    applied = 0  # the newest Update applied: a snapshot says which, so stale settings are never shown as new
     try:
         while True:
             try:
-                name, args, kwargs = conn.recv()
+                command: Command = conn.recv()
             except EOFError:  # the app is gone
                 break
-            if name == "stop":
-                break
-            try:
-                value = getattr(engine, name)
-                if callable(value):
-                    value = value(*args, **kwargs)
-                elif isinstance(value, (list, deque)):
-                    value = list(value)  # a copy: the engine's thread appends to the original
-                reply = ("ok", value)
-            except Exception as exc:  # a bad value: the caller raises it again
-                reply = ("error", exc)
-            conn.send(reply)
+            match command:
+                case Stop():
+                    break
+                case Update(changes=changes, version=version):
+                    with contextlib.suppress(ValueError):  # checked by the sender already
+                        engine.update(**changes)
+                    applied = version
+                case SetModel(model=model):
+                    engine.set_model(model)
+                case SetRunning(running=True):
+                    engine.resume()
+                case SetRunning(running=False):
+                    engine.pause()
+                case GetSnapshot(seq=seq):
+                    conn.send((seq, (engine.snapshot(), applied)))
+                case GetRecords(seq=seq):
+                    conn.send((seq, list(engine.records)))
     finally:
         engine.stop()
         if writer is not None:
             writer.close()
-        records = list(engine.records)  # final: a request may have ended after the app last asked
-        try:
-            conn.send(("ok", records))
+        with contextlib.suppress(OSError):  # final: a request may have ended after the app last asked
+            conn.send((FINAL, list(engine.records)))
             conn.close()
-        except OSError:
-            pass
-
-
-class EngineStopped(RuntimeError):
-    """The engine's process is gone (killed, or crashed): no more requests will run."""
 
 
 class EngineProcess:
-    """`LoadEngine`'s interface, with the engine in a child process (spawned: no inherited threads)."""
+    """An `Engine` (tui/load/contract.py) whose LoadEngine runs in a child process (spawned: no inherited threads).
+
+    `out_path` is appended to (the caller empties it first), so several engine processes can share one file.
+    """
 
     def __init__(self, target: Target, settings: LoadSettings | None = None, *, out_path: str | None = None,
                  read_timeout: float = 600.0, keep_records: int | None = None) -> None:
@@ -76,7 +84,9 @@ class EngineProcess:
         self._out_path, self._read_timeout, self._keep_records = out_path, read_timeout, keep_records
         self._conn = None
         self._process: multiprocessing.Process | None = None
-        self._lock = threading.Lock()  # one request/reply on the pipe at a time
+        self._send_lock = threading.Lock()  # one writer on the pipe at a time
+        self._ask_lock = threading.Lock()  # one question (send, then wait for its answer) at a time
+        self._seq = self._version = 0
         self._running = False
         self._records: list[RequestRecord] = []
         self._last: Snapshot | None = None
@@ -99,54 +109,81 @@ class EngineProcess:
         if running:
             self.resume()
 
-    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+    # --- the pipe ---------------------------------------------------------------------------------
+    def _dead(self) -> EngineStopped:
+        self._process.join(1)
+        self._failure = f"the load engine's process ended (exit code {self._process.exitcode})"
+        return EngineStopped(self._failure)
+
+    def _send(self, command: Command) -> None:
         if self._failure:
             raise EngineStopped(self._failure)
         try:
-            with self._lock:
-                self._conn.send((name, args, kwargs))
-                status, result = self._conn.recv()
+            with self._send_lock:
+                self._conn.send(command)
         except (OSError, EOFError):
-            self._process.join(1)
-            self._failure = f"the load engine's process ended (exit code {self._process.exitcode})"
-            raise EngineStopped(self._failure) from None
-        if status == "error":
-            raise result
-        return result
+            raise self._dead() from None
 
-    # --- the LoadEngine interface ---------------------------------------------------------------
+    def _ask(self, question: type[GetSnapshot] | type[GetRecords]) -> Any:
+        with self._ask_lock:
+            self._seq += 1
+            seq = self._seq
+            self._send(question(seq))
+            deadline = time.monotonic() + REPLY_TIMEOUT_S
+            try:
+                while self._conn.poll(max(0.0, deadline - time.monotonic())):
+                    got, value = self._conn.recv()
+                    if got == seq:
+                        return value
+            except (OSError, EOFError):
+                raise self._dead() from None
+            if not self._process.is_alive():
+                raise self._dead()
+            raise EngineStopped(f"the load engine has not answered for {REPLY_TIMEOUT_S:g} s")
+
+    # --- the Engine contract ----------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
-        """The engine's state; once its process has died, the last state seen, stopped, saying why."""
+        """The engine's state. Once its process has died, or while it does not answer, the last state seen,
+        saying why."""
         try:
-            snap = self._last = self._call("snapshot")
+            snap, applied = self._ask(GetSnapshot)
         except EngineStopped as exc:
             if self._last is None:
                 raise
-            self._running = False
-            return dataclasses.replace(self._last, running=False, streams=(), waiting=0, streaming=0,
-                                       aggregate_tps=0.0, mean_stream_tps=None, engine_error=str(exc))
-        self._running, self._settings = snap.running, snap.settings
+            if self._failure:
+                self._running = False
+                return dataclasses.replace(self._last, running=False, streams=(), waiting=0, streaming=0,
+                                           aggregate_tps=0.0, mean_stream_tps=None, engine_error=str(exc))
+            return dataclasses.replace(self._last, engine_error=str(exc))
+        if applied < self._version:  # asked before our newest Update arrived: show what we asked for
+            snap = dataclasses.replace(snap, settings=self._settings)
+        self._last = snap
+        self._running = snap.running
         return snap
 
-    # Steering a dead engine does nothing: the snapshot already says it has stopped.
     def update(self, **changes: Any) -> LoadSettings:
-        with contextlib.suppress(EngineStopped):
-            self._settings = self._call("update", **changes)
-        return self._settings
+        new = dataclasses.replace(self._settings, **changes).validated()  # a bad value raises here
+        self._settings = new
+        self._version += 1
+        with contextlib.suppress(EngineStopped):  # steering a dead engine does nothing: the snapshot says why
+            self._send(Update(changes, self._version))
+        return new
 
     def set_model(self, model: str) -> None:
+        if not model:
+            raise ValueError("the model name cannot be empty")
         with contextlib.suppress(EngineStopped):
-            self._call("set_model", model)
-            self.target = Target(self.target.url, self.target.api, model, self.target.api_key)
+            self._send(SetModel(model))
+        self.target = dataclasses.replace(self.target, model=model)
 
     def pause(self) -> None:
         with contextlib.suppress(EngineStopped):
-            self._call("pause")
+            self._send(SetRunning(False))
         self._running = False
 
     def resume(self) -> None:
         with contextlib.suppress(EngineStopped):
-            self._call("resume")
+            self._send(SetRunning(True))
             self._running = True
 
     @property
@@ -162,7 +199,7 @@ class EngineProcess:
         """The finished requests kept (fetched from the engine process; for export and tests)."""
         if self._process is not None and self._process.is_alive():
             with contextlib.suppress(EngineStopped):
-                self._records = self._call("records")
+                self._records = self._ask(GetRecords)
         return self._records
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -170,14 +207,19 @@ class EngineProcess:
         process = self._process
         if process is None or not process.is_alive():
             return
+        deadline = time.monotonic() + timeout
         try:
-            with self._lock:
-                self._conn.send(("stop", (), {}))
-                if self._conn.poll(timeout):
-                    self._records = self._conn.recv()[1]
+            with self._send_lock:
+                self._conn.send(Stop())
+            with self._ask_lock:
+                while self._conn.poll(max(0.0, deadline - time.monotonic())):
+                    got, value = self._conn.recv()
+                    if got == FINAL:
+                        self._records = value
+                        break
         except (OSError, EOFError):
             pass
-        process.join(timeout)
+        process.join(max(0.1, deadline - time.monotonic()))
         if process.is_alive():
             process.kill()
             process.join(1)

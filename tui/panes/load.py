@@ -151,6 +151,12 @@ class LoadPane(Vertical):
 
     def show(self, snap: Snapshot, server: ServerSample | None = None, observed_limit: int | None = None,
              power_w: float | None = None) -> None:
+        settings = snap.settings  # what the engine runs with: the sliders and the mode line follow it
+        self.query_one("#concurrency", Slider).show_value(settings.concurrency)
+        self.query_one("#words", Slider).show_value(settings.words)
+        if (settings.mode, settings.words) != (self._mode, self._words):
+            self._mode, self._words = settings.mode, settings.words
+            self.show_mode(settings.mode, settings.words)
         self.query_one("#summary", TextBox).show_text(summary_text(snap, power_w, self.compact))
         self.query_one("#server", TextBox).show_text(server_text(server, snap, observed_limit, self.compact))
         self.query_one("#queue", TextBox).show_text(queue_text(snap, server))

@@ -57,6 +57,16 @@ class Slider(Widget, can_focus=True):
     def value(self, value: int) -> None:
         self.index = self._nearest(value)
 
+    def show_value(self, value: int) -> None:
+        """Show a value set elsewhere (the engine runs with it) without posting Changed; a value between the
+        stops becomes a stop of its own."""
+        if value == self.value or self._dragging:
+            return
+        if value not in self.values:
+            self.values = tuple(sorted({*self.values, value}))
+        self.set_reactive(Slider.index, self.values.index(value))
+        self.refresh()
+
     def _nearest(self, value: int) -> int:
         return min(range(len(self.values)), key=lambda i: (abs(self.values[i] - value), i))
 
