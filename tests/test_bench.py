@@ -163,7 +163,9 @@ def test_gpu_power_per_cell_gives_joules_per_token(sim_factory):
     import asyncio
 
     from fakes import FakeDevice
-    from tui.bench import Watch, rows_of, run_cells
+    from tui.bench.cells import run_cells
+    from tui.bench.render import rows_of
+    from tui.bench.watch import Watch
     from tui.load.discover import discover
     from tui.probes.gpu import GpuProbe
 
@@ -204,3 +206,17 @@ def test_a_bad_url_is_one_line_and_keeps_an_old_out_file(capsys, tmp_path):
     status, out, err = bench(capsys, "--url", "http://localhost:abc", "--out", str(old))
     assert status == 2 and err.strip().count("\n") == 0 and "bad server URL" in err
     assert old.read_text() == '{"kept": true}\n'
+
+
+def test_workers_send_a_round_together_and_every_record_comes_back(sim_factory, capsys, tmp_path):
+    sim = sim_factory(parallel=8, speed=20)
+    out = tmp_path / "workers.jsonl"
+    status, text, _ = bench(capsys, "--url", sim.url, "--concurrency", "6", "--words", "25", "--rounds", "2",
+                            "--workers", "2", "--format", "json", "--out", str(out))
+    assert status == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 12 and {d["stream"] for d in lines} == set(range(6))
+    for rnd in (0, 1):  # both workers' requests of a round went out within a few ms of each other
+        sends = [d["send_ns"] for d in lines if d["round"] == rnd]
+        assert max(sends) - min(sends) < 50e6
+    assert json.loads(text)["rows"][0]["errors"] == 0

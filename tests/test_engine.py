@@ -169,3 +169,28 @@ def test_engine_process_keeps_the_newest_records_and_out_keeps_all(sim_factory, 
     assert len(lines) >= 6 and len(kept) == 3
     # The kept ones are the last three to finish: the file's last three lines, in order.
     assert [(r.stream, round(r.sent_at, 6)) for r in kept] == [(d["stream"], d["sent_at"]) for d in lines[-3:]]
+
+
+def test_a_pool_of_engine_processes_is_one_engine(sim_factory, tmp_path):
+    """Two workers, eight streams on four slots: one merged view, streams 0-7, one whole --out."""
+    from tui.load.pool import EnginePool
+
+    sim = sim_factory(parallel=4, speed=20)
+    out = tmp_path / "pool.jsonl"
+    engine = EnginePool(Target(sim.url, "ollama", sim.server.config.model), LoadSettings(concurrency=8, words=100),
+                        workers=2, out_path=str(out))
+    engine.start()
+    try:
+        snap = wait_for(lambda: (s := engine.snapshot()).streaming == 4 and s.waiting == 4 and s, timeout=20)
+        assert [v.index for v in snap.streams] == list(range(8))
+        engine.update(concurrency=3)
+        assert engine.settings.concurrency == 3
+        wait_for(lambda: engine.snapshot().completed >= 10, timeout=30, every=0.05)
+        wait_for(lambda: len(engine.snapshot().streams) == 3, timeout=30, every=0.05)
+    finally:
+        engine.stop()
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == len(engine.records) >= 10
+    assert {d["stream"] for d in lines} == set(range(8))
+    ends = [r.end_ns for r in engine.records]
+    assert ends == sorted(ends)

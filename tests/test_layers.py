@@ -1,4 +1,4 @@
-"""The data layer (probes, protocols, engine, servers) and the bench never import Textual."""
+"""The data layer (probes, protocols, engine, servers, the bench, and the helpers they share) never imports Textual."""
 
 import subprocess
 import sys
@@ -8,8 +8,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def data_layer_modules() -> list[str]:
-    modules = ["tui.bench"]
-    for package in ("load", "probes", "servers"):
+    modules = ["tui.untrusted", "tui.flags"]
+    for package in ("load", "probes", "servers", "bench"):
         for path in sorted((ROOT / "tui" / package).glob("*.py")):
             modules.append(f"tui.{package}" if path.stem == "__init__" else f"tui.{package}.{path.stem}")
     return modules

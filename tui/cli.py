@@ -62,6 +62,9 @@ def add_app_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--words", type=int, default=100, help="words asked for in the story prompt (default 100)")
     p.add_argument("--mode", default=OUTPUT, choices=MODES,
                    help="output: 'tell a story in N words:'; input: title of a ~480-word text")
+    p.add_argument("--workers", type=int, help="processes that send the requests (default: one per 256 of the"
+                                               f" {MAX_CONCURRENCY} streams the slider reaches, at most a quarter"
+                                               " of the cores)")
     p.add_argument("--autostart", action="store_true", help="start streaming at once")
     p.add_argument("--out", metavar="FILE.jsonl", help="write one JSON line per finished request")
     p.add_argument("--sim", action="store_true", help="run against a built-in SIMULATED server (4 slots)")
@@ -83,6 +86,8 @@ def run_app(args: argparse.Namespace) -> int:
     concurrency = args.concurrency if args.concurrency is not None else (8 if args.demo else 1)
     try:
         check_server_arguments(args)
+        if args.workers is not None and not 1 <= args.workers <= 64:
+            raise UsageError(f"--workers must be 1 to 64, not {args.workers}")
     except UsageError as exc:
         return _die(str(exc))
     if args.demo and (args.sim or args.url):
@@ -119,7 +124,7 @@ def run_app(args: argparse.Namespace) -> int:
         if args.out:
             open(args.out, "w").close()  # fail here, in one line, not in the engine's process
         app = make_app(target, info, settings, autostart=args.autostart or args.demo, out_path=args.out,
-                       read_timeout=args.timeout, notice=notice)
+                       read_timeout=args.timeout, workers=args.workers, notice=notice)
         signal.signal(signal.SIGTERM, lambda signum, frame: app.exit())  # quit as `q` does: files whole
         app.run()
         return app.return_code or 0
@@ -138,18 +143,22 @@ def run_app(args: argparse.Namespace) -> int:
 
 
 def make_app(target, info, settings, *, autostart: bool = False, out_path: str | None = None,
-             read_timeout: float = 600.0, engine=None, read_gpu=None, read_host=None, read_server=None,
-             **app_options):
+             read_timeout: float = 600.0, workers: int | None = None, engine=None, read_gpu=None,
+             read_host=None, read_server=None, **app_options):
     """The app wired to a real engine (in its own process) and the real probes; the tests hand in their own."""
     from tui.app import TokentopApp
+    from tui.load.engine import MAX_CONCURRENCY
+    from tui.load.pool import EnginePool, default_workers
     from tui.load.remote import EngineProcess
     from tui.probes.gpu import GpuProbe
     from tui.probes.host import HostProbe
     from tui.probes.server import ServerProbe
 
     if engine is None:
-        engine = EngineProcess(target, settings, out_path=out_path, read_timeout=read_timeout,
-                               keep_records=APP_KEEP_RECORDS)
+        workers = workers or default_workers(MAX_CONCURRENCY)
+        options = dict(out_path=out_path, read_timeout=read_timeout, keep_records=APP_KEEP_RECORDS)
+        engine = (EnginePool(target, settings, workers=workers, **options) if workers > 1
+                  else EngineProcess(target, settings, **options))
     if read_host is None:
         port = local_port(target.url)
         # A remote server's process is not on this machine: do not mistake a local one for it.

@@ -109,6 +109,11 @@ class Snapshot:
         return sum(1 for v in self.streams if v.state == WAITING and v.waited_s >= QUEUED_AFTER_S)
 
 
+def share(concurrency: int, worker: int, workers: int) -> int:
+    """How many of `concurrency` streams worker `worker` of `workers` runs: stream i runs in worker i % workers."""
+    return (concurrency - worker + workers - 1) // workers
+
+
 def chunks_in_window(record: RequestRecord, since_ns: int) -> int:
     chunks = record.chunk_ns
     n = len(chunks)  # read once: the engine thread may append meanwhile
@@ -125,8 +130,12 @@ class LoadEngine:
         window_s: float = 2.0,
         on_record: Callable[[RequestRecord], None] | None = None,
         keep_records: int | None = None,
+        worker: int = 0,
+        workers: int = 1,
     ) -> None:
+        """`worker` of `workers`: this engine runs the streams i with i % workers == worker (tui/load/pool.py)."""
         self.target = target
+        self._worker, self._workers_n = worker, workers
         self._settings = (settings or LoadSettings()).validated()
         self._settings_lock = threading.Lock()
         self._read_timeout = read_timeout
@@ -271,7 +280,7 @@ class LoadEngine:
             live = chunks_in_window(record, since) / span if span > 0.05 else 0.0
         stop = end if end is not None else now
         return StreamView(
-            index=index,
+            index=record.stream,
             state=state,
             requests_done=self._done_count.get(index, 0),
             waited_s=((first if first is not None else stop) - record.send_ns) / NS,
@@ -312,7 +321,9 @@ class LoadEngine:
         self._reconcile()
 
     def _target(self) -> int:
-        return self._settings.concurrency if self._running and not self._stopping else 0
+        if not self._running or self._stopping:
+            return 0
+        return share(self._settings.concurrency, self._worker, self._workers_n)
 
     def _reconcile(self) -> None:
         target = self._target()
@@ -339,7 +350,7 @@ class LoadEngine:
     async def _one_request(self, index: int) -> RequestRecord:
         s, target = self._settings, self.target  # read once: another thread may change them
         record = RequestRecord(
-            stream=index, concurrency=s.concurrency, words=s.words, mode=s.mode,
+            stream=index * self._workers_n + self._worker, concurrency=s.concurrency, words=s.words, mode=s.mode,
             api=target.api, model=target.model,
         )
         spec = RequestSpec(

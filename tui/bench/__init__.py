@@ -1,0 +1,187 @@
+"""`tokentop bench`: the seed article's benchmark, headless.
+
+For each (concurrency, words) cell, send `concurrency` requests at once and wait for all of them;
+`--rounds` repeats the cell. Results go to stdout as a table (or markdown, csv, json); a progress
+bar goes to stderr; `--out` gets one JSON line per request, flushed as each request ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import signal
+import sys
+from collections.abc import Callable
+
+from tui.bench.cells import GIL_SWITCH_S, WorkerDied, run_cells
+from tui.bench.render import FORMATS, make_meta, render, rows_of
+from tui.bench.watch import Watch
+from tui.flags import UsageError, add_server_arguments, check_server_arguments
+from tui.load.discover import DiscoveryError, discover
+from tui.load.engine import MAX_CONCURRENCY
+from tui.load.pool import default_workers
+from tui.load.prompts import INPUT, MODES, OUTPUT, build_prompt
+from tui.load.records import JsonlWriter, RequestRecord
+from tui.probes.gpu import GpuProbe
+from tui.probes.server import ServerProbe
+from tui.untrusted import one_line
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_server_arguments(p)
+    p.add_argument("--mode", default=OUTPUT, choices=MODES,
+                   help="output: 'tell a story in N words:'; input: title of a ~480-word text")
+    p.add_argument("--concurrency", default="1,2,4",
+                   help=f"comma-separated request counts, each 1 to {MAX_CONCURRENCY} (default 1,2,4)")
+    p.add_argument("--words", default="25,50,100,400,800", help="comma-separated word counts, output mode")
+    p.add_argument("--rounds", type=int, default=1, help="repeat each cell R times (default 1)")
+    p.add_argument("--temperature", type=float, help="sampling temperature")
+    p.add_argument("--seed", type=int, help="sampling seed")
+    p.add_argument("--num-ctx", type=int, help="ollama context length (changing it reloads the model)")
+    p.add_argument("--format", default="table", choices=FORMATS, help="stdout format (default table)")
+    p.add_argument("--out", metavar="FILE.jsonl", help="write one JSON line per request, as each ends")
+    p.add_argument("--sim", action="store_true", help="bench a built-in SIMULATED server instead of --url")
+    p.add_argument("--sim-speed", type=float, default=10.0, help="time multiplier of --sim (default 10)")
+    p.add_argument("--workers", type=int, help="processes that send the requests (default: one per 256 streams of"
+                                               " the largest cell, at most a quarter of the cores)")
+
+
+def parse_int_list(text: str, flag: str, most: int | None = None) -> list[int]:
+    shown = one_line(text, 60)
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{flag} takes comma-separated whole numbers, not {shown!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise UsageError(f"{flag} takes whole numbers of 1 or more, not {shown!r}")
+    if most is not None and any(v > most for v in values):
+        raise UsageError(f"{flag} takes whole numbers of 1 to {most}, not {shown!r}")
+    repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if repeated is not None:
+        raise UsageError(f"{flag} lists {repeated} twice (--rounds repeats a cell)")
+    return values
+
+
+def validate(args: argparse.Namespace) -> tuple[list[int], list[int]]:
+    check_server_arguments(args)
+    concurrency = parse_int_list(args.concurrency, "--concurrency", MAX_CONCURRENCY)
+    words = parse_int_list(args.words, "--words")
+    if args.rounds < 1:
+        raise UsageError(f"--rounds must be 1 or more, not {args.rounds}")
+    if args.num_ctx is not None and args.num_ctx < 1:
+        raise UsageError(f"--num-ctx must be 1 or more, not {args.num_ctx}")
+    if not (math.isfinite(args.sim_speed) and args.sim_speed > 0):
+        raise UsageError(f"--sim-speed must be a number more than 0, not {args.sim_speed}")
+    if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise UsageError(f"--temperature must be a number of 0 or more, not {args.temperature}")
+    if args.workers is not None and not 1 <= args.workers <= 64:
+        raise UsageError(f"--workers must be 1 to 64, not {args.workers}")
+    if args.mode == INPUT:
+        words = [len(build_prompt(INPUT, 0).split())]  # the prompt's length is the variable
+    return concurrency, words
+
+
+def run(args: argparse.Namespace) -> int:
+    sys.setswitchinterval(GIL_SWITCH_S)
+    sim = None
+    try:
+        concurrency, words = validate(args)
+    except UsageError as exc:
+        return _die(str(exc))
+    out = watch = None
+    try:
+        url = args.url
+        if args.sim:
+            from tui.servers.simproc import SimProcess
+
+            sim = SimProcess(speed=args.sim_speed).start()
+            url = sim.url
+        target, info = discover(url, args.api, args.model)
+        out = JsonlWriter(args.out) if args.out else None  # only now: bad input must not wipe an old file
+        meta = make_meta(info, args, concurrency, words)
+        watch = Watch(ServerProbe(info.url, info.kind, info.version, target.headers(), redact=target.redactor()),
+                      GpuProbe())
+        records: list[RequestRecord] = []
+        interrupted = failed = False
+        terminated = []  # SIGTERM: stop as Ctrl-C does (print what finished), then exit 143
+
+        def on_sigterm(signum: int, frame: object) -> None:
+            terminated.append(signum)
+            signal.raise_signal(signal.SIGINT)
+
+        previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
+        try:
+            with _progress(sum(c * args.rounds for c in concurrency) * len(words)) as advance:
+                def finished(record: RequestRecord) -> None:
+                    nonlocal out, failed
+                    records.append(record)
+                    if out is not None:
+                        try:
+                            out.write(record)
+                        except OSError as exc:  # e.g. a full disk: say so once, keep measuring
+                            print(f"tokentop bench: --out is no longer written ({exc}); the table will still"
+                                  " print", file=sys.stderr)
+                            with contextlib.suppress(OSError):
+                                out.close()
+                            out, failed = None, True
+                    advance()
+
+                workers = args.workers or default_workers(max(concurrency))
+                asyncio.run(run_cells(target, args, concurrency, words, finished, watch, workers))
+        except WorkerDied as exc:  # what finished before is still worth its table
+            print(f"tokentop bench: {exc}; the table shows what finished", file=sys.stderr)
+            failed = True
+        except KeyboardInterrupt:
+            interrupted = True
+            print(f"{'terminated' if terminated else 'interrupted'}: {len(records)} finished request(s) kept",
+                  file=sys.stderr)
+        finally:
+            signal.signal(signal.SIGTERM, previous_sigterm)
+        rows = rows_of(records, concurrency, words)
+        for row in rows:
+            watch.add_to(row)
+        sys.stdout.write(render(rows, meta, args.format, args.mode))
+        sys.stdout.flush()
+        if interrupted:
+            return 143 if terminated else 130
+        if records and all(r.error_kind for r in records):
+            print(f"tokentop bench: every request failed ({len(records)}); see the Errors column", file=sys.stderr)
+            return 1
+        return 1 if failed else 0
+    except (DiscoveryError, OSError) as exc:
+        return _die(str(exc))
+    except KeyboardInterrupt:  # Ctrl-C while finding the server
+        return 130
+    finally:
+        if out is not None:
+            out.close()
+        if watch is not None and watch.server is not None:
+            watch.server.close()
+        if sim is not None:
+            sim.stop()
+
+
+def _die(message: str) -> int:
+    print(f"tokentop bench: error: {message}", file=sys.stderr)
+    return 2
+
+
+class _progress:
+    """A rich progress bar on stderr; `with _progress(total) as advance: advance()`."""
+
+    def __init__(self, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(TextColumn("requests"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                  console=Console(stderr=True), transient=True)
+        self._task = self._progress.add_task("bench", total=total)
+
+    def __enter__(self) -> Callable[[], None]:
+        self._progress.start()
+        return lambda: self._progress.advance(self._task)
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()

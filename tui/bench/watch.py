@@ -1,0 +1,60 @@
+"""What is measured beside the requests while each cell runs: the server's queue peak (its /metrics),
+GPU power (NVML), and tokentop's own cost (loop lag, CPU: is the client the bottleneck?)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from tui.load.selfcost import MIN_SPAN_S, ClientCost
+from tui.load.stats import mean
+from tui.probes.gpu import GpuProbe
+from tui.probes.server import ServerProbe
+
+Cell = tuple[int, int]  # (concurrency, words)
+
+
+@dataclass
+class Watch:
+    """What the server and the GPUs say while each cell runs: the server's queue peak, GPU power."""
+
+    server: ServerProbe | None = None
+    gpu: GpuProbe | None = None
+    queue_max: dict[Cell, int] = field(default_factory=dict)
+    power: dict[Cell, list[float]] = field(default_factory=dict)
+    client: dict[Cell, list[ClientCost]] = field(default_factory=dict)
+
+    async def cell(self, cell: Cell) -> None:
+        server, gpu = self.server, self.gpu
+        while server or gpu:
+            if server:
+                sample = await asyncio.to_thread(server.read)
+                if sample.waiting is not None:
+                    self.queue_max[cell] = max(self.queue_max.get(cell, 0), sample.waiting)
+                elif sample.error is None:
+                    server = None  # this server reports no queue
+            if gpu:
+                reading = await asyncio.to_thread(gpu.read)
+                watts = [g.power for g in reading.gpus if g.power is not None]
+                if watts:
+                    self.power.setdefault(cell, []).append(sum(watts))
+                else:
+                    gpu = None  # no GPU, or it reports no power
+            await asyncio.sleep(0.2)
+
+    def add_to(self, row: dict[str, Any]) -> None:
+        cell = (row["concurrency"], row["words"])
+        row["server_queue_max"] = self.queue_max.get(cell)
+        watts = mean(self.power.get(cell, []))
+        tps = row.get("aggregate_tps")
+        row["gpu_power_w"] = watts
+        row["j_per_token"] = watts / tps if watts and tps else None
+        row["tps_per_watt"] = tps / watts if watts and tps else None
+        costs = [c for c in self.client.get(cell, []) if c.span_s >= MIN_SPAN_S]  # shorter says too little
+        cpus = [c.cpu for c in costs if c.cpu is not None]
+        lags = [c.lag_p90_ms for c in costs if c.lag_p90_ms is not None]
+        row["client_cpu_pct"] = max(cpus) * 100 if cpus else None
+        row["client_lag_p90_ms"] = max(lags) if lags else None
+        warnings = [c.warning for c in costs if c.warning]
+        row["client_warning"] = warnings[0] if warnings else None

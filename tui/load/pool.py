@@ -1,0 +1,124 @@
+"""Several engine processes, each with a share of the streams, seen as one `Engine`: for loads that one
+core cannot hold (a Python client near a full core stamps its chunks late).
+
+Every worker gets the same settings and runs its share of the streams: stream i runs in worker i % N,
+so raising the concurrency adds streams round the workers. Snapshots are merged into one; finished requests go to one `--out` (each worker
+appends whole lines) and are merged in finishing order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import threading
+from typing import Any
+
+from tui.load.client import Target
+from tui.load.engine import STREAMING, LoadSettings, Snapshot
+from tui.load.remote import EngineProcess
+from tui.load.records import RequestRecord
+from tui.load.stats import mean, percentile
+
+STREAMS_PER_WORKER = 256  # what one worker holds on one core with room to spare (README, Performance)
+
+
+def default_workers(concurrency: int, cores: int | None = None) -> int:
+    """Enough workers for the load, at most a quarter of the cores (the server may need the rest)."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, min(math.ceil(concurrency / STREAMS_PER_WORKER), cores // 4))
+
+
+def merge(snaps: list[Snapshot], settings: LoadSettings) -> Snapshot:
+    """One snapshot of the whole pool from each worker's."""
+    streams = sorted((v for s in snaps for v in s.streams), key=lambda v: v.index)
+    streaming = [v for v in streams if v.state == STREAMING]
+    ttfts = [t for s in snaps for t in s.recent_ttfts_s]
+    costs = [s.client_cost for s in snaps if s.client_cost is not None]
+    return Snapshot(
+        taken_ns=max(s.taken_ns for s in snaps),
+        running=any(s.running for s in snaps),
+        settings=settings,
+        streams=tuple(streams),
+        waiting=sum(s.waiting for s in snaps),
+        streaming=sum(s.streaming for s in snaps),
+        completed=sum(s.completed for s in snaps),
+        errors=sum(s.errors for s in snaps),
+        aggregate_tps=sum(s.aggregate_tps for s in snaps),
+        mean_stream_tps=mean(v.live_tps for v in streaming),
+        ttft_p50_s=percentile(ttfts, 50),
+        truncated=sum(s.truncated for s in snaps),
+        cold_starts=sum(s.cold_starts for s in snaps),
+        queue_wait_mean_s=mean(s.queue_wait_mean_s for s in snaps),
+        record_error=next((s.record_error for s in snaps if s.record_error), None),
+        engine_error=next((s.engine_error for s in snaps if s.engine_error), None),
+        # the worker closest to its limit speaks for the pool: its streams are the ones measured late
+        client_cost=max(costs, key=lambda c: (c.warning is not None, c.cpu or 0.0), default=None),
+        recent_ttfts_s=tuple(ttfts),
+    )
+
+
+class EnginePool:
+    """An `Engine` (tui/load/contract.py) made of `workers` EngineProcesses."""
+
+    def __init__(self, target: Target, settings: LoadSettings | None = None, *, workers: int,
+                 out_path: str | None = None, read_timeout: float = 600.0, keep_records: int | None = None) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be 1 or more, not {workers}")
+        self.target = target
+        self._settings = (settings or LoadSettings()).validated()
+        self._workers = workers
+        keep = math.ceil(keep_records / workers) if keep_records else None
+        self._engines = [EngineProcess(target, self._settings, out_path=out_path, read_timeout=read_timeout,
+                                       keep_records=keep, worker=k, workers=workers) for k in range(workers)]
+
+    def start(self, running: bool = True) -> None:
+        for engine in self._engines:
+            engine.start(running)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop every worker at once, so the whole pool stops within `timeout`."""
+        threads = [threading.Thread(target=engine.stop, args=(timeout,)) for engine in self._engines]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def update(self, **changes: Any) -> LoadSettings:
+        self._settings = dataclasses.replace(self._settings, **changes).validated()  # a bad value raises here
+        for engine in self._engines:  # each runs its own share of the streams (LoadEngine's worker/workers)
+            engine.update(**changes)
+        return self._settings
+
+    def set_model(self, model: str) -> None:
+        for engine in self._engines:
+            engine.set_model(model)
+        self.target = dataclasses.replace(self.target, model=model)
+
+    def pause(self) -> None:
+        for engine in self._engines:
+            engine.pause()
+
+    def resume(self) -> None:
+        for engine in self._engines:
+            engine.resume()
+
+    @property
+    def running(self) -> bool:
+        return any(engine.running for engine in self._engines)
+
+    @property
+    def settings(self) -> LoadSettings:
+        return self._settings
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    def snapshot(self) -> Snapshot:
+        return merge([engine.snapshot() for engine in self._engines], self._settings)
+
+    @property
+    def records(self) -> list[RequestRecord]:
+        merged = [r for engine in self._engines for r in engine.records]
+        return sorted(merged, key=lambda r: r.end_ns or 0)  # one clock (CLOCK_MONOTONIC) in every process
