@@ -46,7 +46,7 @@ sys.path.insert(0, str(HERE))
 import paced_server  # noqa: E402
 
 ROOT = HERE.parent
-CLIENTS = ("floor", "tokentop")
+CLIENTS = ("floor", "tokentop", "tokentop-w2")  # tokentop-w2: tokentop bench --workers 2
 
 
 # --- the floor client (runs in its own process: `bench_streams.py floor-client …`) -------------------
@@ -166,17 +166,26 @@ def client_command(client: str, port: int, n: int, rounds: int, out: str) -> lis
     if client == "floor":
         return [sys.executable, __file__, "floor-client", "--port", str(port), "--streams", str(n),
                 "--rounds", str(rounds), "--out", out]
+    workers = client.partition("-w")[2] or "1"
     return [sys.executable, "-m", "tui", "bench", "--url", f"http://127.0.0.1:{port}", "--api", "openai",
             "--model", "paced", "--concurrency", str(n), "--words", "25", "--rounds", str(rounds),
-            "--format", "json", "--out", out, "--timeout", "60"]
+            "--format", "json", "--out", out, "--timeout", "60", "--workers", workers]
 
 
 def cpu_seconds(proc: psutil.Process) -> float | None:
+    """The client's CPU seconds so far, its worker processes included (ended ones are in RUSAGE_CHILDREN)."""
     try:
-        t = proc.cpu_times()
+        procs = [proc, *proc.children(recursive=True)]
     except psutil.Error:
         return None
-    return t.user + t.system
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
 
 
 def run_sampled(cmd: list[str], log_dir: Path, deadline_s: float) -> tuple[list[tuple[int, float]], float, int]:
@@ -287,7 +296,7 @@ def measure(client: str, n: int, rounds: int, port: int, server: psutil.Process,
     end_ns = time.perf_counter_ns()
     server_lines = [line for line in paced_server.read_log(str(server_log)) if start_ns <= line["arrival_ns"] <= end_ns]
     result = figures(client, n, rounds, read_records(client, out), server_lines, samples, work_s)
-    result.update(rc=rc, cpu_total_s=total_cpu, tui_digest=tree_digest() if client == "tokentop" else None,
+    result.update(rc=rc, cpu_total_s=total_cpu, tui_digest=tree_digest() if client.startswith("tokentop") else None,
                   server_cpu_pct=100 * (server_cpu(server) - server_cpu0) / ((end_ns - start_ns) / 1e9))
     if rc != 0:
         result["stderr_tail"] = (run_dir / "client.stderr").read_text()[-500:]
@@ -315,24 +324,19 @@ def fmt(value: float | None, spec: str = ".1f") -> str:
 
 
 def table(results: list[dict], rate: float) -> str:
-    head = ["streams", "chunks/s", "floor CPU ms/1k", "tokentop CPU ms/1k", "ratio",
-            "TTFT err p50/p99 ms floor", "TTFT err p50/p99 ms tokentop", "wall ratio floor", "wall ratio tokentop",
-            "round spread max ms floor", "round spread max ms tokentop", "send lag p99 ms (f/t)",
-            "server late p99 ms (f/t)",
-            "errors (f/t)"]
+    """One row per streams x client; "x floor" is the client's CPU per chunk over the floor's at the same N."""
+    head = ["streams", "client", "chunks/s", "CPU ms/1k chunks", "x floor", "TTFT err p50 / p99 ms", "wall ratio",
+            "round spread max ms", "send lag p99 ms", "server late p99 ms", "errors"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for n in sorted({r["streams"] for r in results}):
-        f, t = (next((r for r in results if r["streams"] == n and r["client"] == c), {}) for c in CLIENTS)
-        fc, tc = f.get("cpu_ms_per_1k"), t.get("cpu_ms_per_1k")
+    for r in sorted(results, key=lambda r: (r["streams"], CLIENTS.index(r["client"]))):
+        floor = next((f for f in results if f["streams"] == r["streams"] and f["client"] == "floor"), {})
+        fc, cpu = floor.get("cpu_ms_per_1k"), r.get("cpu_ms_per_1k")
         rows.append("| " + " | ".join([
-            str(n), f"{n * rate:.0f}", fmt(fc), fmt(tc), fmt(tc / fc if fc and tc else None, ".2f") + "x",
-            f"{fmt(f.get('ttft_err_p50_ms'), '.2f')} / {fmt(f.get('ttft_err_p99_ms'), '.2f')}",
-            f"{fmt(t.get('ttft_err_p50_ms'), '.2f')} / {fmt(t.get('ttft_err_p99_ms'), '.2f')}",
-            fmt(f.get("wall_ratio"), ".3f"), fmt(t.get("wall_ratio"), ".3f"),
-            fmt(f.get("round_spread_max_ms")), fmt(t.get("round_spread_max_ms")),
-            f"{fmt(f.get('send_lag_p99_ms'))} / {fmt(t.get('send_lag_p99_ms'))}",
-            f"{fmt(f.get('server_late_p99_ms'), '.2f')} / {fmt(t.get('server_late_p99_ms'), '.2f')}",
-            f"{f.get('errors', '-')} / {t.get('errors', '-')}",
+            str(r["streams"]), r["client"], f"{r['streams'] * rate:.0f}", fmt(cpu),
+            fmt(cpu / fc if fc and cpu else None, ".2f") + "x",
+            f"{fmt(r.get('ttft_err_p50_ms'), '.2f')} / {fmt(r.get('ttft_err_p99_ms'), '.2f')}",
+            fmt(r.get("wall_ratio"), ".3f"), fmt(r.get("round_spread_max_ms")), fmt(r.get("send_lag_p99_ms")),
+            fmt(r.get("server_late_p99_ms"), ".2f"), str(r.get("errors", "-")),
         ]) + " |")
     return "\n".join(rows)
 

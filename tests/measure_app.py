@@ -1,13 +1,28 @@
-"""Measure the app's own cost and its timing error, in a real terminal (tmux), against `tokentop sim`.
+"""The app's own cost in a real terminal (tmux, 160x48), beside the headless client's, against a paced server.
 
-    python tests/measure_app.py [--seconds 30]
+    python tests/measure_app.py                    # idle, then N = 16,64,128,256 streams
+    python tests/measure_app.py --quick            # idle, N = 16,64; 10 s windows
+    python tests/measure_app.py --streams 64 --seconds 30 --json results.json
 
-1. idle: the app monitoring, no load (concurrency 0) — CPU of the tokentop process.
-2. 64 streams against the default sim (4 slots, 60 queued, ~65 tok/s in all, as the seed's A100).
-3./4. 64 streams against `tokentop sim --parallel 64` at speed 2 (~130 tok/s in all) and 10 (~650),
-   where the sim gives every request a fixed, known TTFT (`--ttft`) and nobody queues, so client
-   TTFT − known TTFT is what the client side adds. Each run twice: the engine alone (no UI, this
-   process) and the app with its UI in tmux, so the UI's share of the error is the difference.
+The load is tests/paced_server.py (50 tokens at 50 tok/s, TTFT 0.1 s: 1.1 s a request), one server
+for the whole run; its stamps and the client's are both time.perf_counter_ns() (CLOCK_MONOTONIC).
+  idle:  the app at concurrency 0, monitoring only.
+  N:     `python -m tui … --concurrency N --autostart --out FILE.jsonl`; the app keeps N streams busy.
+         The window starts once the first N requests have ended (start-up, discovery and the first
+         wave are not counted) and lasts --seconds; then the app is let finish that window's
+         requests and `q` is pressed.
+  headless: the same N through `tokentop bench` (tests/bench_streams.py, rounds of N requests).
+Figures, over the window only:
+  CPU: the app process and its engine process(es) (psutil children, recursive), % of one core and
+       ms per 1,000 content chunks (chunks whose client stamp falls in the window);
+  TTFT error: client first-chunk stamp (send_ns + chunk_offsets_ms[0]) − the server's stamp just after
+       writing that token, matched by response id, p50/p99;
+  requests/s: N ÷ the mean time between a stream's consecutive sends (request + the client's turnaround),
+       against the ideal N / 1.1 s (the server writes the last token at 1.08 s: a client adding nothing
+       scores 1.02x the ideal);
+  terminal: bytes the app wrote to its terminal (tmux pipe-pane), per second;
+  client-bound: the app's own warning, if any screen capture (every 5 s) shows one;
+  quit: `q` to the app's exit; --out is checked to be whole JSON lines.
 
 Not a pytest test: timings on a shared 2-core machine are not pass/fail material. The numbers go in
 the README. Needs tmux.
@@ -18,30 +33,43 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import psutil
 
-from tui.load.stats import percentile
-from tui.servers.local import free_port
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import bench_streams  # noqa: E402
+import paced_server  # noqa: E402
 
-KNOWN_TTFT_S = 0.1  # real seconds: --ttft 1.0 at --speed 10
+from tui.servers.local import free_port  # noqa: E402
+
+ROOT = HERE.parent
+TTFT_S, TOKENS, RATE = 0.1, 50, 50.0
+WORK_S = TTFT_S + TOKENS / RATE  # one request's length: 1.1 s
+TMUX = ["tmux", "-L", "tokentop-measure"]  # a tmux server of our own; it exits with its last session
+CAPTURE_EVERY_S = 5.0
+IDLE_WARMUP_S = 5.0
+MIN_CHUNKS = 8000  # headless: small N gets more rounds, so its CPU (10 ms ticks) has enough to count
 
 
 @contextlib.contextmanager
 def running_sim(options: list[str]) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`tokentop sim` in its own process on a free port: (its URL, the process), stopped afterwards."""
+    """`tokentop sim` in its own process on a free port: (its URL, the process). Used by make_screenshots.py."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     sim = subprocess.Popen([sys.executable, "-m", "tui", "sim", "--port", str(port), *options],
-                           stdout=subprocess.DEVNULL)
+                           cwd=ROOT, stdout=subprocess.DEVNULL)
     try:
         for _ in range(100):
             try:
@@ -57,115 +85,352 @@ def running_sim(options: list[str]) -> Iterator[tuple[str, subprocess.Popen]]:
         sim.wait()
 
 
-def run_app(session: str, args: list[str]) -> psutil.Process:
-    command = " ".join([f"exec {sys.executable} -m tui", *args])
-    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "48", command], check=True)
-    time.sleep(0.5)
-    pid = int(subprocess.check_output(["tmux", "display-message", "-p", "-t", session, "#{pane_pid}"]).strip())
-    return psutil.Process(pid)
+# --- the app in tmux ---------------------------------------------------------------------------------
+
+def tmux(*args: str, check: bool = True) -> str:
+    return subprocess.run([*TMUX, *args], check=check, capture_output=True, text=True).stdout
 
 
-def cpu_seconds(process: psutil.Process) -> float:
-    """The process's CPU time and its children's (tokentop's engine runs in a child process)."""
-    total = 0.0
-    for p in [process, *process.children(recursive=True)]:
-        try:
-            times = p.cpu_times()
-            total += times.user + times.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
+@dataclass
+class App:
+    session: str
+    dir: Path
+    shell: psutil.Process  # the pane's shell: the app, its engine and `timeout` are below it
 
+    @classmethod
+    def start(cls, session: str, work_dir: Path, app_args: list[str], life_s: float) -> App:
+        run_dir = work_dir / session
+        run_dir.mkdir()
+        app = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "tui", *app_args])
+        # pytest/readline may have exported COLUMNS/LINES; `timeout` ends an app this script lost track of,
+        # and with it the session and the tmux server. The exit status lands in `rc`.
+        command = (f"timeout --foreground {life_s:.0f} env -u COLUMNS -u LINES {app};"
+                   f" echo $? > {shlex.quote(str(run_dir / 'rc'))}")
+        tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "48", "-c", str(ROOT), command)
+        tmux("pipe-pane", "-o", "-t", session, f"cat >> {shlex.quote(str(run_dir / 'terminal.out'))}")
+        pid = int(tmux("display-message", "-p", "-t", session, "#{pane_pid}").strip())
+        return cls(session, run_dir, psutil.Process(pid))
 
-def cpu_percent(processes: list[psutil.Process], seconds: float) -> list[float]:
-    """Each process's CPU (children included) over the same window, in % of one core."""
-    before, start = [cpu_seconds(p) for p in processes], time.monotonic()
-    time.sleep(seconds)
-    after, wall = [cpu_seconds(p) for p in processes], time.monotonic() - start
-    return [100 * (a - b) / wall for a, b in zip(after, before)]
+    def cpu_seconds(self) -> float:
+        """CPU time of the app and every process below it (the engine runs in a child process)."""
+        total = 0.0
+        for p in [self.shell, *self.shell.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                times = p.cpu_times()
+                total += times.user + times.system
+        return total
 
+    def terminal_bytes(self) -> int:
+        path = self.dir / "terminal.out"
+        return path.stat().st_size if path.exists() else 0
 
-def quit_app(session: str, process: psutil.Process) -> float:
-    started = time.monotonic()
-    subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
-    try:
-        while time.monotonic() - started < 10:  # exited = a zombie until tmux reaps it, which can take seconds
-            try:
-                if process.status() == psutil.STATUS_ZOMBIE:
-                    break
-            except psutil.NoSuchProcess:
-                break
+    def screen(self) -> str:
+        return tmux("capture-pane", "-p", "-t", self.session, check=False)
+
+    def exit_status(self) -> int | None:
+        path = self.dir / "rc"
+        text = path.read_text().strip() if path.exists() else ""
+        return int(text) if text else None
+
+    def quit(self, timeout: float = 15.0) -> tuple[float | None, int | None]:
+        """Press q; (seconds until the app exited, its exit status), None where it did not in time."""
+        started = time.monotonic()
+        tmux("send-keys", "-t", self.session, "q")
+        while time.monotonic() - started < timeout:
+            if (rc := self.exit_status()) is not None:
+                return time.monotonic() - started, rc
             time.sleep(0.01)
-        return time.monotonic() - started
+        return None, None
+
+    def close(self) -> None:
+        tmux("kill-session", "-t", self.session, check=False)
+
+
+@dataclass(frozen=True)
+class Sample:
+    ns: int  # time.perf_counter_ns(): the clock of the records' and the server's stamps
+    cpu_s: float  # the app's tree
+    terminal_bytes: int
+    machine_busy_s: float  # all cores, every process: how shared the machine was
+
+    @classmethod
+    def take(cls, app: App) -> Sample:
+        t = psutil.cpu_times()
+        return cls(time.perf_counter_ns(), app.cpu_seconds(), app.terminal_bytes(),
+                   t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0))
+
+
+def watch(app: App, seconds: float) -> tuple[Sample, Sample, list[str]]:
+    """The window: a sample at each end and a screen capture every CAPTURE_EVERY_S, the last at the end."""
+    first = Sample.take(app)
+    end = time.monotonic() + seconds
+    screens = []
+    while (left := end - time.monotonic()) > 0:
+        time.sleep(min(CAPTURE_EVERY_S, left))
+        if end - time.monotonic() > 0.5:
+            screens.append(app.screen())
+    last = Sample.take(app)
+    screens.append(app.screen())
+    return first, last, screens
+
+
+def window_figures(first: Sample, last: Sample, screens: list[str]) -> dict:
+    wall = (last.ns - first.ns) / 1e9
+    return {"window_s": wall, "cpu_s": last.cpu_s - first.cpu_s,
+            "cpu_pct": 100 * (last.cpu_s - first.cpu_s) / wall,
+            "terminal_bytes_per_s": (last.terminal_bytes - first.terminal_bytes) / wall,
+            "machine_busy_cores": (last.machine_busy_s - first.machine_busy_s) / wall,
+            "client_bound": [w for w in map(client_bound, screens) if w], "captures": len(screens),
+            "summary": summary_line(screens[-1]), "screen": screens[-1]}
+
+
+def client_bound(screen: str) -> str | None:
+    """The app's client-bound warning (in its summary, in red) if the screen shows one."""
+    return next((line_text(line[line.index("client-bound"):]) for line in screen.splitlines()
+                 if "client-bound" in line), None)
+
+
+def line_text(line: str) -> str:
+    """A screen line without the box drawing and the runs of spaces."""
+    return " ".join(line.strip(" │╭╮╰╯─").split())
+
+
+def summary_line(screen: str) -> str | None:
+    """The load pane's summary ("▶ running  streaming N … aggregate …"), with the line it wraps onto."""
+    lines = [line_text(x) for x in screen.splitlines()]
+    for i, line in enumerate(lines):
+        if " aggregate " in f" {line} ":
+            more = lines[i + 1] if i + 1 < len(lines) else ""
+            wrapped = more and not more.startswith(("server", "#"))
+            return f"{line} {more}" if wrapped else line
+    return None
+
+
+# --- the runs ----------------------------------------------------------------------------------------
+
+def app_args(port: int, concurrency: int) -> list[str]:
+    return ["--url", f"http://127.0.0.1:{port}", "--api", "openai", "--model", "paced",
+            "--concurrency", str(concurrency), "--timeout", "60"]
+
+
+def idle_run(port: int, work_dir: Path, seconds: float) -> dict:
+    app = App.start("idle", work_dir, app_args(port, 0), life_s=seconds + 120)
+    try:
+        time.sleep(IDLE_WARMUP_S)
+        first, last, screens = watch(app, seconds)
+        quit_s, rc = app.quit()
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], stderr=subprocess.DEVNULL)
+        app.close()
+    return {"run": "idle", "streams": 0, **window_figures(first, last, screens), "quit_s": quit_s, "rc": rc}
 
 
-def ttft_errors_ms(records: list[dict], since: float) -> list[float]:
-    return [(r["ttft_s"] - KNOWN_TTFT_S) * 1000 for r in records
-            if r["sent_at"] >= since and r["ttft_s"] is not None and not r["error"]]
+def wait_for_lines(path: Path, count: int, timeout: float) -> float:
+    """Seconds until `path` has `count` lines (or the timeout)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if path.exists() and path.read_bytes().count(b"\n") >= count:
+            break
+        time.sleep(0.1)
+    return time.monotonic() - started
 
 
-def describe(errors: list[float]) -> str:
-    return (f"{len(errors)} requests, TTFT - known {KNOWN_TTFT_S * 1000:.0f} ms: p50 {percentile(errors, 50):.1f} ms,"
-            f" p99 {percentile(errors, 99):.1f} ms, max {max(errors):.1f} ms")
+def load_run(n: int, port: int, server_log: Path, work_dir: Path, seconds: float) -> dict:
+    out = work_dir / f"app-{n}.jsonl"
+    warmup_cap = 30 + n / 10
+    app = App.start(f"app-{n}", work_dir, [*app_args(port, n), "--autostart", "--out", str(out)],
+                    life_s=warmup_cap + seconds + 120)
+    try:
+        warmup_s = wait_for_lines(out, n, warmup_cap) + 1.0
+        time.sleep(1.0)
+        first, last, screens = watch(app, seconds)
+        time.sleep(WORK_S + 0.4)  # the window's last requests end and reach --out before the quit
+        quit_s, rc = app.quit()
+    finally:
+        app.close()
+    records, torn = read_out(out)
+    server_lines = paced_server.read_log(str(server_log))
+    window, streams = window_figures(first, last, screens), stream_figures(n, records, server_lines, first.ns, last.ns)
+    return {"run": "app", "streams": n, "warmup_s": warmup_s, **window, **streams,
+            "cpu_ms_per_1k": window["cpu_s"] * 1e6 / streams["chunks"] if streams["chunks"] else None,
+            "quit_s": quit_s, "rc": rc, "out_lines": len(records), "out_torn_lines": torn}
 
 
-def engine_alone(url: str, seconds: float, words: int) -> tuple[float, list[float]]:
-    from tui.load.client import Target
-    from tui.load.engine import LoadEngine, LoadSettings
-
-    engine = LoadEngine(Target(url, "ollama", "tokentop-sim:70b-simulated"), LoadSettings(concurrency=64, words=words))
-    engine.start()
-    time.sleep(5)
-    since, cpu0, wall0 = time.time(), time.process_time(), time.monotonic()
-    time.sleep(seconds)
-    cpu = 100 * (time.process_time() - cpu0) / (time.monotonic() - wall0)
-    engine.stop()
-    return cpu, ttft_errors_ms([r.to_json() for r in engine.records], since)
+def read_out(path: Path) -> tuple[list[dict], int]:
+    """The --out records, and how many lines were not whole JSON (or lacked their newline)."""
+    text = path.read_text() if path.exists() else ""
+    records, torn = [], int(bool(text) and not text.endswith("\n"))
+    for line in text.splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            torn += 1
+    return records, torn
 
 
-def app_run(session: str, url: str, seconds: float, extra: list[str], sim: subprocess.Popen,
-            out: Path | None = None) -> tuple[float, float, float, list[dict]]:
-    args = ["--url", url, *extra] + (["--out", str(out)] if out else [])
-    app = run_app(session, args)
-    time.sleep(5)
-    since = time.time()
-    app_cpu, sim_cpu = cpu_percent([app, psutil.Process(sim.pid)], seconds)
-    quit_s = quit_app(session, app)
-    records = [json.loads(line) for line in out.read_text().splitlines()] if out else []
-    return app_cpu, sim_cpu, quit_s, [r for r in records if r["sent_at"] >= since]
+def stream_figures(n: int, records: list[dict], server_lines: list[dict], t0: int, t1: int) -> dict:
+    """Chunks, TTFT error and request rate of the window [t0, t1] (perf_counter_ns)."""
+    by_id = {line["id"]: line for line in server_lines}
+    chunks, ttft_err, errors, sends = 0, [], 0, {}
+    for r in records:
+        send, offsets = r["send_ns"], r["chunk_offsets_ms"] or []
+        chunks += sum(1 for ms in offsets if t0 <= send + ms * 1e6 <= t1)
+        if t0 <= send <= t1:
+            sends.setdefault(r["stream"], []).append((send, send + (r["e2e_s"] or 0) * 1e9))
+            errors += r["error_kind"] is not None
+        server = by_id.get(r["response_id"])
+        if offsets and t0 <= send + offsets[0] * 1e6 <= t1 and server and server["first_write_ns"]:
+            ttft_err.append((send + round(offsets[0] * 1e6) - server["first_write_ns"]) / 1e6)
+    cycles, turnarounds = stream_cycles(sends)
+    return {"chunks": chunks, "matched": len(ttft_err), "errors": errors,
+            "ttft_err_p50_ms": bench_streams.percentile(ttft_err, 50),
+            "ttft_err_p99_ms": bench_streams.percentile(ttft_err, 99),
+            "requests_per_s": n / (sum(cycles) / len(cycles)) if cycles else None,
+            "ideal_requests_per_s": n / WORK_S,
+            "turnaround_p50_ms": bench_streams.percentile(turnarounds, 50),
+            "turnaround_p99_ms": bench_streams.percentile(turnarounds, 99)}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=30.0, help="length of each measurement (default 30)")
-    args = parser.parse_args()
+def stream_cycles(sends: dict[int, list[tuple[int, float]]]) -> tuple[list[float], list[float]]:
+    """Per stream, consecutive requests: (send → next send in s, end → next send in ms).
+
+    N ÷ the mean cycle is the request rate; counting the requests that end in the window would be
+    off by up to N per window, as a closed loop's N streams tend to run in step.
+    """
+    cycles, turnarounds = [], []
+    for spans in sends.values():
+        spans.sort()
+        for (send, end), (next_send, _) in zip(spans, spans[1:]):
+            cycles.append((next_send - send) / 1e9)
+            turnarounds.append((next_send - end) / 1e6)
+    return cycles, turnarounds
+
+
+def headless_run(n: int, port: int, server: psutil.Process, server_log: Path, work_dir: Path) -> dict:
+    """`tokentop bench` at the same N, as tests/bench_streams.py runs it."""
+    rounds = max(3, math.ceil(MIN_CHUNKS / (n * TOKENS)))
+    return {"run": "headless", **bench_streams.measure("tokentop", n, rounds, port, server, server_log, work_dir,
+                                                       WORK_S)}
+
+
+# --- output ------------------------------------------------------------------------------------------
+
+fmt = bench_streams.fmt
+
+
+def pair(a: float | None, b: float | None, spec: str = ".1f") -> str:
+    return f"{fmt(a, spec)} / {fmt(b, spec)}"
+
+
+def table(results: list[dict]) -> str:
+    head = ["run", "tokentop CPU, % of a core", "CPU ms/1k chunks (app / headless)",
+            "TTFT err p50/p99 ms, app", "TTFT err p50/p99 ms, headless", "requests/s (ideal N/1.1 s)",
+            "terminal KB/s (1 KB = 1000 B)", "client-bound on screen", "quit s", "machine busy, cores"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        if r["run"] == "idle":
+            cells = ["idle (concurrency 0)", fmt(r["cpu_pct"]), "-", "-", "-", "-"]
+        elif r["run"] == "app":
+            h = next((x for x in results if x["run"] == "headless" and x["streams"] == r["streams"]), {})
+            cells = [f"{r['streams']} streams", fmt(r["cpu_pct"]), pair(r["cpu_ms_per_1k"], h.get("cpu_ms_per_1k")),
+                     pair(r["ttft_err_p50_ms"], r["ttft_err_p99_ms"], ".2f"),
+                     pair(h.get("ttft_err_p50_ms"), h.get("ttft_err_p99_ms"), ".2f"),
+                     f"{fmt(r['requests_per_s'])} ({fmt(r['ideal_requests_per_s'])})"]
+        else:
+            continue
+        cells += [fmt(r["terminal_bytes_per_s"] / 1000), client_bound_cell(r),
+                  fmt(r["quit_s"], ".2f"), fmt(r["machine_busy_cores"], ".2f")]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def client_bound_cell(r: dict) -> str:
+    return f"{len(r['client_bound'])} of {r['captures']} captures" if r["client_bound"] else "no"
+
+
+def progress(r: dict) -> str:
+    if r["run"] == "headless":
+        return (f"headless N={r['streams']}: {fmt(r.get('cpu_ms_per_1k'))} ms/1k chunks, TTFT err p50/p99 "
+                f"{pair(r['ttft_err_p50_ms'], r['ttft_err_p99_ms'], '.2f')} ms, errors {r['errors']}, rc {r['rc']}")
+    text = (f"app {r['run'] if r['run'] == 'idle' else 'N=' + str(r['streams'])}: CPU {r['cpu_pct']:.1f} %, "
+            f"terminal {r['terminal_bytes_per_s'] / 1000:.1f} KB/s, quit {fmt(r['quit_s'], '.2f')} s, rc {r['rc']}, "
+            f"machine busy {r['machine_busy_cores']:.2f} cores")
+    if r["run"] == "app":
+        text += (f"; {fmt(r['cpu_ms_per_1k'])} ms/1k chunks, {r['chunks']} chunks, "
+                 f"{fmt(r['requests_per_s'])} req/s, turnaround p99 {fmt(r['turnaround_p99_ms'], '.2f')} ms, "
+                 f"errors {r['errors']}, --out {r['out_lines']} lines, {r['out_torn_lines']} torn")
+    warned = f"\n  {client_bound_cell(r)} warned; the first: {r['client_bound'][0]}" if r["client_bound"] else ""
+    return text + f"\n  summary: {r['summary']}" + warned
+
+
+# --- main --------------------------------------------------------------------------------------------
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--streams", default="16,64,128,256", help="comma-separated N (default 16,64,128,256)")
+    p.add_argument("--seconds", type=float, default=20.0, help="measured window per N (default 20)")
+    p.add_argument("--idle-seconds", type=float, default=30.0, help="measured window when idle (default 30)")
+    p.add_argument("--quick", action="store_true", help="N = 16,64 and 10 s windows")
+    p.add_argument("--no-headless", action="store_true", help="skip the headless runs")
+    p.add_argument("--json", metavar="OUT", help="save the raw results here")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (screens, records) and print it")
+    args = p.parse_args(argv)
+    args.streams = [int(x) for x in args.streams.split(",") if x.strip()]
+    if args.quick:
+        args.streams, args.seconds, args.idle_seconds = [16, 64], 10.0, 10.0
+    return args
+
+
+def run_all(args: argparse.Namespace, work_dir: Path) -> list[dict]:
+    server_log = work_dir / "server.jsonl"
+    lifetime = 120 + args.idle_seconds + len(args.streams) * (args.seconds + 200)
+    proc, port = paced_server.start(str(server_log), ttft=TTFT_S, tokens=TOKENS, rate=RATE, lifetime=lifetime)
+    kinds = ("app",) if args.no_headless else ("headless", "app")
+    plan = [("idle", 0)] + [(kind, n) for n in args.streams for kind in kinds]
+    results = []
+    try:
+        server = psutil.Process(proc.pid)
+        for kind, n in plan:
+            digest = bench_streams.tree_digest()
+            if kind == "idle":
+                result = idle_run(port, work_dir, args.idle_seconds)
+            elif kind == "headless":
+                result = headless_run(n, port, server, server_log, work_dir)
+            else:
+                result = load_run(n, port, server_log, work_dir, args.seconds)
+            result["tui_digest"] = digest if digest == bench_streams.tree_digest() else "changed during the run"
+            results.append(result)
+            print(progress(result), file=sys.stderr, flush=True)
+    finally:
+        paced_server.stop(proc)
+    return results
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
     if shutil.which("tmux") is None:
         raise SystemExit("needs tmux (apt-get install tmux)")
-    out = Path(tempfile.mkdtemp()) / "streams.jsonl"
-    print(f"machine: {psutil.cpu_count()} cores; {args.seconds:.0f} s per measurement; app in tmux at 160x48")
-
-    with running_sim([]) as (url, sim):
-        idle, _, _, _ = app_run("tokentop-idle", url, args.seconds, ["--concurrency", "0"], sim)
-        print(f"1. idle monitoring: tokentop {idle:.1f} % of one core")
-        busy, sim_cpu, quit_s, records = app_run("tokentop-64", url, args.seconds,
-                                                 ["--concurrency", "64", "--autostart"], sim, out)
-        print(f"2. 64 streams, default sim (4 slots): tokentop {busy:.1f} % of one core, sim {sim_cpu:.1f} %;"
-              f" quit took {quit_s:.2f} s; {len(out.read_text().splitlines())} whole lines in --out")
-
-    # The known-TTFT runs: 64 slots, so nobody queues; a moderate and a stress load.
-    for label, speed, words in (("3. moderate (~130 tok/s)", 2, 25), ("4. stress (~650 tok/s)", 10, 100)):
-        options = ["--parallel", "64", "--speed", str(speed), "--ttft", str(KNOWN_TTFT_S * speed)]
-        with running_sim(options) as (url, sim):
-            alone_cpu, alone_errors = engine_alone(url, args.seconds, words)
-            print(f"{label}, engine alone (no UI): {alone_cpu:.1f} % of one core; {describe(alone_errors)}")
-            busy, sim_cpu, _, records = app_run("tokentop-ttft", url, args.seconds,
-                                                ["--concurrency", "64", "--words", str(words), "--autostart"], sim, out)
-            print(f"{label}, app with UI: tokentop {busy:.1f} % of one core, sim {sim_cpu:.1f} %;"
-                  f" {describe(ttft_errors_ms(records, 0))}")
+    work_dir = Path(tempfile.mkdtemp(prefix="measure_app-"))
+    started = time.monotonic()
+    print(f"machine: {psutil.cpu_count()} cores; app in tmux at 160x48; paced server {TOKENS} tokens at "
+          f"{RATE:g} tok/s, TTFT {TTFT_S:g} s; windows {args.idle_seconds:g} s idle, {args.seconds:g} s per N",
+          file=sys.stderr, flush=True)
+    results = run_all(args, work_dir)
+    print(table(results))
+    apps = [r for r in results if r["run"] == "app"]
+    print(f"\n{time.monotonic() - started:.0f} s in all. Headless: `tokentop bench`, rounds of N requests; app: N"
+          f" streams kept busy; --out after `q`: {sum(r['out_torn_lines'] for r in apps)} torn lines in"
+          f" {sum(r['out_lines'] for r in apps)}; exit status {sorted({r['rc'] for r in results if 'quit_s' in r})}.")
+    digests = {r["tui_digest"] for r in results}
+    if len(digests) > 1:
+        print(f"\nWARNING: tokentop's source (tui/) changed during the measurement: {', '.join(sorted(digests))}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2) + "\n")
+    if args.keep:
+        print(f"work directory: {work_dir}")
+    else:
+        shutil.rmtree(work_dir, ignore_errors=True)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

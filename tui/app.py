@@ -41,6 +41,7 @@ from tui.widgets.model_picker import ModelPicker
 from tui.widgets.slider import Slider
 
 NARROW_BELOW = 120  # columns: below this the chart goes
+CHART_EVERY = 2  # history points (seconds) between two redraws of the chart
 SHORT_BELOW = 36  # rows: below this the panes are compact and the prompt line goes
 
 
@@ -104,7 +105,7 @@ class TokentopApp(App):
 
     def __init__(self, *, engine: Any, info: ServerInfo, read_gpu: Callable[[], GpuReading],
                  read_host: Callable[[], HostSample], read_server: Callable[[], ServerSample] | None = None,
-                 autostart: bool = False, notice: str | None = None, refresh_hz: float = 5.0,
+                 autostart: bool = False, notice: str | None = None, refresh_hz: float = 2.0,
                  poll_s: float = 1.0) -> None:
         super().__init__()
         self.engine, self.info = engine, info
@@ -168,9 +169,14 @@ class TokentopApp(App):
 
     def on_server_sampled(self, message: ServerSampled) -> None:
         self.server = message.sample
+        if self.snap is not None:  # the server's view sits beside the client's: draw it now, not at the next snapshot
+            self._show_load(self.snap)
 
     def on_engine_sampled(self, message: EngineSampled) -> None:
-        self.snap = snap = message.sample
+        self.snap = message.sample
+        self._show_load(message.sample, history=True)
+
+    def _show_load(self, snap: Snapshot, history: bool = False) -> None:
         try:
             pane = self.query_one(LoadPane)
         except NoMatches:  # the screen is being torn down
@@ -181,11 +187,13 @@ class TokentopApp(App):
                 self.say(problem, title="load", severity="error", timeout=30)
         power = sum(g.power for g in self.gpu.gpus if g.power) if self.gpu else None
         pane.show(snap, self.server, self.observed_limit.update(snap), power or None)
-        if self._history_ns is None or snap.taken_ns - self._history_ns >= NS:
+        if history and (self._history_ns is None or snap.taken_ns - self._history_ns >= NS):
             self._history_ns = snap.taken_ns
             server = self.server
             self.history.add(snap, server.running if server else None, server.waiting if server else None)
-            pane.show_history(self.history.points)
+            # The chart scrolls, so each redraw rewrites most of it: every CHART_EVERY points keeps an SSH link light.
+            if len(self.history.points) % CHART_EVERY == 1:
+                pane.show_history(self.history.points)
 
     def on_host_sampled(self, message: HostSampled) -> None:
         if not (panes := self._monitor_panes()):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from tui.load.stats import percentile
 
-TICK_S = 0.02
+TICK_S = 0.05  # 40 samples in a 2 s window; a cheap wake-up even when idle
 LAG_WARN_MS = 5.0  # timestamps later than this at p90 are no longer worth their millisecond digits
 CPU_WARN = 0.9  # of one core: past this the client's own queue grows
 MIN_SPAN_S = 0.5  # a shorter look (a cell of one quick request) says too little to warn on

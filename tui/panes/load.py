@@ -24,6 +24,7 @@ from tui.widgets.streams import HEADER, StreamTable
 from tui.widgets.textbox import TextBox
 
 MODE_NAMES = {"output": "story", "input": "title"}
+ROWS_EVERY_NS = 1_000_000_000
 
 
 def summary_text(snap: Snapshot, power_w: float | None = None, compact: bool = False) -> Text:
@@ -48,7 +49,7 @@ def summary_text(snap: Snapshot, power_w: float | None = None, compact: bool = F
     text.append("  (client)" if compact else "  (client-counted)", style="grey50")
     if snap.truncated:
         # "length": the cap when one is set (a full context is rarer), else the context
-        why = "max tokens" if snap.settings.max_tokens else "context full"
+        why = "max tokens" if snap.settings.max_tokens else "length limit"
         text.append(f"  truncated {snap.truncated} ({why})", style="bold magenta")
     if snap.cold_starts:
         text.append(f"  cold starts {snap.cold_starts}", style="magenta")
@@ -57,8 +58,8 @@ def summary_text(snap: Snapshot, power_w: float | None = None, compact: bool = F
     cost = snap.client_cost
     if cost is not None and cost.warning:
         text.append(f"  {cost.warning}", style="bold white on red")
-    elif cost is not None and cost.cpu is not None and not compact:
-        text.append(f"  client CPU {cost.cpu:.0%} · loop lag {fmt(cost.lag_p90_ms, '.1f')} ms", style="grey50")
+    elif cost is not None and cost.cpu is not None and not compact and (snap.streaming or snap.waiting):
+        text.append(f"  engine CPU {cost.cpu:.0%} lag {fmt(cost.lag_p90_ms, '.0f')} ms", style="grey50")
     if power_w and snap.aggregate_tps > 0:
         text.append(f"  {power_w / snap.aggregate_tps:.2f} J/tok", style="cyan")
         if not compact:
@@ -133,6 +134,8 @@ class LoadPane(Vertical):
         self._concurrency, self._words, self._mode = concurrency, words, mode
         self._max_tokens = max_tokens
         self.compact = False  # set by the app on short terminals
+        self._rows_ns: int | None = None  # when the stream rows were last drawn, and how many
+        self._rows_n = 0
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="controls"):
@@ -160,7 +163,10 @@ class LoadPane(Vertical):
         self.query_one("#summary", TextBox).show_text(summary_text(snap, power_w, self.compact))
         self.query_one("#server", TextBox).show_text(server_text(server, snap, observed_limit, self.compact))
         self.query_one("#queue", TextBox).show_text(queue_text(snap, server))
-        self.query_one(StreamTable).show(snap.streams)
+        # Every visible row changes on every redraw (timers, rates): once a second keeps an SSH link light.
+        if self._rows_ns is None or snap.taken_ns - self._rows_ns >= ROWS_EVERY_NS or len(snap.streams) != self._rows_n:
+            self._rows_ns, self._rows_n = snap.taken_ns, len(snap.streams)
+            self.query_one(StreamTable).show(snap.streams)
 
     def show_mode(self, mode: str, words: int) -> None:
         self.query_one("#mode", TextBox).show_text(mode_text(mode, words, self._max_tokens))
