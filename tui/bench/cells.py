@@ -20,9 +20,7 @@ from multiprocessing.connection import Connection
 
 from tui.bench.watch import Cell, Watch
 from tui.load.client import StreamClient, Target, make_client, stream_once
-from tui.load.engine import share
-from tui.load.prompts import build_prompt
-from tui.load.protocols import RequestSpec
+from tui.load.engine import LoadSettings, request_spec, share
 from tui.load.records import RequestRecord
 from tui.load.selfcost import ClientCost, CostMonitor
 
@@ -35,8 +33,8 @@ async def run_round(client: StreamClient, target: Target, args: argparse.Namespa
                     emit: Finished, worker: int = 0, workers: int = 1) -> ClientCost:
     """This process's share of one round: its requests at once, each handed to `emit` as it ends."""
     n, w = cell
-    spec = RequestSpec(model=target.model, prompt=build_prompt(args.mode, w), max_tokens=args.max_tokens,
-                       temperature=args.temperature, seed=args.seed, num_ctx=args.num_ctx)
+    spec = request_spec(target.model, LoadSettings(concurrency=n, words=w, mode=args.mode, max_tokens=args.max_tokens,
+                                                   temperature=args.temperature, seed=args.seed, num_ctx=args.num_ctx))
     monitor = CostMonitor(window_s=24 * 3600)
     sampling = asyncio.ensure_future(monitor.sample())
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import dataclasses
+import logging
 import math
 import threading
 import time
@@ -28,6 +29,8 @@ from tui.load.protocols import RequestSpec
 from tui.load.records import NS, RequestRecord
 from tui.load.selfcost import ClientCost, CostMonitor
 from tui.load.stats import mean, percentile
+
+log = logging.getLogger(__name__)
 
 WAITING, STREAMING, DONE, ERROR = "waiting", "streaming", "done", "error"
 ERROR_BACKOFF_S = 1.0  # pause after a failed request so a dead server is not hammered
@@ -109,6 +112,13 @@ class Snapshot:
         return sum(1 for v in self.streams if v.state == WAITING and v.waited_s >= QUEUED_AFTER_S)
 
 
+def request_spec(model: str, settings: LoadSettings, words: int | None = None) -> RequestSpec:
+    """What one request asks for under `settings` (the app's engine and the bench build theirs here)."""
+    return RequestSpec(model=model, prompt=build_prompt(settings.mode, settings.words if words is None else words),
+                       max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed,
+                       num_ctx=settings.num_ctx)
+
+
 def share(concurrency: int, worker: int, workers: int) -> int:
     """How many of `concurrency` streams worker `worker` of `workers` runs: stream i runs in worker i % workers."""
     return (concurrency - worker + workers - 1) // workers
@@ -178,8 +188,8 @@ class LoadEngine:
         future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
         try:
             future.result(timeout)
-        except Exception:
-            pass
+        except TimeoutError:  # streams that would not end in time: the loop is stopped under them
+            log.warning("engine: streams still ending after %.1f s; stopping anyway", timeout)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(max(0.0, deadline - time.monotonic()))
 
@@ -199,15 +209,6 @@ class LoadEngine:
         return self._settings
 
     # --- steering (any thread) ---------------------------------------------------------------
-    def set_concurrency(self, n: int) -> None:
-        self.update(concurrency=n)
-
-    def set_words(self, words: int) -> None:
-        self.update(words=words)
-
-    def set_mode(self, mode: str) -> None:
-        self.update(mode=mode)
-
     def set_model(self, model: str) -> None:
         """Send the next requests to another model of the same server."""
         if not model:
@@ -338,7 +339,16 @@ class LoadEngine:
     async def _stream(self, index: int) -> None:
         try:
             while index < self._target():
-                record = await self._one_request(index)
+                try:
+                    record = await self._one_request(index)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a bug of ours: an error record and a log line, and the stream goes on
+                    log.exception("stream %d", index)
+                    record = self._current.get(index) or self._new_record(index)
+                    record.error_kind, record.error = "bug", f"tokentop bug: {type(exc).__name__}: {exc}"
+                    record.end_ns = record.end_ns or time.perf_counter_ns()
+                    self._finish(index, record)
                 if record.error_kind:
                     await asyncio.sleep(min(MAX_BACKOFF_S, max(ERROR_BACKOFF_S, record.retry_after_s or 0)))
         except asyncio.CancelledError:
@@ -347,16 +357,15 @@ class LoadEngine:
             self._workers.pop(index, None)
             self._current.pop(index, None)
 
+    def _new_record(self, index: int) -> RequestRecord:
+        s, target = self._settings, self.target
+        return RequestRecord(stream=index * self._workers_n + self._worker, concurrency=s.concurrency, words=s.words,
+                             mode=s.mode, api=target.api, model=target.model)
+
     async def _one_request(self, index: int) -> RequestRecord:
         s, target = self._settings, self.target  # read once: another thread may change them
-        record = RequestRecord(
-            stream=index * self._workers_n + self._worker, concurrency=s.concurrency, words=s.words, mode=s.mode,
-            api=target.api, model=target.model,
-        )
-        spec = RequestSpec(
-            model=target.model, prompt=build_prompt(s.mode, s.words), max_tokens=s.max_tokens,
-            temperature=s.temperature, seed=s.seed, num_ctx=s.num_ctx,
-        )
+        record = self._new_record(index)
+        spec = request_spec(target.model, s)
         self._current[index] = record
         try:
             await stream_once(self._client, target, spec, record)

@@ -12,7 +12,7 @@ line or inside a character only delays that line until its end arrives.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from tui.untrusted import count, numbers_only
@@ -258,7 +258,6 @@ class RequestSpec:
     temperature: float | None = None
     seed: int | None = None
     num_ctx: int | None = None  # ollama only
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def chat_path(api: str) -> str:

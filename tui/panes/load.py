@@ -14,7 +14,7 @@ from textual.widgets import Static
 
 from tui.load.engine import CONCURRENCY_STOPS, Snapshot
 from tui.load.history import LoadPoint
-from tui.load.prompts import INPUT, WORD_STOPS
+from tui.load.prompts import INPUT, TITLE_INSTRUCTION, WORD_STOPS
 from tui.probes.server import OLLAMA_PARALLEL_NOTE, ServerSample
 from tui.untrusted import visible
 from tui.widgets.chart import LoadChart
@@ -118,7 +118,7 @@ def mode_text(mode: str, words: int, max_tokens: int | None = None) -> Text:
     text = Text("mode ", style="bold")
     text.append(MODE_NAMES.get(mode, mode), style="bold cyan")
     if mode == INPUT:
-        text.append("  'give a title for below text in 10 words: ' + a ~480-word text", style="grey62")
+        text.append(f"  '{TITLE_INSTRUCTION}' + a ~480-word text", style="grey62")
     else:
         text.append(f"  'tell a story in {words} words:'", style="grey62")
     if max_tokens is not None:

@@ -3,6 +3,7 @@ from a thread worker); the slow search for the server's process runs in a backgr
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -10,6 +11,8 @@ import time
 from dataclasses import dataclass
 
 import psutil
+
+log = logging.getLogger(__name__)
 
 SERVER_NAMES = ("ollama", "llama-server", "vllm", "sglang", "text-generation-launcher")
 SEARCH_EVERY_S = 5.0  # at most one process search this often while the server is not found
@@ -131,7 +134,9 @@ class HostProbe:
     def _search_quietly(self) -> None:
         try:
             self.find_server()
-        except Exception:
+        except Exception as exc:
+            if not isinstance(exc, psutil.Error):  # a process vanishing or denied is expected; anything else is a bug
+                log.exception("finding the server's process")
             with self._lock:
                 self._searching = False
                 self._searched_at = time.monotonic()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 import httpx
 
@@ -52,7 +51,6 @@ class LoadedModel:
     size: int  # bytes
     size_vram: int  # bytes on the GPU; less than size means part runs on the CPU
     context_length: int | None
-    expires_at: datetime | None
 
     @property
     def cpu_fraction(self) -> float:
@@ -111,20 +109,10 @@ def detect(client: httpx.Client, base: str) -> tuple[str, str | None]:
 
 
 def parse_ps(data: dict) -> tuple[LoadedModel, ...]:
-    models = []
-    for m in data.get("models") or []:
-        if not isinstance(m, dict):
-            continue
-        expires = None
-        if isinstance(m.get("expires_at"), str):
-            try:
-                expires = datetime.fromisoformat(m["expires_at"].replace("Z", "+00:00"))
-            except ValueError:
-                pass
-        models.append(LoadedModel(name=str(m.get("name") or m.get("model") or "?"), size=int(m.get("size") or 0),
-                                  size_vram=int(m.get("size_vram") or 0), context_length=m.get("context_length"),
-                                  expires_at=expires))
-    return tuple(models)
+    listed = data.get("models")
+    return tuple(LoadedModel(name=str(m.get("name") or m.get("model") or "?"), size=count(m.get("size")) or 0,
+                             size_vram=count(m.get("size_vram")) or 0, context_length=count(m.get("context_length")))
+                 for m in (listed if isinstance(listed, list) else []) if isinstance(m, dict))
 
 
 class ServerProbe:

@@ -1,0 +1,71 @@
+"""What the simulated server simulates: its slots, speeds, cold start and faults (SimConfig)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+FAULT_KINDS = ("refuse", "busy", "cut", "malformed", "stall")
+
+
+@dataclass
+class SimConfig:
+    parallel: int = 4  # slots; requests beyond wait in a FIFO queue
+    speed: float = 1.0  # multiplier on all simulated time
+    # busy slots -> per-stream decode tok/s; interpolated, and the aggregate held beyond the last point
+    profile: tuple[tuple[int, float], ...] = ((1, 25.4), (2, 22.3), (4, 16.2))
+    prefill_tps: float = 400.0
+    ttft_s: float | None = None  # a fixed slot → first token time instead of prefill + one decode step
+    load_s: float = 0.0  # cold-start model load on the first request(s)
+    faults: dict[str, float] = field(default_factory=dict)  # kind -> probability per request
+    fault_after: int = 3  # cut / malformed / stall come after this many content tokens
+    seed: int = 0
+    model: str = "tokentop-sim:70b-simulated"
+    version: str = "0.0.0-tokentop-sim"
+
+    def __post_init__(self) -> None:
+        if self.parallel < 1:
+            raise ValueError(f"parallel must be 1 or more, not {self.parallel}")
+        if not (0 < self.speed < math.inf and 0 < self.prefill_tps < math.inf):
+            raise ValueError(f"speed and prefill tok/s must be numbers more than 0, not {self.speed}, {self.prefill_tps}")
+        if self.ttft_s is not None and not 0 <= self.ttft_s < math.inf:
+            raise ValueError(f"ttft must be a number of 0 or more, not {self.ttft_s}")
+        if not 0 <= self.load_s < math.inf or self.fault_after < 0:
+            raise ValueError("load time and fault_after must be numbers of 0 or more")
+        if not self.profile or any(n < 1 or not r > 0 for n, r in self.profile):
+            raise ValueError("profile needs (slots >= 1, tok/s > 0) points")
+        if not self.model:
+            raise ValueError("model name cannot be empty")
+        for kind, p in self.faults.items():
+            if kind not in FAULT_KINDS or not 0 <= p <= 1:
+                raise ValueError(f"bad fault {kind}={p} (kinds: {', '.join(FAULT_KINDS)}; probability 0 to 1)")
+
+
+def decode_rate(profile: tuple[tuple[int, float], ...], busy: int) -> float:
+    """Per-stream tok/s with `busy` slots decoding."""
+    points = sorted(profile)
+    n = max(1, busy)
+    if n <= points[0][0]:
+        return points[0][1]
+    for (n0, r0), (n1, r1) in zip(points, points[1:]):
+        if n <= n1:
+            return r0 + (r1 - r0) * (n - n0) / (n1 - n0)
+    last_n, last_rate = points[-1]
+    return last_rate * last_n / n
+
+
+def parse_faults(spec: str) -> dict[str, float]:
+    """"cut=0.5,busy=1" -> {"cut": 0.5, "busy": 1.0}; a kind alone means probability 1."""
+    faults: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        kind, sep, value = (s.strip() for s in part.partition("="))
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault {kind!r} in {spec!r} (choose from: {', '.join(FAULT_KINDS)})")
+        try:
+            probability = float(value) if sep else 1.0
+        except ValueError:
+            probability = float("nan")
+        if not 0 <= probability <= 1:
+            raise ValueError(f"fault {kind!r} needs a probability from 0 to 1, not {value!r}")
+        faults[kind] = probability
+    return faults
