@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tui.cli import make_app
 from tui.load.discover import discover
-from tui.load.engine import LoadSettings
+from tui.load.settings import LoadSettings
 from measure_app import running_sim  # tests/ is on the path when run as a script
 
 OUT = Path(__file__).resolve().parent.parent / "screenshots"

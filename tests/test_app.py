@@ -7,7 +7,7 @@ import json
 
 from tui.cli import make_app
 from tui.load.discover import discover
-from tui.load.engine import MAX_CONCURRENCY, LoadSettings
+from tui.load.settings import MAX_CONCURRENCY, LoadSettings
 from tui.panes.load import LoadPane
 from tui.widgets.slider import Slider
 from tui.widgets.streams import StreamTable

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from tui.load.client import Target
-from tui.load.engine import LoadEngine, LoadSettings
+from tui.load.engine import LoadEngine
+from tui.load.settings import LoadSettings
 
 
 def wait_for(predicate, timeout=10.0, every=0.005):

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from tui.load.client import Target
-from tui.load.engine import LoadEngine, LoadSettings
+from tui.load.engine import LoadEngine
+from tui.load.settings import LoadSettings
 from tui.probes.server import ServerProbe, detect
 
 # GET /metrics of each kind: llama.cpp's recorded from the real llama-server under load; vLLM's,

@@ -13,7 +13,8 @@ from fakes import fake_gpu_reading
 from tui.cli import make_app
 from tui.load.client import Target
 from tui.load.discover import ServerInfo
-from tui.load.engine import ERROR, STREAMING, WAITING, LoadSettings, Snapshot, StreamView
+from tui.load.settings import LoadSettings
+from tui.load.snapshot import ERROR, STREAMING, WAITING, Snapshot, StreamView
 from tui.load.history import LoadPoint
 from tui.probes.gpu import GpuReading
 from tui.probes.host import HostSample, ProcessSample

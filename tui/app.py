@@ -26,7 +26,7 @@ from textual.message import Message
 from textual.widgets import Footer, Static
 
 from tui.load.discover import ServerInfo
-from tui.load.engine import Snapshot
+from tui.load.snapshot import Snapshot
 from tui.load.history import LoadHistory, ObservedLimit
 from tui.load.prompts import INPUT, OUTPUT
 from tui.load.records import NS, write_jsonl

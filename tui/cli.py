@@ -54,7 +54,7 @@ def add_app_arguments(p: argparse.ArgumentParser) -> None:
     from tui.load.prompts import MODES, OUTPUT
 
     from tui.flags import add_server_arguments
-    from tui.load.engine import MAX_CONCURRENCY
+    from tui.load.settings import MAX_CONCURRENCY
 
     add_server_arguments(p)
     p.add_argument("--concurrency", type=int,
@@ -81,7 +81,7 @@ def _die(message: str) -> int:
 def run_app(args: argparse.Namespace) -> int:
     from tui.flags import UsageError, check_server_arguments
     from tui.load.discover import DiscoveryError, discover
-    from tui.load.engine import LoadSettings
+    from tui.load.settings import LoadSettings
 
     concurrency = args.concurrency if args.concurrency is not None else (8 if args.demo else 1)
     try:
@@ -147,7 +147,7 @@ def make_app(target, info, settings, *, autostart: bool = False, out_path: str |
              read_host=None, read_server=None, **app_options):
     """The app wired to a real engine (in its own process) and the real probes; the tests hand in their own."""
     from tui.app import TokentopApp
-    from tui.load.engine import MAX_CONCURRENCY
+    from tui.load.settings import MAX_CONCURRENCY
     from tui.load.pool import EnginePool, default_workers
     from tui.load.remote import EngineProcess
     from tui.probes.gpu import GpuProbe

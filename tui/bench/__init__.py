@@ -20,7 +20,7 @@ from tui.bench.render import FORMATS, make_meta, render, rows_of
 from tui.bench.watch import Watch
 from tui.flags import UsageError, add_server_arguments, check_server_arguments
 from tui.load.discover import DiscoveryError, discover
-from tui.load.engine import MAX_CONCURRENCY
+from tui.load.settings import MAX_CONCURRENCY
 from tui.load.pool import default_workers
 from tui.load.prompts import INPUT, MODES, OUTPUT, build_prompt
 from tui.load.records import JsonlWriter, RequestRecord

@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 
 from tui.bench.watch import Cell, Watch
 from tui.load.client import StreamClient, Target, make_client, stream_once
-from tui.load.engine import LoadSettings, request_spec, share
+from tui.load.settings import LoadSettings, request_spec, share
 from tui.load.records import RequestRecord
 from tui.load.selfcost import ClientCost, CostMonitor
 

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from tui.load.engine import LoadSettings, Snapshot
+from tui.load.settings import LoadSettings
+from tui.load.snapshot import Snapshot
 from tui.load.records import RequestRecord
 
 

@@ -1,7 +1,7 @@
 """The live load engine: closed-loop streaming requests whose concurrency can change while it runs.
 
 It runs its own asyncio loop in its own thread, so chunk timestamps are taken away from any UI
-loop. Other threads steer it with `set_*` calls (applied on the engine's loop) and read it with
+loop. Other threads steer it with `update` (applied on the engine's loop) and read it with
 `snapshot()`, which copies a few numbers and never blocks on the loop.
 
 Closed loop: stream i sends a request, waits for it to end, sends the next, for i < concurrency.
@@ -16,112 +16,22 @@ import asyncio
 import bisect
 import dataclasses
 import logging
-import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from tui.load.client import Target, make_client, stream_once
-from tui.load.prompts import MODES, build_prompt
-from tui.load.protocols import RequestSpec
 from tui.load.records import NS, RequestRecord
-from tui.load.selfcost import ClientCost, CostMonitor
+from tui.load.selfcost import CostMonitor
+from tui.load.settings import LoadSettings, request_spec, share
+from tui.load.snapshot import DONE, ERROR, STREAMING, WAITING, Snapshot, StreamView
 from tui.load.stats import mean, percentile
 
 log = logging.getLogger(__name__)
 
-WAITING, STREAMING, DONE, ERROR = "waiting", "streaming", "done", "error"
 ERROR_BACKOFF_S = 1.0  # pause after a failed request so a dead server is not hammered
 MAX_BACKOFF_S = 60.0  # the longest pause a server's Retry-After gets
-MAX_CONCURRENCY = 1024  # the most streams the app and the bench will run at once
-# The app's concurrency slider: every count up to 16, then steps that feel even on a log scale.
-CONCURRENCY_STOPS = (*range(17), 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256,
-                     320, 384, 448, 512, 640, 768, 896, 1024)
-QUEUED_AFTER_S = 0.3  # waiting this long with others streaming is taken as queueing, not prefill
-
-
-@dataclass(frozen=True)
-class LoadSettings:
-    concurrency: int = 1
-    words: int = 100
-    mode: str = "output"
-    max_tokens: int | None = None
-    temperature: float | None = None
-    seed: int | None = None
-    num_ctx: int | None = None
-    cancel_surplus: bool = False
-
-    def validated(self) -> LoadSettings:
-        if not 0 <= self.concurrency <= MAX_CONCURRENCY:
-            raise ValueError(f"concurrency must be 0 to {MAX_CONCURRENCY}, not {self.concurrency}")
-        if self.words < 1:
-            raise ValueError(f"words must be 1 or more, not {self.words}")
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r} (choose from: {', '.join(MODES)})")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max tokens must be 1 or more, not {self.max_tokens}")
-        if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ValueError(f"temperature must be a number of 0 or more, not {self.temperature}")
-        return self
-
-
-@dataclass(frozen=True)
-class StreamView:
-    """One stream as the UI shows it. Token counts and live rates are client-counted chunks."""
-
-    index: int
-    state: str
-    requests_done: int
-    waited_s: float  # send → first token, or send → now while still waiting
-    ttft_s: float | None
-    tokens: int
-    live_tps: float  # content chunks per second over the engine's window (client-counted)
-    e2e_s: float  # send → end, or send → now while running
-    error: str | None
-    note: str | None = None  # about this stream's last finished request: truncated, cold start, queued
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    taken_ns: int
-    running: bool
-    settings: LoadSettings
-    streams: tuple[StreamView, ...]
-    waiting: int
-    streaming: int
-    completed: int
-    errors: int
-    aggregate_tps: float  # all streams' content chunks per second over the window (client-counted)
-    mean_stream_tps: float | None  # mean live rate of the streaming streams
-    ttft_p50_s: float | None  # over the recent finished requests
-    truncated: int = 0  # finished requests that stopped at a token limit (done_reason "length")
-    cold_starts: int = 0  # ollama: requests that waited for a model load
-    queue_wait_mean_s: float | None = None  # ollama's own durations: total − load − prompt − eval (recent)
-    record_error: str | None = None  # why --out stopped being written, if it did
-    engine_error: str | None = None  # why the engine itself stopped (its process died), if it did
-    client_cost: ClientCost | None = None  # the engine's own loop lag and CPU: is the client the bottleneck?
-    recent_ttfts_s: tuple[float, ...] = ()  # the recent finished requests' TTFTs (to merge several engines)
-
-    @property
-    def queued(self) -> int:
-        """Streams waiting longer than a prefill takes while others stream: the live queue."""
-        if not self.streaming:
-            return 0
-        return sum(1 for v in self.streams if v.state == WAITING and v.waited_s >= QUEUED_AFTER_S)
-
-
-def request_spec(model: str, settings: LoadSettings, words: int | None = None) -> RequestSpec:
-    """What one request asks for under `settings` (the app's engine and the bench build theirs here)."""
-    return RequestSpec(model=model, prompt=build_prompt(settings.mode, settings.words if words is None else words),
-                       max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed,
-                       num_ctx=settings.num_ctx)
-
-
-def share(concurrency: int, worker: int, workers: int) -> int:
-    """How many of `concurrency` streams worker `worker` of `workers` runs: stream i runs in worker i % workers."""
-    return (concurrency - worker + workers - 1) // workers
 
 
 def chunks_in_window(record: RequestRecord, since_ns: int) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from tui.load.engine import Snapshot
+from tui.load.snapshot import Snapshot
 from tui.load.records import NS
 
 

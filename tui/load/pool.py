@@ -15,7 +15,8 @@ import threading
 from typing import Any
 
 from tui.load.client import Target
-from tui.load.engine import STREAMING, LoadSettings, Snapshot
+from tui.load.settings import LoadSettings
+from tui.load.snapshot import STREAMING, Snapshot
 from tui.load.remote import EngineProcess
 from tui.load.records import RequestRecord
 from tui.load.stats import mean, percentile

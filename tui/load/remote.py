@@ -22,7 +22,9 @@ from tui.load.client import Target
 from tui.load.contract import (
     Command, EngineStopped, GetRecords, GetSnapshot, SetModel, SetRunning, Stop, Update,
 )
-from tui.load.engine import LoadEngine, LoadSettings, Snapshot
+from tui.load.engine import LoadEngine
+from tui.load.settings import LoadSettings
+from tui.load.snapshot import Snapshot
 from tui.load.records import JsonlWriter, RequestRecord
 
 REPLY_TIMEOUT_S = 2.0

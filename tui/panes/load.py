@@ -12,7 +12,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-from tui.load.engine import CONCURRENCY_STOPS, Snapshot
+from tui.load.settings import CONCURRENCY_STOPS
+from tui.load.snapshot import Snapshot
 from tui.load.history import LoadPoint
 from tui.load.prompts import INPUT, TITLE_INSTRUCTION, WORD_STOPS
 from tui.probes.server import OLLAMA_PARALLEL_NOTE, ServerSample

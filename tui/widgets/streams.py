@@ -14,7 +14,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tui.load.engine import DONE, ERROR, STREAMING, WAITING, StreamView
+from tui.load.snapshot import DONE, ERROR, STREAMING, WAITING, StreamView
 from tui.untrusted import visible
 from tui.widgets.drawing import bar, fmt
 

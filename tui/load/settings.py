@@ -1,0 +1,54 @@
+"""What the load is: the settings every engine runs with, their limits and checks, and the request they make.
+
+One place for them, so the app, the bench and every engine refuse the same bad values with the same words.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tui.load.prompts import MODES, build_prompt
+from tui.load.protocols import RequestSpec
+
+MAX_CONCURRENCY = 1024  # the most streams the app and the bench will run at once
+# The app's concurrency slider: every count up to 16, then steps that feel even on a log scale.
+CONCURRENCY_STOPS = (*range(17), 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256,
+                     320, 384, 448, 512, 640, 768, 896, 1024)
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    concurrency: int = 1
+    words: int = 100
+    mode: str = "output"
+    max_tokens: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+    num_ctx: int | None = None
+    cancel_surplus: bool = False
+
+    def validated(self) -> LoadSettings:
+        if not 0 <= self.concurrency <= MAX_CONCURRENCY:
+            raise ValueError(f"concurrency must be 0 to {MAX_CONCURRENCY}, not {self.concurrency}")
+        if self.words < 1:
+            raise ValueError(f"words must be 1 or more, not {self.words}")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r} (choose from: {', '.join(MODES)})")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max tokens must be 1 or more, not {self.max_tokens}")
+        if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be a number of 0 or more, not {self.temperature}")
+        return self
+
+
+def request_spec(model: str, settings: LoadSettings, words: int | None = None) -> RequestSpec:
+    """What one request asks for under `settings` (the app's engine and the bench build theirs here)."""
+    return RequestSpec(model=model, prompt=build_prompt(settings.mode, settings.words if words is None else words),
+                       max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed,
+                       num_ctx=settings.num_ctx)
+
+
+def share(concurrency: int, worker: int, workers: int) -> int:
+    """How many of `concurrency` streams worker `worker` of `workers` runs: stream i runs in worker i % workers."""
+    return (concurrency - worker + workers - 1) // workers

@@ -1,0 +1,57 @@
+"""What an engine shows of itself: one frozen snapshot, a row per stream. Token counts and live rates in it
+are client-counted (content chunks seen)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tui.load.selfcost import ClientCost
+from tui.load.settings import LoadSettings
+
+WAITING, STREAMING, DONE, ERROR = "waiting", "streaming", "done", "error"
+QUEUED_AFTER_S = 0.3  # waiting this long with others streaming is taken as queueing, not prefill
+
+
+@dataclass(frozen=True)
+class StreamView:
+    """One stream as the UI shows it. Token counts and live rates are client-counted chunks."""
+
+    index: int
+    state: str
+    requests_done: int
+    waited_s: float  # send → first token, or send → now while still waiting
+    ttft_s: float | None
+    tokens: int
+    live_tps: float  # content chunks per second over the engine's window (client-counted)
+    e2e_s: float  # send → end, or send → now while running
+    error: str | None
+    note: str | None = None  # about this stream's last finished request: truncated, cold start, queued
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    taken_ns: int
+    running: bool
+    settings: LoadSettings
+    streams: tuple[StreamView, ...]
+    waiting: int
+    streaming: int
+    completed: int
+    errors: int
+    aggregate_tps: float  # all streams' content chunks per second over the window (client-counted)
+    mean_stream_tps: float | None  # mean live rate of the streaming streams
+    ttft_p50_s: float | None  # over the recent finished requests
+    truncated: int = 0  # finished requests that stopped at a token limit (done_reason "length")
+    cold_starts: int = 0  # ollama: requests that waited for a model load
+    queue_wait_mean_s: float | None = None  # ollama's own durations: total − load − prompt − eval (recent)
+    record_error: str | None = None  # why --out stopped being written, if it did
+    engine_error: str | None = None  # why the engine itself stopped (its process died), if it did
+    client_cost: ClientCost | None = None  # the engine's own loop lag and CPU: is the client the bottleneck?
+    recent_ttfts_s: tuple[float, ...] = ()  # the recent finished requests' TTFTs (to merge several engines)
+
+    @property
+    def queued(self) -> int:
+        """Streams waiting longer than a prefill takes while others stream: the live queue."""
+        if not self.streaming:
+            return 0
+        return sum(1 for v in self.streams if v.state == WAITING and v.waited_s >= QUEUED_AFTER_S)
