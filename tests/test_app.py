@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 
+import pytest
+
 from tui.cli import make_app
 from tui.load.discover import discover
 from tui.load.settings import MAX_CONCURRENCY, LoadSettings
 from tui.panes.load import LoadPane
+from tui.probes.gpu import GpuProbe
 from tui.widgets.slider import Slider
 from tui.widgets.streams import StreamTable
 
@@ -74,6 +77,8 @@ async def test_eight_streams_on_four_slots_four_wait_then_start(sim_factory):
 
 
 async def test_no_gpu_renders_one_calm_line(sim_factory):
+    if GpuProbe().read().gpus:
+        pytest.skip("this machine has a GPU: the no-GPU line cannot show (tests/test_snapshots.py draws both)")
     app = sim_app(sim_factory(speed=20), concurrency=0)
     async with app.run_test(size=(120, 40)) as pilot:
         text = await until(lambda: (t := pane_text(app, "#gpu")) and "…" not in t and t, pilot)

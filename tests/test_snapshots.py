@@ -84,14 +84,15 @@ def frozen_app(gpu: GpuReading, info: ServerInfo = INFO):
     """Built by the command line's factory, with a frozen engine and fixed probes handed in."""
     engine = FrozenEngine(frozen_snapshot())
     return make_app(Target(info.url, info.api, info.model), info, engine.settings, engine=engine,
-                    read_gpu=lambda: gpu, read_host=fixed_host, read_server=fixed_server)
+                    read_gpu=lambda: gpu, read_host=fixed_host, read_server=fixed_server,
+                    poll_s=3600)  # one reading of each probe: a second would add to the sparklines
 
 
 async def first_readings(pilot) -> None:
     """Until every pane has drawn its first reading (they arrive from thread workers)."""
     app = pilot.app
     for _ in range(200):
-        if app.snap is not None and app.gpu is not None and app.host_seen and app.server is not None:
+        if app.snap is not None and app.gpu is not None and app.host_seen and app.server is not None and app.recoloured:
             break
         await pilot.pause(0.01)
     await pilot.pause()

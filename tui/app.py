@@ -38,7 +38,9 @@ from tui.probes.host import HostSample
 from tui.probes.server import ServerSample
 from tui.untrusted import visible
 from tui.widgets.model_picker import ModelPicker
+from tui.widgets.palette import Palette
 from tui.widgets.slider import Slider
+from tui.widgets.palette import style
 
 NARROW_BELOW = 120  # columns: below this the chart goes
 CHART_EVERY = 2  # history points (seconds) between two redraws of the chart
@@ -75,14 +77,14 @@ class EngineSampled(Sampled):
 def header_text(info: ServerInfo) -> Text:
     """Most important first, so a narrow terminal cuts only the end: real or simulated, the model."""
     text = Text()
-    text.append(" tokentop ", style="bold black on cyan")
+    text.append(" tokentop ", style=style("badge-brand"))
     text.append(" ")
     if info.simulated:
-        text.append(" SIMULATED server ", style="bold black on yellow")
+        text.append(" SIMULATED server ", style=style("badge-sim"))
     else:
-        text.append(" real server ", style="bold black on green")
+        text.append(" real server ", style=style("badge-real"))
     text.append(" ")
-    text.append(visible(info.model_label), style="bold cyan")
+    text.append(visible(info.model_label), style=style("title"))
     text.append(visible(f" · {info.kind} {info.version or ''}".rstrip() + f" · {info.api} API · {info.shown_url}"))
     return text
 
@@ -118,6 +120,7 @@ class TokentopApp(App):
         self.refresh_hz, self.poll_s = refresh_hz, poll_s
         self.snap: Snapshot | None = None  # the newest engine snapshot
         self.host_seen = False
+        self.recoloured = False  # the theme's colours have been read
         self.history = LoadHistory()
         self._history_ns: int | None = None
         self._stop_polling = threading.Event()
@@ -131,8 +134,13 @@ class TokentopApp(App):
             yield HostPane(id="host")
         yield LoadPane(s.concurrency, s.words, s.mode, s.max_tokens, id="load")
         yield Footer()
+        yield Palette()
 
     def on_mount(self) -> None:
+        # The theme's colours can be read once the styles are applied, after the first refresh; what was drawn
+        # before then (with the defaults) is drawn again.
+        self.call_after_refresh(self._recolour)
+        self.watch(self, "theme", self._theme_changed, init=False)
         self.engine.start(running=self.autostart)
         self._fit(self.size.width, self.size.height)
         self.run_worker(lambda: self._poll(self.engine.snapshot, EngineSampled, 1 / self.refresh_hz),
@@ -210,6 +218,23 @@ class TokentopApp(App):
     def say(self, message: str, **options: Any) -> None:
         """A notification whose text is shown as it is: never read as markup, control characters visible."""
         self.notify(visible(message), markup=False, **options)
+
+    def _theme_changed(self) -> None:
+        """A new theme (ctrl+p): read its colours, then redraw what was drawn with the old ones."""
+        self.call_after_refresh(self._recolour)
+
+    def _recolour(self) -> None:
+        self.query_one(Palette).read()
+        self.recoloured = True
+        self.query_one("#header", Static).update(header_text(self.info))
+        for pane in self.query_one(GpuPane), self.query_one(HostPane):
+            pane.refresh_view()
+        if self.snap is not None:
+            self.query_one(LoadPane).redraw()
+            self._show_load(self.snap)
+        self.query_one(LoadPane).show_history(self.history.points)
+        for slider in self.query(Slider):
+            slider.refresh()
 
     # --- layout ---------------------------------------------------------------------------------
     def on_resize(self, event: events.Resize) -> None:

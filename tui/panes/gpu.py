@@ -13,6 +13,7 @@ from tui.probes.gpu import GpuReading, GpuSample
 from tui.widgets.textbox import TextBox
 from tui.widgets.drawing import bar, fmt, human_bytes, load_style, size, sparkline
 from tui.untrusted import visible
+from tui.widgets.palette import style
 
 HISTORY = 120
 
@@ -41,11 +42,11 @@ class GpuPane(TextBox):
     def refresh_view(self) -> None:
         reading = self._reading
         if reading is None:
-            self.show_text(Text("reading GPUs…", style="grey50"))
+            self.show_text(Text("reading GPUs…", style=style("muted")))
             return
         self.set_class(not reading.gpus, "-none")
         if not reading.gpus:
-            self.show_text(Text(reading.error or "no NVIDIA GPU found", style="grey62"))
+            self.show_text(Text(reading.error or "no NVIDIA GPU found", style=style("quiet")))
             return
         width = max(30, self.content_size.width)
         text = Text()
@@ -59,21 +60,21 @@ class GpuPane(TextBox):
         spark = max(0, min(40, width - 50))
         frac = mem_fraction(gpu)
         text.append(f"{gpu.index} ", style="bold")
-        text.append(visible(gpu.name.removeprefix("NVIDIA ") if self.compact else gpu.name), style="bold cyan")
+        text.append(visible(gpu.name.removeprefix("NVIDIA ") if self.compact else gpu.name), style=style("title"))
         text.append("  util ")
         text.append(f"{fmt(gpu.utilization, '.0f', 'N/A')}%", style=load_style(gpu.utilization))
         if self.compact:
             text.append(f"  mem {size(gpu.memory_used)}/{size(gpu.memory_total)} GiB")
         elif spark:
-            text.append("  " + sparkline(self._util[gpu.index], spark, top=100), style="cyan")
+            text.append("  " + sparkline(self._util[gpu.index], spark, top=100), style=style("accent"))
         if not self.compact:
             filled, empty = bar(frac, max(10, min(30, width - 26 - spark)))
             text.append("\n  mem ")
             text.append(filled, style=load_style(None if frac is None else frac * 100))
-            text.append(empty, style="grey35")
+            text.append(empty, style=style("bar-empty"))
             text.append(f" {size(gpu.memory_used)}/{size(gpu.memory_total)} GiB")
             if spark:
-                text.append("  " + sparkline(self._mem[gpu.index], spark, top=100), style="magenta")
+                text.append("  " + sparkline(self._mem[gpu.index], spark, top=100), style=style("note"))
         clocks = f"SM {fmt(gpu.sm_clock, 'd', 'N/A')} mem {fmt(gpu.memory_clock, 'd', 'N/A')} MHz"
         pcie = f"PCIe rx {kib(gpu.pcie_rx)} tx {kib(gpu.pcie_tx)}"
         fan = f"fan {fmt(gpu.fan, '.0f', 'N/A')}{'%' if gpu.fan is not None else ''}"
@@ -90,14 +91,14 @@ class GpuPane(TextBox):
             mark = proc.pid in self.server_pids
             text.append("\n  ")
             text.append(f"{proc.pid:>7} {visible(proc.user[:10]):<10} {human_bytes(proc.gpu_memory):>9}  ",
-                        style="bold yellow" if mark else "")
+                        style=style("server") if mark else "")
             if mark:
-                text.append("◀ server ", style="bold yellow")
-            text.append(visible(proc.command), style="yellow" if mark else "grey70")
+                text.append("◀ server ", style=style("server"))
+            text.append(visible(proc.command), style=style("server") if mark else style("quiet"))
         if len(gpu.processes) > (1 if self.compact else 3):
-            text.append(f"\n  … {len(gpu.processes) - (1 if self.compact else 3)} more", style="grey50")
+            text.append(f"\n  … {len(gpu.processes) - (1 if self.compact else 3)} more", style=style("muted"))
         if not gpu.processes and not self.compact:
-            text.append("\n  no GPU processes", style="grey50")
+            text.append("\n  no GPU processes", style=style("muted"))
 
 
 def mem_fraction(gpu: GpuSample) -> float | None:

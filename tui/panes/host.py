@@ -12,6 +12,7 @@ from tui.probes.host import HostSample
 from tui.widgets.textbox import TextBox
 from tui.widgets.drawing import BLOCKS, bar, human_bytes, load_style, size, sparkline
 from tui.untrusted import visible
+from tui.widgets.palette import style
 
 HISTORY = 120
 CORE_CELL = 18  # "nn ████████ 100%" plus a gap
@@ -39,7 +40,7 @@ class HostPane(TextBox):
     def refresh_view(self) -> None:
         s = self._sample
         if s is None:
-            self.show_text(Text("reading CPU and memory…", style="grey50"))
+            self.show_text(Text("reading CPU and memory…", style=style("muted")))
             return
         width = max(30, self.content_size.width)
         spark = max(0, min(40, width - 44))
@@ -48,7 +49,7 @@ class HostPane(TextBox):
         text.append(f"{s.cpu_total:3.0f}%", style=load_style(s.cpu_total))
         text.append(f"  load {s.load_avg[0]:.2f} {s.load_avg[1]:.2f} {s.load_avg[2]:.2f}  {len(s.cpu_percent)} cores")
         if spark and not self.compact:
-            text.append("  " + sparkline(self._cpu, spark, top=100), style="cyan")
+            text.append("  " + sparkline(self._cpu, spark, top=100), style=style("accent"))
         self._cores(text, s.cpu_percent, width)
         ram = s.mem_used / s.mem_total if s.mem_total else 0.0
         text.append("\nRAM  ", style="bold")
@@ -57,26 +58,26 @@ class HostPane(TextBox):
         text.append(f" {size(s.mem_used)}/{size(s.mem_total)} GiB · avail {size(s.mem_available)}"
                     f" · cache {size(s.mem_cached)}")
         if spark and not self.compact:
-            text.append("  " + sparkline(self._ram, max(0, spark - 16), top=100), style="magenta")
+            text.append("  " + sparkline(self._ram, max(0, spark - 16), top=100), style=style("note"))
         if s.swap_total and not self.compact:
             text.append("\nswap ", style="bold")
             self._bar(text, s.swap_used / s.swap_total)
             text.append(f" {size(s.swap_used)}/{size(s.swap_total)} GiB")
         text.append("\nserver ", style="bold")
         if s.server is None:
-            text.append("process not found on this machine", style="grey50")
+            text.append("process not found on this machine", style=style("muted"))
         else:
             p = s.server
-            text.append(f"{visible(p.name)} pid {p.pid}", style="bold yellow")
+            text.append(f"{visible(p.name)} pid {p.pid}", style=style("server"))
             text.append(f" · CPU {p.cpu_percent:.0f}% · RSS {human_bytes(p.rss)}")
-            text.append(f" (by {p.found_by})", style="grey50")
+            text.append(f" (by {p.found_by})", style=style("muted"))
         self.show_text(text)
 
     @staticmethod
     def _bar(text: Text, fraction: float, width: int = 10) -> None:
         filled, empty = bar(fraction, width)
         text.append(filled, style=load_style(fraction * 100))
-        text.append(empty, style="grey35")
+        text.append(empty, style=style("bar-empty"))
 
     def _cores(self, text: Text, cores: tuple[float, ...], width: int) -> None:
         columns = max(1, width // CORE_CELL)

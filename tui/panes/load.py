@@ -23,6 +23,7 @@ from tui.widgets.drawing import fmt
 from tui.widgets.slider import Slider
 from tui.widgets.streams import HEADER, StreamTable
 from tui.widgets.textbox import TextBox
+from tui.widgets.palette import style
 
 MODE_NAMES = {"output": "story", "input": "title"}
 ROWS_EVERY_NS = 1_000_000_000
@@ -32,39 +33,39 @@ def summary_text(snap: Snapshot, power_w: float | None = None, compact: bool = F
     """The client's view. `compact` (short terminals) keeps what fits two 80-column lines."""
     text = Text()
     if snap.engine_error:
-        text.append(f"■ stopped: {visible(snap.engine_error)}; restart tokentop to go on", style="bold white on red")
+        text.append(f"■ stopped: {visible(snap.engine_error)}; restart tokentop to go on", style=style("alarm"))
         text.append(f"  done {snap.completed}  errors {snap.errors}")
         return text
     if snap.record_error:
-        text.append(f"--out is no longer written ({visible(snap.record_error)})  ", style="bold white on red")
-    text.append("▶ running" if snap.running else "⏸ paused (space starts)", style="bold green" if snap.running
-                else "bold yellow")
-    text.append(f"  streaming {snap.streaming}", style="bold green")
-    text.append(f"  waiting {snap.waiting}", style="bold yellow" if snap.waiting else "")
+        text.append(f"--out is no longer written ({visible(snap.record_error)})  ", style=style("alarm"))
+    text.append("▶ running" if snap.running else "⏸ paused (space starts)", style=style("streaming") if snap.running
+                else style("waiting"))
+    text.append(f"  streaming {snap.streaming}", style=style("streaming"))
+    text.append(f"  waiting {snap.waiting}", style=style("waiting") if snap.waiting else "")
     text.append(f"  aggregate {snap.aggregate_tps:.1f} tok/s")
     text.append(f"  per-stream {fmt(snap.mean_stream_tps, '.1f')} tok/s")
     text.append(f"  TTFT p50 {fmt(snap.ttft_p50_s, '.2f')} s")
     if not compact:
         text.append(f"  done {snap.completed}")
-    text.append(f"  errors {snap.errors}", style="bold red" if snap.errors else "")
-    text.append("  (client)" if compact else "  (client-counted)", style="grey50")
+    text.append(f"  errors {snap.errors}", style=style("error") if snap.errors else "")
+    text.append("  (client)" if compact else "  (client-counted)", style=style("muted"))
     if snap.truncated:
         # "length": the cap when one is set (a full context is rarer), else the context
         why = "max tokens" if snap.settings.max_tokens else "length limit"
-        text.append(f"  truncated {snap.truncated} ({why})", style="bold magenta")
+        text.append(f"  truncated {snap.truncated} ({why})", style=style("note"))
     if snap.cold_starts:
-        text.append(f"  cold starts {snap.cold_starts}", style="magenta")
+        text.append(f"  cold starts {snap.cold_starts}", style=style("note"))
     if snap.queue_wait_mean_s is not None and not compact:
         text.append(f"  queue wait {snap.queue_wait_mean_s:.2f} s mean (server durations, est.)")
     cost = snap.client_cost
     if cost is not None and cost.warning:
-        text.append(f"  {cost.warning}", style="bold white on red")
+        text.append(f"  {cost.warning}", style=style("alarm"))
     elif cost is not None and cost.cpu is not None and not compact and (snap.streaming or snap.waiting):
-        text.append(f"  engine CPU {cost.cpu:.0%} lag {fmt(cost.lag_p90_ms, '.0f')} ms", style="grey50")
+        text.append(f"  engine CPU {cost.cpu:.0%} lag {fmt(cost.lag_p90_ms, '.0f')} ms", style=style("muted"))
     if power_w and snap.aggregate_tps > 0:
-        text.append(f"  {power_w / snap.aggregate_tps:.2f} J/tok", style="cyan")
+        text.append(f"  {power_w / snap.aggregate_tps:.2f} J/tok", style=style("accent"))
         if not compact:
-            text.append(f" · {snap.aggregate_tps / power_w:.3f} tok/s/W (GPU W ÷ client tok/s)", style="cyan")
+            text.append(f" · {snap.aggregate_tps / power_w:.3f} tok/s/W (GPU W ÷ client tok/s)", style=style("accent"))
     return text
 
 
@@ -72,7 +73,7 @@ def queue_text(snap: Snapshot, server: ServerSample | None = None) -> Text:
     n = snap.queued
     if not n or (server is not None and server.waiting == 0):  # the server says none queue: a long prefill
         return Text("")
-    return Text(f"{n} waiting: the server is serving {snap.streaming} at a time", style="bold black on yellow")
+    return Text(f"{n} waiting: the server is serving {snap.streaming} at a time", style=style("banner"))
 
 
 def server_text(sample: ServerSample | None, snap: Snapshot, observed_limit: int | None,
@@ -80,34 +81,34 @@ def server_text(sample: ServerSample | None, snap: Snapshot, observed_limit: int
     """The server's own view beside the client's: its queue, slots, loaded models."""
     text = Text("server says ", style="bold")
     if sample is None:
-        return text + Text("…", style="grey50")
+        return text + Text("…", style=style("muted"))
     if sample.error:
-        return text + Text(visible(sample.error), style="red")
+        return text + Text(visible(sample.error), style=style("error"))
     if sample.waiting is not None:
-        text.append(f"processing {sample.running}", style="bold green")
-        text.append(f" · queued {sample.waiting}", style="bold yellow" if sample.waiting else "")
+        text.append(f"processing {sample.running}", style=style("streaming"))
+        text.append(f" · queued {sample.waiting}", style=style("waiting") if sample.waiting else "")
         if sample.slots:
             text.append(f" · {sample.slots} slots")
         if sample.cache_usage is not None:
             text.append(f" · cache {sample.cache_usage:.0%}")
         if not compact:
-            text.append(f"  ({sample.metrics_source})", style="grey50")
-            text.append(f"  client sees waiting {snap.waiting}", style="grey62")
+            text.append(f"  ({sample.metrics_source})", style=style("muted"))
+            text.append(f"  client sees waiting {snap.waiting}", style=style("quiet"))
     elif sample.slots:
         text.append(f"{sample.slots} slots (no /metrics: start it with --metrics for its queue)")
     else:
-        text.append("no queue metrics", style="grey62")
+        text.append("no queue metrics", style=style("quiet"))
     if sample.kind == "ollama":
         limit = f"observed limit {observed_limit}" if observed_limit else "limit not seen yet"
-        text.append(f"  {limit}" if compact else f"  {limit} ({OLLAMA_PARALLEL_NOTE})", style="grey62")
+        text.append(f"  {limit}" if compact else f"  {limit} ({OLLAMA_PARALLEL_NOTE})", style=style("quiet"))
     for model in sample.loaded:
         if compact:  # only what needs acting on
             if model.cpu_fraction > 0.01:
-                text.append(f"  {visible(model.name)} {model.cpu_fraction:.0%} on CPU", style="bold red")
+                text.append(f"  {visible(model.name)} {model.cpu_fraction:.0%} on CPU", style=style("error"))
             continue
         text.append(f"  {visible(model.name)} {model.size / 2**30:.1f} GiB")
         if model.cpu_fraction > 0.01:
-            text.append(f" {model.cpu_fraction:.0%} on CPU (slow)", style="bold red")
+            text.append(f" {model.cpu_fraction:.0%} on CPU (slow)", style=style("error"))
         else:
             text.append(" 100% GPU")
         if model.context_length:
@@ -117,11 +118,11 @@ def server_text(sample: ServerSample | None, snap: Snapshot, observed_limit: int
 
 def mode_text(mode: str, words: int, max_tokens: int | None = None) -> Text:
     text = Text("mode ", style="bold")
-    text.append(MODE_NAMES.get(mode, mode), style="bold cyan")
+    text.append(MODE_NAMES.get(mode, mode), style=style("title"))
     if mode == INPUT:
-        text.append(f"  '{TITLE_INSTRUCTION}' + a ~480-word text", style="grey62")
+        text.append(f"  '{TITLE_INSTRUCTION}' + a ~480-word text", style=style("quiet"))
     else:
-        text.append(f"  'tell a story in {words} words:'", style="grey62")
+        text.append(f"  'tell a story in {words} words:'", style=style("quiet"))
     if max_tokens is not None:
         text.append(f"  max {max_tokens} tokens")
     return text
@@ -168,6 +169,14 @@ class LoadPane(Vertical):
         if self._rows_ns is None or snap.taken_ns - self._rows_ns >= ROWS_EVERY_NS or len(snap.streams) != self._rows_n:
             self._rows_ns, self._rows_n = snap.taken_ns, len(snap.streams)
             self.query_one(StreamTable).show(snap.streams)
+
+    def redraw(self) -> None:
+        """Draw everything again at the next snapshot (after a theme change)."""
+        self._rows_ns = None
+        for box in self.query(TextBox):
+            box.forget()
+        self.query_one(StreamTable).forget()
+        self.show_mode(self._mode, self._words)
 
     def show_mode(self, mode: str, words: int) -> None:
         self.query_one("#mode", TextBox).show_text(mode_text(mode, words, self._max_tokens))

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from tui.load.history import LoadPoint
 from tui.widgets.drawing import sparkline
+from tui.widgets.palette import style
 from tui.widgets.textbox import TextBox
 
 # (label, colour); the colours are those of the lines drawn
@@ -82,11 +83,11 @@ class LoadChart(TextBox):
         self._drawn = key
         if len(points) < 2 or width < 30 or height < 12:
             self.show_text(Text("tok/s chart: ") + Text("waiting for data" if len(points) < 2 else "needs more room",
-                                                        style="grey50"))
+                                                        style=style("muted")))
             return
-        head = Text("tok/s (client): ", style="bold") + legend(TPS_SERIES) + Text("x: s ago", style="grey50")
+        head = Text("tok/s (client): ", style="bold") + legend(TPS_SERIES) + Text("x: s ago", style=style("muted"))
         try:
             chart = Text.from_ansi(plot_tps(points, width, height - 1 - len(COUNT_SERIES), span))
         except (IndexError, ValueError, ZeroDivisionError) as exc:  # plotext on odd sizes; never fatal
-            chart = Text(f"chart unavailable at this size ({type(exc).__name__})", style="grey50")
+            chart = Text(f"chart unavailable at this size ({type(exc).__name__})", style=style("muted"))
         self.show_text(head + "\n" + chart + count_lines(points, width))

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from rich.style import Style
+
+from tui.widgets.palette import style
+
 BLOCKS = "▁▂▃▄▅▆▇█"
 
 
@@ -51,8 +55,8 @@ def fmt(value: float | None, spec: str, missing: str = "-") -> str:
     return missing if value is None else format(value, spec)
 
 
-def load_style(percent: float | None) -> str:
-    """The colour of a load or fill percentage: green, yellow from 60, red from 90; grey when unknown."""
+def load_style(percent: float | None) -> Style:
+    """The style of a load or fill percentage: low, mid from 60, high from 90; muted when unknown."""
     if percent is None:
-        return "grey50"
-    return "red" if percent >= 90 else "yellow" if percent >= 60 else "green"
+        return style("muted")
+    return style("load-high" if percent >= 90 else "load-mid" if percent >= 60 else "load-low")

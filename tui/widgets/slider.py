@@ -15,6 +15,8 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
+from tui.widgets.palette import style
+
 
 class Slider(Widget, can_focus=True):
     BINDINGS = [
@@ -95,9 +97,9 @@ class Slider(Widget, can_focus=True):
         last = len(self.values) - 1
         knob = round(self.index * (width - 1) / last) if last else 0
         text = Text(self.label + " ", style="bold" if self.has_focus else "")
-        text.append("━" * knob, style="bright_cyan")
-        text.append("●", style="bold bright_white" if self.has_focus else "bright_white")
-        text.append("─" * (width - knob - 1), style="grey50")
+        text.append("━" * knob, style=style("accent"))
+        text.append("●", style="bold" if self.has_focus else "")
+        text.append("─" * (width - knob - 1), style=style("muted"))
         text.append(" " + str(self.value), style="bold")
         return text
 

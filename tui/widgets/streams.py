@@ -17,40 +17,35 @@ from textual.strip import Strip
 from tui.load.snapshot import DONE, ERROR, STREAMING, WAITING, StreamView
 from tui.untrusted import visible
 from tui.widgets.drawing import bar, fmt
+from tui.widgets.palette import style
 
-STATE_STYLES = {
-    WAITING: Style(color="yellow", bold=True),
-    STREAMING: Style(color="green", bold=True),
-    DONE: Style(color="grey62"),
-    ERROR: Style(color="red", bold=True),
-}
 # "(client)" sits over the rate bars, beside what it qualifies, where narrow layouts still show it.
 HEADER = f"{'#':>3} {'state':<9} {'waited':>7} {'TTFT':>6} {'tokens':>6} {'tok/s':>6} {'(client)':10} {'e2e':>7} {'reqs':>4}"
-DIM = Style(color="grey50")
 PLAIN = Style()
 
 
 def row_segments(view: StreamView, top_tps: float) -> list[Segment]:
     """The cells of one row. Tokens and tok/s are client-counted chunks (the header says so)."""
+    muted, state = style("muted"), style(view.state) if view.state in (WAITING, STREAMING, DONE, ERROR) else PLAIN
     filled, empty = bar(view.live_tps / top_tps if top_tps > 0 else 0, 10)
     if view.state == ERROR:  # the error's first words in place of the rate bar
         filled, empty = "", f"{visible(view.error or '')[:10]:<10}"
     segments = [
         Segment(f"{view.index:>3} ", PLAIN),
-        Segment(f"{view.state:<9} ", STATE_STYLES.get(view.state, PLAIN)),
-        Segment(f"{view.waited_s:>6.1f}s ", Style(color="yellow") if view.state == WAITING else PLAIN),
+        Segment(f"{view.state:<9} ", state),
+        Segment(f"{view.waited_s:>6.1f}s ", style("waiting") if view.state == WAITING else PLAIN),
         Segment(f"{fmt(view.ttft_s, '5.2f'):>5}{'s' if view.ttft_s is not None else ' '} ", PLAIN),
         Segment(f"{view.tokens:>6} ", PLAIN),
         Segment(f"{view.live_tps:>6.1f} " if view.state == STREAMING else f"{'':>6} ", PLAIN),
-        Segment(filled, Style(color="green")),
-        Segment(empty + " ", Style(color="red") if view.state == ERROR else DIM),
+        Segment(filled, style("load-low")),
+        Segment(empty + " ", style("error") if view.state == ERROR else muted),
         Segment(f"{view.e2e_s:>6.1f}s ", PLAIN),
-        Segment(f"{view.requests_done:>4}", DIM),
+        Segment(f"{view.requests_done:>4}", muted),
     ]
     if view.state == ERROR and view.error:
-        segments.append(Segment("  " + visible(view.error)[10:], Style(color="red")))
+        segments.append(Segment("  " + visible(view.error)[10:], style("error")))
     elif view.note:
-        segments.append(Segment("  " + view.note, Style(color="magenta")))
+        segments.append(Segment("  " + view.note, style("note")))
     return segments
 
 
@@ -82,6 +77,10 @@ class StreamTable(ScrollView):
         for i, row in enumerate(rows):
             if old[i] != row and scroll_y <= i < scroll_y + self.size.height:
                 self.refresh_lines(i)  # virtual row; Textual subtracts the scroll offset
+
+    def forget(self) -> None:
+        """Rebuild every row at the next show (their styles may have changed)."""
+        self._rows, self._strips = [], []
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset

@@ -19,3 +19,7 @@ class TextBox(Static):
         self._shown = text
         reshaped = old is None or len(old.plain) != len(text.plain) or old.plain.count("\n") != text.plain.count("\n")
         self.update(text, layout=reshaped)
+
+    def forget(self) -> None:
+        """Repaint at the next show_text, even if the text is the same (its styles may have changed)."""
+        self._shown = None
