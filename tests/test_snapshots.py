@@ -130,3 +130,21 @@ async def test_model_picker_switches_the_engine_and_the_header():
         await pilot.pause()
         assert app.engine.model == "qwen3:32b"
         assert "qwen3:32b" in str(app.query_one("#header").render())
+
+
+async def test_a_theme_restyles_every_pane():
+    from tui.widgets.palette import style
+
+    app = frozen_app(fake_gpu_reading())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await first_readings(pilot)
+        before = style("waiting")
+        app.theme = "gruvbox"
+        for _ in range(100):
+            await pilot.pause(0.01)
+            if style("waiting") != before:
+                break
+        assert style("waiting") != before
+        await pilot.pause(0.1)
+        title = style("title").color.get_truecolor().hex  # the model's name in the header, in the new colour
+        assert title in app.export_screenshot()
