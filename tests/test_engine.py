@@ -92,7 +92,7 @@ def test_bad_settings_are_refused_and_change_nothing(sim_factory, engine_for):
     engine = engine_for(sim_factory(speed=50), concurrency=1, words=25)
     with pytest.raises(ValueError, match="concurrency"):
         engine.update(concurrency=-1)
-    with pytest.raises(ValueError, match="unknown mode"):
+    with pytest.raises(ValueError, match="unknown --mode"):
         engine.update(mode="poem")
     assert engine.settings.concurrency == 1 and engine.settings.mode == "output"
 
@@ -185,7 +185,10 @@ def test_a_pool_of_engine_processes_is_one_engine(sim_factory, tmp_path):
         snap = wait_for(lambda: (s := engine.snapshot()).streaming == 4 and s.waiting == 4 and s, timeout=20)
         assert [v.index for v in snap.streams] == list(range(8))
         engine.update(concurrency=3)
-        assert engine.settings.concurrency == 3
+        assert engine.settings.concurrency == 3 and engine.settings_version == 1
+        # A snapshot says how many updates its settings include: from the one after this update, all of them.
+        late = wait_for(lambda: (s := engine.snapshot()).settings_version == 1 and s, timeout=5)
+        assert late.settings.concurrency == 3
         wait_for(lambda: engine.snapshot().completed >= 10, timeout=30, every=0.05)
         wait_for(lambda: len(engine.snapshot().streams) == 3, timeout=30, every=0.05)
     finally:

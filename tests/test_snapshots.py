@@ -54,6 +54,7 @@ class FrozenEngine:
 
     def __init__(self, snap: Snapshot) -> None:
         self.snap, self.settings, self.running, self.records = snap, snap.settings, snap.running, []
+        self.settings_version = 0
 
     def start(self, running: bool = True) -> None:
         pass

@@ -194,7 +194,9 @@ class TokentopApp(App):
                 self._told.add(problem)
                 self.say(problem, title="load", severity="error", timeout=30)
         power = sum(g.power for g in self.gpu.gpus if g.power) if self.gpu else None
-        pane.show(snap, self.server, self.observed_limit.update(snap), power or None)
+        # A snapshot taken before our newest update arrived would move the sliders back: show what we asked for.
+        settings = snap.settings if snap.settings_version >= self.engine.settings_version else self.engine.settings
+        pane.show(snap, settings, self.server, self.observed_limit.update(snap), power or None)
         if history and (self._history_ns is None or snap.taken_ns - self._history_ns >= NS):
             self._history_ns = snap.taken_ns
             server = self.server

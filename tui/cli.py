@@ -62,9 +62,6 @@ def add_app_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--words", type=int, default=100, help="words asked for in the story prompt (default 100)")
     p.add_argument("--mode", default=OUTPUT, choices=MODES,
                    help="output: 'tell a story in N words:'; input: title of a ~480-word text")
-    p.add_argument("--workers", type=int, help="processes that send the requests (default: one per 256 of the"
-                                               f" {MAX_CONCURRENCY} streams the slider reaches, at most a quarter"
-                                               " of the cores)")
     p.add_argument("--autostart", action="store_true", help="start streaming at once")
     p.add_argument("--out", metavar="FILE.jsonl", help="write one JSON line per finished request")
     p.add_argument("--sim", action="store_true", help="run against a built-in SIMULATED server (4 slots)")
@@ -86,8 +83,6 @@ def run_app(args: argparse.Namespace) -> int:
     concurrency = args.concurrency if args.concurrency is not None else (8 if args.demo else 1)
     try:
         check_server_arguments(args)
-        if args.workers is not None and not 1 <= args.workers <= 64:
-            raise UsageError(f"--workers must be 1 to 64, not {args.workers}")
     except UsageError as exc:
         return _die(str(exc))
     if args.demo and (args.sim or args.url):

@@ -9,6 +9,7 @@ import argparse
 import math
 
 DEFAULT_TIMEOUT_S = 600.0
+MAX_WORKERS = 64
 
 
 class UsageError(Exception):
@@ -24,11 +25,13 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
                    help=f"longest silence allowed between two chunks, queueing included, seconds"
                         f" (default {DEFAULT_TIMEOUT_S:g})")
+    p.add_argument("--workers", type=int, help="processes that send the requests (default: one per 256 streams the"
+                                               " load reaches, at most a quarter of the cores)")
 
 
 def check_server_arguments(args: argparse.Namespace) -> None:
-    """Raise UsageError on a bad value of a shared flag."""
-    if args.max_tokens is not None and args.max_tokens < 1:
-        raise UsageError(f"--max-tokens must be 1 or more, not {args.max_tokens}")
+    """Raise UsageError on a bad value of a shared flag (the load's own values: LoadSettings.validated)."""
     if not (math.isfinite(args.timeout) and args.timeout > 0):
         raise UsageError(f"--timeout must be a number of seconds more than 0, not {args.timeout}")
+    if args.workers is not None and not 1 <= args.workers <= MAX_WORKERS:
+        raise UsageError(f"--workers must be 1 to {MAX_WORKERS}, not {args.workers}")

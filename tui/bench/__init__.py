@@ -20,7 +20,7 @@ from tui.bench.render import FORMATS, make_meta, render, rows_of
 from tui.bench.watch import Watch
 from tui.flags import UsageError, add_server_arguments, check_server_arguments
 from tui.load.discover import DiscoveryError, discover
-from tui.load.settings import MAX_CONCURRENCY
+from tui.load.settings import MAX_CONCURRENCY, LoadSettings
 from tui.load.pool import default_workers
 from tui.load.prompts import INPUT, MODES, OUTPUT, build_prompt
 from tui.load.records import JsonlWriter, RequestRecord
@@ -44,8 +44,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", metavar="FILE.jsonl", help="write one JSON line per request, as each ends")
     p.add_argument("--sim", action="store_true", help="bench a built-in SIMULATED server instead of --url")
     p.add_argument("--sim-speed", type=float, default=10.0, help="time multiplier of --sim (default 10)")
-    p.add_argument("--workers", type=int, help="processes that send the requests (default: one per 256 streams of"
-                                               " the largest cell, at most a quarter of the cores)")
 
 
 def parse_int_list(text: str, flag: str, most: int | None = None) -> list[int]:
@@ -68,16 +66,15 @@ def validate(args: argparse.Namespace) -> tuple[list[int], list[int]]:
     check_server_arguments(args)
     concurrency = parse_int_list(args.concurrency, "--concurrency", MAX_CONCURRENCY)
     words = parse_int_list(args.words, "--words")
+    try:  # the load's own values are checked where the app's are
+        LoadSettings(concurrency=max(concurrency), words=max(words), mode=args.mode, max_tokens=args.max_tokens,
+                     temperature=args.temperature, seed=args.seed, num_ctx=args.num_ctx).validated()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if args.rounds < 1:
         raise UsageError(f"--rounds must be 1 or more, not {args.rounds}")
-    if args.num_ctx is not None and args.num_ctx < 1:
-        raise UsageError(f"--num-ctx must be 1 or more, not {args.num_ctx}")
     if not (math.isfinite(args.sim_speed) and args.sim_speed > 0):
         raise UsageError(f"--sim-speed must be a number more than 0, not {args.sim_speed}")
-    if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature >= 0):
-        raise UsageError(f"--temperature must be a number of 0 or more, not {args.temperature}")
-    if args.workers is not None and not 1 <= args.workers <= 64:
-        raise UsageError(f"--workers must be 1 to 64, not {args.workers}")
     if args.mode == INPUT:
         words = [len(build_prompt(INPUT, 0).split())]  # the prompt's length is the variable
     return concurrency, words

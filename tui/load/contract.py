@@ -2,8 +2,9 @@
 process), the `EnginePool` (several), and the tests' doubles. The app and the bench know only this.
 
 Steering never waits for the engine: `update` checks the values where it is called (a bad one raises
-ValueError there and changes nothing) and the engine applies them soon after; the engine's next
-`snapshot()` carries the settings it runs with, the one source of truth for what is on screen.
+ValueError there and changes nothing) and the engine applies them soon after. A snapshot carries the
+settings the engine runs with, the one source of truth for what is on screen, and how many updates they
+include: one taken before the newest update arrived is known as late, and its settings are not shown.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ class Engine(Protocol):
 
     @property
     def settings(self) -> LoadSettings: ...
+
+    @property
+    def settings_version(self) -> int:
+        """How many updates `settings` includes; a snapshot with a lower count was taken before the newest."""
 
     @property
     def records(self) -> Sequence[RequestRecord]: ...

@@ -160,7 +160,7 @@ def discover(url: str | None, api: str = "auto", model: str | None = None, api_k
         raise DiscoveryError(f"unknown --api {one_line(api, 40)!r} (choose from: auto, {', '.join(APIS)})")
     base = resolve_url(url, api)
     api_key = clean_api_key(os.environ.get("OPENAI_API_KEY") if api_key is None else api_key)
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = Target(base, OPENAI, "", api_key).headers()  # the one place the key becomes a header
     shown = mask_url(base)
     with httpx.Client(timeout=timeout) as client:
         if api in ("auto", OLLAMA):

@@ -58,6 +58,7 @@ class LoadEngine:
         self._worker, self._workers_n = worker, workers
         self._settings = (settings or LoadSettings()).validated()
         self._settings_lock = threading.Lock()
+        self.settings_version = 0  # updates applied: a snapshot carries it, so a late one is known as late
         self._read_timeout = read_timeout
         self._window_ns = int(window_s * NS)
         self._on_record = on_record
@@ -134,6 +135,7 @@ class LoadEngine:
         with self._settings_lock:
             new = dataclasses.replace(self._settings, **changes).validated()
             self._settings = new
+            self.settings_version += 1
         self._call(self._reconcile)
         return new
 
@@ -173,6 +175,7 @@ class LoadEngine:
             record_error=self.record_error,
             client_cost=self._cost.cost(),
             recent_ttfts_s=tuple(ttfts),
+            settings_version=self.settings_version,
         )
 
     def _window_s(self, now: int) -> float:

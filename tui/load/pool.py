@@ -56,6 +56,7 @@ def merge(snaps: list[Snapshot], settings: LoadSettings) -> Snapshot:
         # the worker closest to its limit speaks for the pool: its streams are the ones measured late
         client_cost=max(costs, key=lambda c: (c.warning is not None, c.cpu or 0.0), default=None),
         recent_ttfts_s=tuple(ttfts),
+        settings_version=min(s.settings_version for s in snaps),
     )
 
 
@@ -111,6 +112,10 @@ class EnginePool:
     @property
     def settings(self) -> LoadSettings:
         return self._settings
+
+    @property
+    def settings_version(self) -> int:
+        return self._engines[0].settings_version  # every worker gets every update
 
     @property
     def workers(self) -> int:

@@ -40,7 +40,7 @@ def _serve(conn, target: Target, settings: LoadSettings, out_path: str | None, r
     engine = LoadEngine(target, settings, read_timeout=read_timeout, on_record=writer.write if writer else None,
                         keep_records=keep_records, worker=worker, workers=workers)
     engine.start(running=False)
-    applied = 0  # the newest Update applied: a snapshot says which, so stale settings are never shown as new
+    applied = 0  # the newest Update applied (the sender's count): a snapshot says which
     try:
         while True:
             try:
@@ -61,7 +61,7 @@ def _serve(conn, target: Target, settings: LoadSettings, out_path: str | None, r
                 case SetRunning(running=False):
                     engine.pause()
                 case GetSnapshot(seq=seq):
-                    conn.send((seq, (engine.snapshot(), applied)))
+                    conn.send((seq, dataclasses.replace(engine.snapshot(), settings_version=applied)))
                 case GetRecords(seq=seq):
                     conn.send((seq, list(engine.records)))
     finally:
@@ -150,7 +150,7 @@ class EngineProcess:
         """The engine's state. Once its process has died, or while it does not answer, the last state seen,
         saying why."""
         try:
-            snap, applied = self._ask(GetSnapshot)
+            snap = self._ask(GetSnapshot)
         except EngineStopped as exc:
             if self._last is None:
                 raise
@@ -159,8 +159,6 @@ class EngineProcess:
                 return dataclasses.replace(self._last, running=False, streams=(), waiting=0, streaming=0,
                                            aggregate_tps=0.0, mean_stream_tps=None, engine_error=str(exc))
             return dataclasses.replace(self._last, engine_error=str(exc))
-        if applied < self._version:  # asked before our newest Update arrived: show what we asked for
-            snap = dataclasses.replace(snap, settings=self._settings)
         self._last = snap
         self._running = snap.running
         return snap
@@ -197,6 +195,10 @@ class EngineProcess:
     @property
     def settings(self) -> LoadSettings:
         return self._settings
+
+    @property
+    def settings_version(self) -> int:
+        return self._version
 
     @property
     def records(self) -> list[RequestRecord]:

@@ -29,16 +29,19 @@ class LoadSettings:
     cancel_surplus: bool = False
 
     def validated(self) -> LoadSettings:
+        """Self, or ValueError naming the flag that sets the bad value (the app and the bench say it as it is)."""
         if not 0 <= self.concurrency <= MAX_CONCURRENCY:
-            raise ValueError(f"concurrency must be 0 to {MAX_CONCURRENCY}, not {self.concurrency}")
+            raise ValueError(f"--concurrency must be 0 to {MAX_CONCURRENCY}, not {self.concurrency}")
         if self.words < 1:
-            raise ValueError(f"words must be 1 or more, not {self.words}")
+            raise ValueError(f"--words must be 1 or more, not {self.words}")
         if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r} (choose from: {', '.join(MODES)})")
+            raise ValueError(f"unknown --mode {self.mode!r} (choose from: {', '.join(MODES)})")
         if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max tokens must be 1 or more, not {self.max_tokens}")
+            raise ValueError(f"--max-tokens must be 1 or more, not {self.max_tokens}")
         if self.temperature is not None and not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ValueError(f"temperature must be a number of 0 or more, not {self.temperature}")
+            raise ValueError(f"--temperature must be a number of 0 or more, not {self.temperature}")
+        if self.num_ctx is not None and self.num_ctx < 1:
+            raise ValueError(f"--num-ctx must be 1 or more, not {self.num_ctx}")
         return self
 
 

@@ -47,7 +47,8 @@ class Snapshot:
     record_error: str | None = None  # why --out stopped being written, if it did
     engine_error: str | None = None  # why the engine itself stopped (its process died), if it did
     client_cost: ClientCost | None = None  # the engine's own loop lag and CPU: is the client the bottleneck?
-    recent_ttfts_s: tuple[float, ...] = ()  # the recent finished requests' TTFTs (to merge several engines)
+    recent_ttfts_s: tuple[float, ...] = ()
+    settings_version: int = 0  # how many updates the settings above include (see Engine.settings_version)  # the recent finished requests' TTFTs (to merge several engines)
 
     @property
     def queued(self) -> int:

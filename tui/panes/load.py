@@ -12,10 +12,10 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-from tui.load.settings import CONCURRENCY_STOPS
-from tui.load.snapshot import Snapshot
 from tui.load.history import LoadPoint
 from tui.load.prompts import INPUT, TITLE_INSTRUCTION, WORD_STOPS
+from tui.load.settings import CONCURRENCY_STOPS, LoadSettings
+from tui.load.snapshot import Snapshot
 from tui.probes.server import OLLAMA_PARALLEL_NOTE, ServerSample
 from tui.untrusted import visible
 from tui.widgets.chart import LoadChart
@@ -154,9 +154,9 @@ class LoadPane(Vertical):
                 yield StreamTable(id="streams")
             yield LoadChart(id="chart")
 
-    def show(self, snap: Snapshot, server: ServerSample | None = None, observed_limit: int | None = None,
-             power_w: float | None = None) -> None:
-        settings = snap.settings  # what the engine runs with: the sliders and the mode line follow it
+    def show(self, snap: Snapshot, settings: LoadSettings, server: ServerSample | None = None,
+             observed_limit: int | None = None, power_w: float | None = None) -> None:
+        """`settings`: what the engine runs with (the sliders and the mode line follow it)."""
         self.query_one("#concurrency", Slider).show_value(settings.concurrency)
         self.query_one("#words", Slider).show_value(settings.words)
         if (settings.mode, settings.words) != (self._mode, self._words):
