@@ -26,10 +26,10 @@ from textual.message import Message
 from textual.widgets import Footer, Static
 
 from tui.load.discover import ServerInfo
-from tui.load.snapshot import Snapshot
 from tui.load.history import LoadHistory, ObservedLimit
 from tui.load.prompts import INPUT, OUTPUT
 from tui.load.records import NS, write_jsonl
+from tui.load.snapshot import Snapshot
 from tui.panes.gpu import GpuPane
 from tui.panes.host import HostPane
 from tui.panes.load import LoadPane
@@ -38,9 +38,8 @@ from tui.probes.host import HostSample
 from tui.probes.server import ServerSample
 from tui.untrusted import visible
 from tui.widgets.model_picker import ModelPicker
-from tui.widgets.palette import Palette
+from tui.widgets.palette import Palette, style
 from tui.widgets.slider import Slider
-from tui.widgets.palette import style
 
 NARROW_BELOW = 120  # columns: below this the chart goes
 CHART_EVERY = 2  # history points (seconds) between two redraws of the chart

@@ -20,10 +20,10 @@ from tui.bench.render import FORMATS, make_meta, render, rows_of
 from tui.bench.watch import Watch
 from tui.flags import UsageError, add_server_arguments, check_server_arguments
 from tui.load.discover import DiscoveryError, discover
-from tui.load.settings import MAX_CONCURRENCY, LoadSettings
 from tui.load.pool import default_workers
 from tui.load.prompts import INPUT, MODES, OUTPUT, build_prompt
 from tui.load.records import JsonlWriter, RequestRecord
+from tui.load.settings import MAX_CONCURRENCY, LoadSettings
 from tui.probes.gpu import GpuProbe
 from tui.probes.server import ServerProbe
 from tui.untrusted import one_line

@@ -20,9 +20,9 @@ from multiprocessing.connection import Connection
 
 from tui.bench.watch import Cell, Watch
 from tui.load.client import StreamClient, Target, make_client, stream_once
-from tui.load.settings import LoadSettings, request_spec, share
 from tui.load.records import RequestRecord
 from tui.load.selfcost import ClientCost, CostMonitor
+from tui.load.settings import LoadSettings, request_spec, share
 
 Finished = Callable[[RequestRecord], None]
 GIL_SWITCH_S = 0.0005  # the loop takes the GIL back from other threads (probes, progress bar) within 0.5 ms

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from tui.load.records import RequestRecord
 from tui.load.settings import LoadSettings
 from tui.load.snapshot import Snapshot
-from tui.load.records import RequestRecord
 
 
 class EngineStopped(RuntimeError):

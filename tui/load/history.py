@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from tui.load.snapshot import Snapshot
 from tui.load.records import NS
+from tui.load.snapshot import Snapshot
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ import threading
 from typing import Any
 
 from tui.load.client import Target
+from tui.load.records import RequestRecord
+from tui.load.remote import EngineProcess
 from tui.load.settings import LoadSettings
 from tui.load.snapshot import STREAMING, Snapshot
-from tui.load.remote import EngineProcess
-from tui.load.records import RequestRecord
 from tui.load.stats import mean, percentile
 
 STREAMS_PER_WORKER = 256  # what one worker holds on one core with room to spare (README, Performance)

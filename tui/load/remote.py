@@ -23,9 +23,9 @@ from tui.load.contract import (
     Command, EngineStopped, GetRecords, GetSnapshot, SetModel, SetRunning, Stop, Update,
 )
 from tui.load.engine import LoadEngine
+from tui.load.records import JsonlWriter, RequestRecord
 from tui.load.settings import LoadSettings
 from tui.load.snapshot import Snapshot
-from tui.load.records import JsonlWriter, RequestRecord
 
 REPLY_TIMEOUT_S = 2.0
 FINAL = -1  # the number of the last answer, the records, sent when the engine process stops

@@ -10,10 +10,10 @@ from collections import deque
 from rich.text import Text
 
 from tui.probes.gpu import GpuReading, GpuSample
-from tui.widgets.textbox import TextBox
-from tui.widgets.drawing import bar, fmt, human_bytes, load_style, size, sparkline
 from tui.untrusted import visible
+from tui.widgets.drawing import bar, fmt, human_bytes, load_style, size, sparkline
 from tui.widgets.palette import style
+from tui.widgets.textbox import TextBox
 
 HISTORY = 120
 

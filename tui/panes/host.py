@@ -9,10 +9,10 @@ from collections import deque
 from rich.text import Text
 
 from tui.probes.host import HostSample
-from tui.widgets.textbox import TextBox
-from tui.widgets.drawing import BLOCKS, bar, human_bytes, load_style, size, sparkline
 from tui.untrusted import visible
+from tui.widgets.drawing import BLOCKS, bar, human_bytes, load_style, size, sparkline
 from tui.widgets.palette import style
+from tui.widgets.textbox import TextBox
 
 HISTORY = 120
 CORE_CELL = 18  # "nn ████████ 100%" plus a gap

@@ -20,10 +20,10 @@ from tui.probes.server import OLLAMA_PARALLEL_NOTE, ServerSample
 from tui.untrusted import visible
 from tui.widgets.chart import LoadChart
 from tui.widgets.drawing import fmt
+from tui.widgets.palette import style
 from tui.widgets.slider import Slider
 from tui.widgets.streams import HEADER, StreamTable
 from tui.widgets.textbox import TextBox
-from tui.widgets.palette import style
 
 MODE_NAMES = {"output": "story", "input": "title"}
 ROWS_EVERY_NS = 1_000_000_000
