@@ -220,3 +220,14 @@ def test_workers_send_a_round_together_and_every_record_comes_back(sim_factory, 
         sends = [d["send_ns"] for d in lines if d["round"] == rnd]
         assert max(sends) - min(sends) < 50e6
     assert json.loads(text)["rows"][0]["errors"] == 0
+
+
+def test_an_slo_gives_the_share_that_met_it_and_the_goodput(sim_factory, capsys):
+    sim = sim_factory(speed=50)
+    status, out, _ = bench(capsys, "--url", sim.url, "--concurrency", "2", "--words", "25", "--slo", "e2e=60",
+                           "--format", "json")
+    row = json.loads(out)["rows"][0]
+    assert status == 0 and row["slo_met_share"] == 1.0 and row["goodput_rps"] > 0
+    assert row["percentiles"]["ttft_s"]["p99"] is not None
+    status, _, err = bench(capsys, "--url", sim.url, "--slo", "latency=3")
+    assert status == 2 and "unknown --slo name" in err and len(err.strip().splitlines()) == 1

@@ -79,3 +79,29 @@ def test_aggregate_rate_times_rounds_separately():
     r0 = [record(stream=i, tokens=100, send=0, end=5, last=4.9) for i in range(2)]
     r1 = [record(stream=i, tokens=100, send=100, first=100.5, last=104.9, end=105, rnd=1) for i in range(2)]
     assert cell_row(2, 100, r0 + r1)["aggregate_tps"] == pytest.approx(400 / 10)
+
+
+def test_tpot_and_itl_count_the_tokens_a_chunk_carried():
+    one_each = record(first=0.5, last=1.5, end=1.5, chunks=11)  # 11 chunks, 0.1 s apart, one token each
+    assert one_each.tpot_s == pytest.approx(0.1) and one_each.itl_s == pytest.approx([0.1] * 10)
+    packed = record(first=0.5, last=1.5, end=1.5, chunks=11, tokens=22)  # the server packed two tokens a chunk
+    assert packed.itl_s == pytest.approx([0.05] * 20)  # not 0.1: ITL must not double when chunks do
+    assert packed.tpot_s == pytest.approx(1.0 / 21)
+
+
+def test_slo_grammar_and_goodput():
+    from tui.load.stats import parse_slo
+
+    assert parse_slo("ttft=2, tpot=0.05") == {"ttft": 2.0, "tpot": 0.05}
+    for bad, said in (("speed=3", "unknown --slo name"), ("ttft=x", "takes a number"), ("e2e=0", "more than 0"),
+                      ("ttft=nan", "more than 0"), ("", "NAME=SECONDS")):
+        with pytest.raises(ValueError, match=said):
+            parse_slo(bad)
+    fast, slow = record(first=0.5, end=4.6), record(stream=1, first=3.0, end=4.6)
+    failed = record(stream=2, error="http")
+    row = cell_row(3, 100, [fast, slow, failed], {"ttft": 1.0})
+    assert row["slo_met_share"] == pytest.approx(1 / 3)  # only `fast`: `slow` is late, an error never meets it
+    assert row["goodput_rps"] == pytest.approx(1 / 4.6)
+    assert row["percentiles"]["ttft_s"]["max"] == pytest.approx(3.0)
+    assert set(row["percentiles"]) == {"ttft_s", "itl_s", "tpot_s", "e2e_s"}
+    assert "slo_met_share" not in cell_row(3, 100, [fast])

@@ -24,6 +24,7 @@ from tui.load.pool import default_workers
 from tui.load.prompts import INPUT, MODES, OUTPUT, build_prompt
 from tui.load.records import JsonlWriter, RequestRecord
 from tui.load.settings import MAX_CONCURRENCY, LoadSettings
+from tui.load.stats import parse_slo
 from tui.probes.gpu import GpuProbe
 from tui.probes.server import ServerProbe
 from tui.untrusted import one_line
@@ -40,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, help="sampling temperature")
     p.add_argument("--seed", type=int, help="sampling seed")
     p.add_argument("--num-ctx", type=int, help="ollama context length (changing it reloads the model)")
+    p.add_argument("--slo", metavar="NAME=S,…", help="service-level limits in seconds, any of ttft, tpot, e2e"
+                                                    " (e.g. ttft=2,tpot=0.05): adds SLO met and goodput")
     p.add_argument("--format", default="table", choices=FORMATS, help="stdout format (default table)")
     p.add_argument("--out", metavar="FILE.jsonl", help="write one JSON line per request, as each ends")
     p.add_argument("--sim", action="store_true", help="bench a built-in SIMULATED server instead of --url")
@@ -69,6 +72,10 @@ def validate(args: argparse.Namespace) -> tuple[list[int], list[int]]:
     try:  # the load's own values are checked where the app's are
         LoadSettings(concurrency=max(concurrency), words=max(words), mode=args.mode, max_tokens=args.max_tokens,
                      temperature=args.temperature, seed=args.seed, num_ctx=args.num_ctx).validated()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        args.slo_limits = parse_slo(args.slo) if args.slo is not None else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.rounds < 1:
@@ -136,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         finally:
             signal.signal(signal.SIGTERM, previous_sigterm)
-        rows = rows_of(records, concurrency, words)
+        rows = rows_of(records, concurrency, words, args.slo_limits)
         for row in rows:
             watch.add_to(row)
         sys.stdout.write(render(rows, meta, args.format, args.mode))

@@ -27,6 +27,9 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("avg_speed_tps", "Average Speed (tokens/s)", ".1f"),
     ("ttft_p50_s", "TTFT p50 (s)", ".3f"),
     ("ttft_max_s", "TTFT max (s)", ".3f"),
+    ("ttft_p99_s", "TTFT p99 (s)", ".3f"),
+    ("tpot_p50_s", "TPOT p50 (s)", ".4f"),
+    ("itl_p99_s", "ITL p99 (s)", ".4f"),
     ("decode_tps_mean", "Decode tok/s (mean)", ".1f"),
     ("aggregate_tps", "Aggregate tok/s", ".1f"),
     ("server_decode_tps_mean", "Server decode tok/s", ".1f"),
@@ -38,6 +41,9 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("gpu_power_w", "GPU W", ".0f"),
     ("j_per_token", "J/token", ".2f"),
     ("tps_per_watt", "tok/s/W", ".3f"),
+    ("request_rps", "Requests/s", ".2f"),
+    ("slo_met_share", "SLO met", ".0%"),
+    ("goodput_rps", "Goodput (req/s)", ".2f"),
     ("tokens_source", "Tokens from", "s"),
     ("client_cpu_pct", "Client CPU %", ".0f"),
     ("client_lag_p90_ms", "Client lag p90 (ms)", ".1f"),
@@ -55,6 +61,10 @@ LEGEND = (
     "Queue wait est. = ollama's total - load - prompt_eval - eval durations (server-reported, ollama only); "
     "Server queue max = the most requests the server's /metrics said were waiting during the cell; "
     "Truncated = stopped at max tokens / context (done_reason length); Cold starts = waited for a model load.\n"
+    "TTFT p99, TPOT p50 (= (e2e - TTFT)/(tokens - 1)) and ITL p99 (gaps between chunks, shared by the tokens a "
+    "chunk carried) are timed by tokentop's clock over the successful requests; Requests/s = finished requests per "
+    "second of wall time; SLO met = the share of all requests within every --slo limit (an error never meets it), "
+    "Goodput = those requests per second.\n"
     "GPU W = mean power of all GPUs during the cell (NVML); J/token and tok/s/W divide it by Aggregate tok/s.\n"
     "Client CPU % = tokentop's own CPU per second of the cell (100 = one core); Client lag p90 = how late its event"
     " loop woke up: past 90 % or 5 ms the client, not the server, is the bottleneck, and a line under the table says so."
@@ -63,13 +73,14 @@ LEGEND = (
 
 
 
-def rows_of(records: list[RequestRecord], concurrency: list[int], words: list[int]) -> list[dict[str, Any]]:
+def rows_of(records: list[RequestRecord], concurrency: list[int], words: list[int],
+            slo: dict[str, float] | None = None) -> list[dict[str, Any]]:
     rows = []
     for n in concurrency:
         for w in words:
             cell = [r for r in records if r.concurrency == n and r.words == w]
             if cell:
-                rows.append(cell_row(n, w, cell))
+                rows.append(cell_row(n, w, cell, slo))
     return rows
 
 
@@ -88,7 +99,7 @@ def make_meta(info: ServerInfo, args: argparse.Namespace, concurrency: list[int]
         "options": {
             "mode": args.mode, "concurrency": concurrency, "words": words, "rounds": args.rounds,
             "max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed,
-            "num_ctx": args.num_ctx, "timeout_s": args.timeout,
+            "num_ctx": args.num_ctx, "timeout_s": args.timeout, "slo_s": args.slo_limits,
         },
     }
 

@@ -95,6 +95,30 @@ class RequestRecord:
         return (self.output_tokens - 1) / span
 
     @property
+    def tpot_s(self) -> float | None:
+        """Time per output token after the first: (e2e − TTFT) / (tokens − 1), as vLLM's bench defines it."""
+        ttft, e2e = self.ttft_s, self.e2e_s
+        if ttft is None or e2e is None or self.output_tokens < 2:
+            return None
+        return (e2e - ttft) / (self.output_tokens - 1)
+
+    @property
+    def itl_s(self) -> list[float]:
+        """Inter-token latencies: each gap between two chunks shared by the tokens the later chunk carried.
+
+        A server that packs k tokens a chunk shows k gaps of gap/k, so ITL does not grow k-fold. Tokens per
+        chunk: the server's count over the chunks seen, when it reported one (else one token a chunk).
+        """
+        chunks = self.chunk_ns
+        if len(chunks) < 2:
+            return []
+        per_chunk = self.output_tokens / len(chunks) if self.server_output_tokens else 1.0
+        gaps = []
+        for before, after in zip(chunks, chunks[1:]):
+            gaps += [(after - before) / NS / per_chunk] * max(1, round(per_chunk))
+        return gaps
+
+    @property
     def seed_tps(self) -> float | None:
         """tokens / e2e: the seed article's "Average Speed" (includes queueing and prefill)."""
         e2e = self.e2e_s

@@ -33,18 +33,61 @@ def tokens_source(records: Iterable[RequestRecord]) -> str:
 
 def aggregate_tps(records: Sequence[RequestRecord]) -> float | None:
     """All output tokens per second of wall time; rounds are timed separately and summed."""
+    tokens, wall = sum(r.output_tokens for r in records if r.ok), wall_s(records)
+    return tokens / wall if wall > 0 and tokens else None
+
+
+SLO_NAMES = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_s"}  # --slo name → the record's figure (seconds)
+
+
+def parse_slo(text: str) -> dict[str, float]:
+    """`ttft=2,tpot=0.05,e2e=30` (seconds, any subset) → {"ttft": 2.0, …}; ValueError in one line."""
+    slo: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in SLO_NAMES:
+            raise ValueError(f"unknown --slo name {name!r} (choose from: {', '.join(SLO_NAMES)})")
+        try:
+            limit = float(value)
+        except ValueError:
+            raise ValueError(f"--slo {name} takes a number of seconds, not {value.strip()!r}") from None
+        if not (math.isfinite(limit) and limit > 0):
+            raise ValueError(f"--slo {name} must be a number of seconds more than 0, not {value.strip()}")
+        slo[name] = limit
+    if not slo:
+        raise ValueError("--slo takes NAME=SECONDS pairs, e.g. ttft=2,tpot=0.05")
+    return slo
+
+
+def meets(record: RequestRecord, slo: dict[str, float]) -> bool:
+    """A finished request without error whose figures are within every limit (a figure it lacks does not fail)."""
+    if not record.ok:
+        return False
+    for name, limit in slo.items():
+        value = getattr(record, SLO_NAMES[name])
+        if value is not None and value > limit:
+            return False
+    return True
+
+
+def spread(values: Sequence[float]) -> dict[str, float | None]:
+    """mean, p50, p90, p99 and max of some seconds."""
+    return {"mean": mean(values), "p50": percentile(values, 50), "p90": percentile(values, 90),
+            "p99": percentile(values, 99), "max": max(values) if values else None}
+
+
+def wall_s(records: Sequence[RequestRecord]) -> float:
+    """The cell's wall time: each round from its first send to its last end, summed."""
     by_round: dict[int, list[RequestRecord]] = {}
     for r in records:
         if r.finished:
             by_round.setdefault(r.round, []).append(r)
-    tokens = wall_ns = 0
-    for group in by_round.values():
-        tokens += sum(r.output_tokens for r in group if r.ok)
-        wall_ns += max(r.end_ns for r in group) - min(r.send_ns for r in group)
-    return tokens / (wall_ns / NS) if wall_ns > 0 and tokens else None
+    return sum(max(r.end_ns for r in g) - min(r.send_ns for r in g) for g in by_round.values()) / NS
 
 
-def cell_row(concurrency: int, words: int, records: Sequence[RequestRecord]) -> dict[str, Any]:
+def cell_row(concurrency: int, words: int, records: Sequence[RequestRecord],
+             slo: dict[str, float] | None = None) -> dict[str, Any]:
     """One benchmark table row. Averages are over successful requests.
 
     avg_speed_tps is the seed article's "Average Speed": average tokens / average time (client
@@ -76,4 +119,30 @@ def cell_row(concurrency: int, words: int, records: Sequence[RequestRecord]) -> 
         "cold_starts": sum(1 for r in ok if r.cold_start),
         "tokens_source": tokens_source(ok),
         "error_kinds": sorted({r.error_kind for r in records if r.error_kind}),
+        **latencies(records, ok, slo),
     }
+
+
+def latencies(records: Sequence[RequestRecord], ok: Sequence[RequestRecord],
+              slo: dict[str, float] | None) -> dict[str, Any]:
+    """Percentiles of TTFT, ITL, TPOT and e2e (client clock), throughputs, and goodput under an SLO."""
+    figures = {
+        "ttft_s": spread([r.ttft_s for r in ok if r.ttft_s is not None]),
+        "itl_s": spread([gap for r in ok for gap in r.itl_s]),
+        "tpot_s": spread([r.tpot_s for r in ok if r.tpot_s is not None]),
+        "e2e_s": spread([r.e2e_s for r in ok if r.e2e_s is not None]),
+    }
+    wall = wall_s(records)
+    row: dict[str, Any] = {
+        "percentiles": figures,
+        "ttft_p99_s": figures["ttft_s"]["p99"],
+        "tpot_p50_s": figures["tpot_s"]["p50"],
+        "itl_p99_s": figures["itl_s"]["p99"],
+        "request_rps": len(ok) / wall if wall > 0 else None,
+        "total_tps": sum(r.output_tokens + (r.prompt_tokens or 0) for r in ok) / wall if wall > 0 else None,
+    }
+    if slo:
+        met = sum(1 for r in records if meets(r, slo))
+        row["slo_met_share"] = met / len(records) if records else None
+        row["goodput_rps"] = met / wall if wall > 0 else None
+    return row
