@@ -172,7 +172,7 @@ def test_gpu_power_per_cell_gives_joules_per_token(sim_factory):
     sim = sim_factory(speed=5)
     target, _ = discover(sim.url)
     args = argparse.Namespace(mode="output", max_tokens=None, temperature=None, seed=None, num_ctx=None,
-                              rounds=1, timeout=10.0)
+                              output_tokens=None, rounds=1, timeout=10.0)
     records = []
     watch = Watch(gpu=GpuProbe(devices=lambda: [FakeDevice(0), FakeDevice(1)]))
     asyncio.run(run_cells(target, args, [2], [50], records.append, watch))

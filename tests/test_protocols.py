@@ -198,3 +198,17 @@ def test_server_counts_of_the_wrong_type_are_dropped():
     assert (event.output_tokens, event.prompt_tokens, event.timings) == (None, None, {"prompt_n": 3})
     final = ollama_event({"done": True, "eval_count": "x", "done_reason": 5, "total_duration": -3})
     assert (final.output_tokens, final.done_reason, final.timings["total_duration"]) == (0, None, 0)
+
+
+def test_forced_length_asks_openai_servers_to_ignore_the_end_and_ollama_for_a_long_story():
+    from tui.load.settings import LoadSettings, request_spec
+
+    spec = request_spec("m", LoadSettings(words=25, output_tokens=64))
+    assert spec.max_tokens == 64 and spec.force_length and "64 words" in spec.prompt
+    body = chat_body("openai", spec)
+    assert (body["max_tokens"], body["ignore_eos"], body["min_tokens"]) == (64, True, 64)
+    ollama = chat_body("ollama", spec)
+    assert ollama["options"]["num_predict"] == 64 and "ignore_eos" not in ollama
+    assert "ignore_eos" not in chat_body("openai", request_spec("m", LoadSettings(max_tokens=64)))
+    with pytest.raises(ValueError, match="leave out --max-tokens"):
+        LoadSettings(max_tokens=10, output_tokens=64).validated()

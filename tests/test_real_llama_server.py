@@ -77,3 +77,14 @@ def test_unknown_model_on_real_server_is_one_line_and_status_2(llama_server, cap
     err = capsys.readouterr().err.strip()
     assert status == 2
     assert err.count("\n") == 0 and "unknown model 'no-such-model'" in err
+
+
+def test_output_tokens_are_exact_on_the_real_server(llama_server, tmp_path, capsys):
+    """llama.cpp honours ignore_eos: every request of `--output-tokens 64` streams 64 tokens, server-counted."""
+    out = tmp_path / "exact.jsonl"
+    status = main(["bench", "--url", llama_server.url, "--concurrency", "2", "--words", "25", "--rounds", "2",
+                   "--output-tokens", "64", "--format", "json", "--out", str(out)])
+    assert status == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 4
+    assert all(r["output_tokens"] == 64 and r["tokens_source"] == "server" and r["forced_length"] for r in records)

@@ -131,7 +131,8 @@ class TokentopApp(App):
         with Horizontal(id="monitors"):
             yield GpuPane(id="gpu")
             yield HostPane(id="host")
-        yield LoadPane(s.concurrency, s.words, s.mode, s.max_tokens, id="load")
+        yield LoadPane(s.concurrency, s.words, s.mode, s.output_tokens or s.max_tokens, s.output_tokens is not None,
+                       id="load")
         yield Footer()
         yield Palette()
 

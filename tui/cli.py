@@ -88,11 +88,11 @@ def run_app(args: argparse.Namespace) -> int:
     if args.demo and (args.sim or args.url):
         return _die("--demo starts its own server: leave out --url and --sim")
     max_tokens = args.max_tokens
-    if max_tokens is None and args.demo:  # the demo's tiny model rambles for a minute+; a cap keeps the queue moving
-        max_tokens = DEMO_MAX_TOKENS
+    if max_tokens is None and args.output_tokens is None and args.demo:
+        max_tokens = DEMO_MAX_TOKENS  # the demo's tiny model rambles for a minute+; a cap keeps the queue moving
     try:
-        settings = LoadSettings(concurrency=concurrency, words=args.words, mode=args.mode,
-                                max_tokens=max_tokens).validated()
+        settings = LoadSettings(concurrency=concurrency, words=args.words, mode=args.mode, max_tokens=max_tokens,
+                                output_tokens=args.output_tokens).validated()
     except ValueError as exc:
         return _die(str(exc))
     sim = server = app = None

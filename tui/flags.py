@@ -22,6 +22,9 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api", default="auto", choices=("auto", "ollama", "openai"), help="wire protocol (default: detect)")
     p.add_argument("--model", help="model name (default: the loaded / only model)")
     p.add_argument("--max-tokens", type=int, help="cap on output tokens (ollama num_predict / OpenAI max_tokens)")
+    p.add_argument("--output-tokens", type=int, metavar="M",
+                   help="exactly M output tokens where the server can be made to (llama.cpp, vLLM, SGLang:"
+                        " ignore_eos); ollama cannot: it gets a long story capped at M, and the record says so")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
                    help=f"longest silence allowed between two chunks, queueing included, seconds"
                         f" (default {DEFAULT_TIMEOUT_S:g})")

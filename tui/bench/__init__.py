@@ -71,7 +71,8 @@ def validate(args: argparse.Namespace) -> tuple[list[int], list[int]]:
     words = parse_int_list(args.words, "--words")
     try:  # the load's own values are checked where the app's are
         LoadSettings(concurrency=max(concurrency), words=max(words), mode=args.mode, max_tokens=args.max_tokens,
-                     temperature=args.temperature, seed=args.seed, num_ctx=args.num_ctx).validated()
+                     temperature=args.temperature, seed=args.seed, num_ctx=args.num_ctx,
+                     output_tokens=args.output_tokens).validated()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     try:

@@ -33,14 +33,16 @@ async def run_round(client: StreamClient, target: Target, args: argparse.Namespa
                     emit: Finished, worker: int = 0, workers: int = 1) -> ClientCost:
     """This process's share of one round: its requests at once, each handed to `emit` as it ends."""
     n, w = cell
-    spec = request_spec(target.model, LoadSettings(concurrency=n, words=w, mode=args.mode, max_tokens=args.max_tokens,
-                                                   temperature=args.temperature, seed=args.seed, num_ctx=args.num_ctx))
+    spec = request_spec(target.model, LoadSettings(
+        concurrency=n, words=w, mode=args.mode, max_tokens=args.max_tokens, temperature=args.temperature,
+        seed=args.seed, num_ctx=args.num_ctx, output_tokens=args.output_tokens))
     monitor = CostMonitor(window_s=24 * 3600)
     sampling = asyncio.ensure_future(monitor.sample())
 
     async def one(i: int) -> None:
         record = RequestRecord(stream=i * workers + worker, concurrency=n, words=w, mode=args.mode,
-                               api=target.api, model=target.model, round=rnd)
+                               api=target.api, model=target.model, round=rnd,
+                               forced_length=spec.force_length and target.api != "ollama")
         await stream_once(client, target, spec, record)
         emit(record)
 

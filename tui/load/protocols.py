@@ -258,6 +258,7 @@ class RequestSpec:
     temperature: float | None = None
     seed: int | None = None
     num_ctx: int | None = None  # ollama only
+    force_length: bool = False  # exactly max_tokens: ignore_eos + min_tokens (not ollama: it has no such option)
 
 
 def chat_path(api: str) -> str:
@@ -292,6 +293,9 @@ def chat_body(api: str, spec: RequestSpec) -> dict[str, Any]:
         body["temperature"] = spec.temperature
     if spec.seed is not None:
         body["seed"] = spec.seed
+    if spec.force_length and spec.max_tokens is not None:
+        body["ignore_eos"] = True  # llama.cpp, vLLM, SGLang
+        body["min_tokens"] = spec.max_tokens  # vLLM, SGLang
     return body
 
 

@@ -46,6 +46,7 @@ class RequestRecord:
     response_id: str | None = None  # the server's id for this response, when it gives one
     streamed: bool = True  # False: the server ignored `stream: true` and sent one body (no TTFT)
     retry_after_s: float | None = None  # what a 429/503's Retry-After asked for
+    forced_length: bool = False  # the server was asked for exactly max tokens (ignore_eos); ollama cannot be
 
     # --- state -----------------------------------------------------------------------------
     @property
@@ -215,6 +216,7 @@ class RequestRecord:
             "retried": self.retried,
             "streamed": self.streamed,
             "retry_after_s": self.retry_after_s,
+            "forced_length": self.forced_length,
             "chunk_offsets_ms": [round((t - self.send_ns) / 1e6, 2) for t in self.chunk_ns],
         }
 

@@ -26,6 +26,7 @@ class LoadSettings:
     temperature: float | None = None
     seed: int | None = None
     num_ctx: int | None = None
+    output_tokens: int | None = None  # exactly this many, where the server can be made to (ignore_eos)
     cancel_surplus: bool = False
 
     def validated(self) -> LoadSettings:
@@ -42,14 +43,23 @@ class LoadSettings:
             raise ValueError(f"--temperature must be a number of 0 or more, not {self.temperature}")
         if self.num_ctx is not None and self.num_ctx < 1:
             raise ValueError(f"--num-ctx must be 1 or more, not {self.num_ctx}")
+        if self.output_tokens is not None and self.output_tokens < 1:
+            raise ValueError(f"--output-tokens must be 1 or more, not {self.output_tokens}")
+        if self.output_tokens is not None and self.max_tokens is not None:
+            raise ValueError("--output-tokens sets the cap itself: leave out --max-tokens")
         return self
 
 
-def request_spec(model: str, settings: LoadSettings, words: int | None = None) -> RequestSpec:
-    """What one request asks for under `settings` (the app's engine and the bench build theirs here)."""
-    return RequestSpec(model=model, prompt=build_prompt(settings.mode, settings.words if words is None else words),
-                       max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed,
-                       num_ctx=settings.num_ctx)
+def request_spec(model: str, settings: LoadSettings) -> RequestSpec:
+    """What one request asks for under `settings` (the app's engine and the bench build theirs here).
+
+    With `output_tokens` M: at most M tokens, and `force_length` asks the server to ignore its end-of-text
+    (llama.cpp, vLLM, SGLang; ollama cannot, so the story asked for is long enough to reach M).
+    """
+    words = settings.words if settings.output_tokens is None else max(settings.words, settings.output_tokens)
+    return RequestSpec(model=model, prompt=build_prompt(settings.mode, words),
+                       max_tokens=settings.output_tokens or settings.max_tokens, temperature=settings.temperature,
+                       seed=settings.seed, num_ctx=settings.num_ctx, force_length=settings.output_tokens is not None)
 
 
 def share(concurrency: int, worker: int, workers: int) -> int:

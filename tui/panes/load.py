@@ -51,7 +51,7 @@ def summary_text(snap: Snapshot, power_w: float | None = None, compact: bool = F
     text.append("  (client)" if compact else "  (client-counted)", style=style("muted"))
     if snap.truncated:
         # "length": the cap when one is set (a full context is rarer), else the context
-        why = "max tokens" if snap.settings.max_tokens else "length limit"
+        why = "max tokens" if snap.settings.max_tokens or snap.settings.output_tokens else "length limit"
         text.append(f"  truncated {snap.truncated} ({why})", style=style("note"))
     if snap.cold_starts:
         text.append(f"  cold starts {snap.cold_starts}", style=style("note"))
@@ -116,7 +116,7 @@ def server_text(sample: ServerSample | None, snap: Snapshot, observed_limit: int
     return text
 
 
-def mode_text(mode: str, words: int, max_tokens: int | None = None) -> Text:
+def mode_text(mode: str, words: int, max_tokens: int | None = None, exact: bool = False) -> Text:
     text = Text("mode ", style="bold")
     text.append(MODE_NAMES.get(mode, mode), style=style("title"))
     if mode == INPUT:
@@ -124,17 +124,17 @@ def mode_text(mode: str, words: int, max_tokens: int | None = None) -> Text:
     else:
         text.append(f"  'tell a story in {words} words:'", style=style("quiet"))
     if max_tokens is not None:
-        text.append(f"  max {max_tokens} tokens")
+        text.append(f"  {'exactly' if exact else 'max'} {max_tokens} tokens")
     return text
 
 
 class LoadPane(Vertical):
-    def __init__(self, concurrency: int, words: int, mode: str, max_tokens: int | None = None, *,
+    def __init__(self, concurrency: int, words: int, mode: str, max_tokens: int | None = None, exact: bool = False, *,
                  id: str | None = None) -> None:
         super().__init__(id=id)
         self.border_title = "load"
         self._concurrency, self._words, self._mode = concurrency, words, mode
-        self._max_tokens = max_tokens
+        self._max_tokens, self._exact = max_tokens, exact
         self.compact = False  # set by the app on short terminals
         self._rows_ns: int | None = None  # when the stream rows were last drawn, and how many
         self._rows_n = 0
@@ -144,7 +144,7 @@ class LoadPane(Vertical):
             yield Slider(sorted({*CONCURRENCY_STOPS, self._concurrency}), self._concurrency, "concurrency",
                          id="concurrency")
             yield Slider(sorted({*WORD_STOPS, self._words}), self._words, "words", id="words")
-        yield TextBox(mode_text(self._mode, self._words, self._max_tokens), id="mode")
+        yield TextBox(mode_text(self._mode, self._words, self._max_tokens, self._exact), id="mode")
         yield TextBox(id="summary")
         yield TextBox(id="server")
         yield TextBox(id="queue")
@@ -179,7 +179,7 @@ class LoadPane(Vertical):
         self.show_mode(self._mode, self._words)
 
     def show_mode(self, mode: str, words: int) -> None:
-        self.query_one("#mode", TextBox).show_text(mode_text(mode, words, self._max_tokens))
+        self.query_one("#mode", TextBox).show_text(mode_text(mode, words, self._max_tokens, self._exact))
 
     def show_history(self, points: Sequence[LoadPoint]) -> None:
         chart = self.query_one(LoadChart)
