@@ -231,3 +231,16 @@ def test_an_slo_gives_the_share_that_met_it_and_the_goodput(sim_factory, capsys)
     assert row["percentiles"]["ttft_s"]["p99"] is not None
     status, _, err = bench(capsys, "--url", sim.url, "--slo", "latency=3")
     assert status == 2 and "unknown --slo name" in err and len(err.strip().splitlines()) == 1
+
+
+def test_synthetic_prompts_hit_their_token_count_as_the_server_counts_it(sim_factory, capsys, tmp_path):
+    sim = sim_factory(speed=50)
+    out = tmp_path / "synthetic.jsonl"
+    status, _, err = bench(capsys, "--url", sim.url, "--concurrency", "3", "--input-tokens", "300",
+                           "--output-tokens", "20", "--format", "json", "--out", str(out))
+    assert status == 0 and "calibrated:" in err
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 3 and all(r["mode"] == "synthetic" and r["words"] == 300 for r in records)
+    assert all(abs(r["prompt_tokens"] - 300) <= 6 for r in records)  # within ±2 %
+    status, _, err = bench(capsys, "--url", sim.url, "--input-tokens", "0")
+    assert status == 2 and "--input-tokens must be 1 or more" in err

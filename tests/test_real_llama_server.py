@@ -88,3 +88,13 @@ def test_output_tokens_are_exact_on_the_real_server(llama_server, tmp_path, caps
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 4
     assert all(r["output_tokens"] == 64 and r["tokens_source"] == "server" and r["forced_length"] for r in records)
+
+
+def test_synthetic_input_tokens_land_within_two_percent_on_the_real_server(llama_server, tmp_path, capsys):
+    out = tmp_path / "synthetic.jsonl"
+    status = main(["bench", "--url", llama_server.url, "--concurrency", "2", "--rounds", "2", "--input-tokens", "500",
+                   "--output-tokens", "8", "--format", "json", "--out", str(out)])
+    assert status == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 4
+    assert all(abs(r["prompt_tokens"] - 500) <= 10 for r in records), [r["prompt_tokens"] for r in records]

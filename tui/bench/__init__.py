@@ -25,6 +25,7 @@ from tui.load.prompts import INPUT, MODES, OUTPUT, build_prompt
 from tui.load.records import JsonlWriter, RequestRecord
 from tui.load.settings import MAX_CONCURRENCY, LoadSettings
 from tui.load.stats import parse_slo
+from tui.load.synthetic import SYNTHETIC, CalibrationError, calibrate
 from tui.probes.gpu import GpuProbe
 from tui.probes.server import ServerProbe
 from tui.untrusted import one_line
@@ -41,6 +42,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, help="sampling temperature")
     p.add_argument("--seed", type=int, help="sampling seed")
     p.add_argument("--num-ctx", type=int, help="ollama context length (changing it reloads the model)")
+    p.add_argument("--input-tokens", type=int, metavar="N",
+                   help="synthetic prompts of N tokens as the server counts them (calibrated once from its"
+                        " own counts; new words for every request)")
     p.add_argument("--slo", metavar="NAME=S,…", help="service-level limits in seconds, any of ttft, tpot, e2e"
                                                     " (e.g. ttft=2,tpot=0.05): adds SLO met and goodput")
     p.add_argument("--format", default="table", choices=FORMATS, help="stdout format (default table)")
@@ -83,7 +87,11 @@ def validate(args: argparse.Namespace) -> tuple[list[int], list[int]]:
         raise UsageError(f"--rounds must be 1 or more, not {args.rounds}")
     if not (math.isfinite(args.sim_speed) and args.sim_speed > 0):
         raise UsageError(f"--sim-speed must be a number more than 0, not {args.sim_speed}")
-    if args.mode == INPUT:
+    if args.input_tokens is not None:
+        if args.input_tokens < 1:
+            raise UsageError(f"--input-tokens must be 1 or more, not {args.input_tokens}")
+        words = [args.input_tokens]  # the prompt's length is the variable
+    elif args.mode == INPUT:
         words = [len(build_prompt(INPUT, 0).split())]  # the prompt's length is the variable
     return concurrency, words
 
@@ -104,6 +112,13 @@ def run(args: argparse.Namespace) -> int:
             sim = SimProcess(speed=args.sim_speed).start()
             url = sim.url
         target, info = discover(url, args.api, args.model)
+        args.synthetic_words = None
+        if args.input_tokens is not None:
+            calibration = calibrate(target, args.seed or 0, args.timeout)
+            args.synthetic_words = calibration.words_for(args.input_tokens)
+            print(f"calibrated: {args.synthetic_words} words = {args.input_tokens} prompt tokens as the server counts"
+                  f" them ({calibration.overhead:.0f} for its template, {calibration.per_word:.2f} a word)",
+                  file=sys.stderr)
         out = JsonlWriter(args.out) if args.out else None  # only now: bad input must not wipe an old file
         meta = make_meta(info, args, concurrency, words)
         watch = Watch(ServerProbe(info.url, info.kind, info.version, target.headers(), redact=target.redactor()),
@@ -147,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         rows = rows_of(records, concurrency, words, args.slo_limits)
         for row in rows:
             watch.add_to(row)
-        sys.stdout.write(render(rows, meta, args.format, args.mode))
+        sys.stdout.write(render(rows, meta, args.format, SYNTHETIC if args.input_tokens else args.mode))
         sys.stdout.flush()
         if interrupted:
             return 143 if terminated else 130
@@ -155,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"tokentop bench: every request failed ({len(records)}); see the Errors column", file=sys.stderr)
             return 1
         return 1 if failed else 0
-    except (DiscoveryError, OSError) as exc:
+    except (DiscoveryError, CalibrationError, OSError) as exc:
         return _die(str(exc))
     except KeyboardInterrupt:  # Ctrl-C while finding the server
         return 130

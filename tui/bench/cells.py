@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import multiprocessing
+import random
 import signal
 import sys
 import time
@@ -22,6 +24,8 @@ from tui.bench.watch import Cell, Watch
 from tui.load.client import StreamClient, Target, make_client, stream_once
 from tui.load.records import RequestRecord
 from tui.load.selfcost import ClientCost, CostMonitor
+from tui.load.synthetic import SYNTHETIC
+from tui.load.synthetic import text as synthetic_text
 from tui.load.settings import LoadSettings, request_spec, share
 
 Finished = Callable[[RequestRecord], None]
@@ -33,6 +37,7 @@ async def run_round(client: StreamClient, target: Target, args: argparse.Namespa
                     emit: Finished, worker: int = 0, workers: int = 1) -> ClientCost:
     """This process's share of one round: its requests at once, each handed to `emit` as it ends."""
     n, w = cell
+    synthetic = getattr(args, "synthetic_words", None) is not None
     spec = request_spec(target.model, LoadSettings(
         concurrency=n, words=w, mode=args.mode, max_tokens=args.max_tokens, temperature=args.temperature,
         seed=args.seed, num_ctx=args.num_ctx, output_tokens=args.output_tokens))
@@ -40,10 +45,15 @@ async def run_round(client: StreamClient, target: Target, args: argparse.Namespa
     sampling = asyncio.ensure_future(monitor.sample())
 
     async def one(i: int) -> None:
-        record = RequestRecord(stream=i * workers + worker, concurrency=n, words=w, mode=args.mode,
+        stream = i * workers + worker
+        record = RequestRecord(stream=stream, concurrency=n, words=w, mode=SYNTHETIC if synthetic else args.mode,
                                api=target.api, model=target.model, round=rnd,
                                forced_length=spec.force_length and target.api != "ollama")
-        await stream_once(client, target, spec, record)
+        mine = spec
+        if synthetic:  # new words for every request: a prefix cache must not make this a cache test
+            rng = random.Random(f"{args.seed}:{n}:{rnd}:{stream}")
+            mine = dataclasses.replace(spec, prompt=synthetic_text(args.synthetic_words, rng))
+        await stream_once(client, target, mine, record)
         emit(record)
 
     try:

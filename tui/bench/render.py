@@ -14,6 +14,7 @@ from tui.load.discover import ServerInfo
 from tui.load.prompts import INPUT, OUTPUT
 from tui.load.records import RequestRecord
 from tui.load.stats import cell_row
+from tui.load.synthetic import SYNTHETIC
 from tui.untrusted import mask_url, visible
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -100,6 +101,8 @@ def make_meta(info: ServerInfo, args: argparse.Namespace, concurrency: list[int]
             "mode": args.mode, "concurrency": concurrency, "words": words, "rounds": args.rounds,
             "max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed,
             "num_ctx": args.num_ctx, "timeout_s": args.timeout, "slo_s": args.slo_limits,
+            "input_tokens": args.input_tokens, "output_tokens": args.output_tokens,
+            "synthetic_words": getattr(args, "synthetic_words", None),
         },
     }
 
@@ -118,6 +121,8 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str
     headers = [h for _, h, _ in COLUMNS]
     if mode == INPUT:
         headers[1] = "Input Word Count"
+    elif mode == SYNTHETIC:
+        headers[1] = "Input Tokens"
     body = [[_cell(row.get(key), f) for key, _, f in COLUMNS] for row in rows]
     for cells, row in zip(body, rows):
         if row.get("error_kinds"):  # "3 (cut, http)": what went wrong, not just how often

@@ -1,0 +1,81 @@
+"""Synthetic prompts of N input tokens as the server counts them, without a tokenizer of our own.
+
+The text is common English words, each one token after a space in the usual tokenizers, drawn afresh
+for every request (so a prefix cache does not turn the test into a cache test). How many tokens the
+server counts for W words — its chat template included — is measured once per model from its own
+reports (OpenAI `usage.prompt_tokens`, ollama `prompt_eval_count`), with two prompts of different
+lengths: tokens = overhead + per_word × W.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import httpx
+
+from tui.load.client import Target
+from tui.load.protocols import OLLAMA, RequestSpec, chat_body, chat_path
+from tui.untrusted import count
+
+# Short, frequent words: one token each (with the space before them) in Llama, Qwen, SmolLM and GPT tokenizers.
+WORDS = (
+    "the of and to in is was for on that with as by at from his it an were are which this be or has had not "
+    "but also first one their its new after who they have her she two been other when there all during into "
+    "school time may years more most only over city some world would where later up such used many can "
+    "state about national out known university united then made since under three both film well year "
+    "being team south high series through part these north due including because any them while world "
+    "early around several each went back same well last very long found little between game him what did "
+    "people could four life five like war began local member water place based left own good order major "
+    "group among took way best side large home day set next music men house land five work great line end"
+).split()
+WORDS = tuple(dict.fromkeys(WORDS))
+SYNTHETIC = "synthetic"  # the records' mode
+INSTRUCTION = "Repeat the last word of this list:"
+PROBE_WORDS = (64, 512)
+
+
+class CalibrationError(Exception):
+    """The server would not say how many prompt tokens it counted; the message is one line."""
+
+
+def text(words: int, rng: random.Random) -> str:
+    return INSTRUCTION + " " + " ".join(rng.choice(WORDS) for _ in range(words))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    overhead: float  # tokens of the chat template and the instruction
+    per_word: float
+
+    def words_for(self, tokens: int) -> int:
+        return max(1, round((tokens - self.overhead) / self.per_word))
+
+
+def prompt_tokens(client: httpx.Client, target: Target, prompt: str) -> int:
+    """What the server counts for `prompt` (one short, unstreamed request)."""
+    spec = RequestSpec(model=target.model, prompt=prompt, max_tokens=1, temperature=0.0)
+    body = {**chat_body(target.api, spec), "stream": False}
+    body.pop("stream_options", None)
+    try:
+        response = client.post(target.url.rstrip("/") + chat_path(target.api), json=body, headers=target.headers())
+        data = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise CalibrationError(f"cannot measure prompt tokens: {type(exc).__name__}") from None
+    usage = data.get("usage") if isinstance(data, dict) else None
+    counted = count(data.get("prompt_eval_count")) if target.api == OLLAMA else (
+        count(usage.get("prompt_tokens")) if isinstance(usage, dict) else None)
+    if not counted:
+        raise CalibrationError(f"the server does not report prompt tokens (HTTP {response.status_code}),"
+                               " so --input-tokens cannot be calibrated")
+    return counted
+
+
+def calibrate(target: Target, seed: int = 0, timeout: float = 120.0) -> Calibration:
+    rng = random.Random(seed)
+    with httpx.Client(timeout=timeout) as client:
+        small, large = (prompt_tokens(client, target, text(w, rng)) for w in PROBE_WORDS)
+    per_word = (large - small) / (PROBE_WORDS[1] - PROBE_WORDS[0])
+    if per_word <= 0:
+        raise CalibrationError(f"the server counted {small} and {large} tokens for longer and longer prompts")
+    return Calibration(small - per_word * PROBE_WORDS[0], per_word)
