@@ -152,7 +152,8 @@ def test_ctrl_c_keeps_finished_requests_and_prints_their_table(sim_factory, tmp_
     text = out.read_text()
     assert text.endswith("\n")
     lines = [json.loads(line) for line in text.splitlines()]  # every line whole
-    assert lines and all(line["error"] is None for line in lines)
+    assert any(line["error"] is None for line in lines)
+    assert {line["error_kind"] for line in lines} <= {None, "cancelled"}  # those in flight: recorded, not lost
     assert "Number of Requests" in stdout and "interrupted" in stderr
     assert "Traceback" not in stderr
 
@@ -244,3 +245,19 @@ def test_synthetic_prompts_hit_their_token_count_as_the_server_counts_it(sim_fac
     assert all(abs(r["prompt_tokens"] - 300) <= 6 for r in records)  # within ±2 %
     status, _, err = bench(capsys, "--url", sim.url, "--input-tokens", "0")
     assert status == 2 and "--input-tokens must be 1 or more" in err
+
+
+def test_a_duration_keeps_the_streams_busy_then_lets_them_finish(sim_factory, capsys, tmp_path):
+    sim = sim_factory(speed=50)
+    out = tmp_path / "duration.jsonl"
+    status, text, _ = bench(capsys, "--url", sim.url, "--concurrency", "2", "--words", "25", "--duration", "1",
+                            "--format", "json", "--out", str(out))
+    assert status == 0
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) > 4 and {d["stream"] for d in lines} == {0, 1} and all(d["error"] is None for d in lines)
+    for stream in (0, 1):  # each stream sent its next request as the last one ended
+        mine = sorted((d for d in lines if d["stream"] == stream), key=lambda d: d["send_ns"])
+        assert all(b["send_ns"] >= a["send_ns"] + a["e2e_s"] * 1e9 - 1e6 for a, b in zip(mine, mine[1:]))
+    assert json.loads(text)["rows"][0]["requests"] == len(lines)
+    status, _, err = bench(capsys, "--url", sim.url, "--duration", "0")
+    assert status == 2 and "--duration must be" in err

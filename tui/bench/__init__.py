@@ -42,6 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, help="sampling temperature")
     p.add_argument("--seed", type=int, help="sampling seed")
     p.add_argument("--num-ctx", type=int, help="ollama context length (changing it reloads the model)")
+    p.add_argument("--duration", type=float, metavar="S",
+                   help="keep each cell's N streams busy for S seconds (each sends its next request as the last"
+                        " ends; then nothing new is sent and the requests in flight finish). Without it a cell is"
+                        " the article's: N requests at once, wait for all")
     p.add_argument("--input-tokens", type=int, metavar="N",
                    help="synthetic prompts of N tokens as the server counts them (calibrated once from its"
                         " own counts; new words for every request)")
@@ -83,6 +87,8 @@ def validate(args: argparse.Namespace) -> tuple[list[int], list[int]]:
         args.slo_limits = parse_slo(args.slo) if args.slo is not None else None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
+        raise UsageError(f"--duration must be a number of seconds more than 0, not {args.duration}")
     if args.rounds < 1:
         raise UsageError(f"--rounds must be 1 or more, not {args.rounds}")
     if not (math.isfinite(args.sim_speed) and args.sim_speed > 0):
@@ -133,7 +139,8 @@ def run(args: argparse.Namespace) -> int:
 
         previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
         try:
-            with _progress(sum(c * args.rounds for c in concurrency) * len(words)) as advance:
+            total = None if args.duration else sum(c * args.rounds for c in concurrency) * len(words)
+            with _progress(total) as advance:
                 def finished(record: RequestRecord) -> None:
                     nonlocal out, failed
                     records.append(record)
@@ -191,7 +198,7 @@ def _die(message: str) -> int:
 class _progress:
     """A rich progress bar on stderr; `with _progress(total) as advance: advance()`."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int | None) -> None:  # None: as many as the --duration holds
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

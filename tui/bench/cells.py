@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import itertools
 import multiprocessing
 import random
 import signal
@@ -44,17 +45,28 @@ async def run_round(client: StreamClient, target: Target, args: argparse.Namespa
     monitor = CostMonitor(window_s=24 * 3600)
     sampling = asyncio.ensure_future(monitor.sample())
 
+    duration = getattr(args, "duration", None)
+    deadline = time.monotonic() + duration if duration else None
+
     async def one(i: int) -> None:
+        """One stream: one request, or (with --duration) the next as soon as the last ends, until the deadline."""
         stream = i * workers + worker
-        record = RequestRecord(stream=stream, concurrency=n, words=w, mode=SYNTHETIC if synthetic else args.mode,
-                               api=target.api, model=target.model, round=rnd,
-                               forced_length=spec.force_length and target.api != "ollama")
-        mine = spec
-        if synthetic:  # new words for every request: a prefix cache must not make this a cache test
-            rng = random.Random(f"{args.seed}:{n}:{rnd}:{stream}")
-            mine = dataclasses.replace(spec, prompt=synthetic_text(args.synthetic_words, rng))
-        await stream_once(client, target, mine, record)
-        emit(record)
+        for k in itertools.count():
+            record = RequestRecord(stream=stream, concurrency=n, words=w, mode=SYNTHETIC if synthetic else args.mode,
+                                   api=target.api, model=target.model, round=rnd,
+                                   forced_length=spec.force_length and target.api != "ollama")
+            mine = spec
+            if synthetic:  # new words for every request: a prefix cache must not make this a cache test
+                rng = random.Random(f"{args.seed}:{n}:{rnd}:{stream}:{k}")
+                mine = dataclasses.replace(spec, prompt=synthetic_text(args.synthetic_words, rng))
+            try:
+                await stream_once(client, target, mine, record)
+            except asyncio.CancelledError:
+                emit(record)  # cancelled (Ctrl-C): recorded as such, never lost
+                raise
+            emit(record)
+            if deadline is None or time.monotonic() >= deadline:
+                return
 
     try:
         await asyncio.gather(*(one(i) for i in range(share(n, worker, workers))))
