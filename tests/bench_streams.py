@@ -398,16 +398,21 @@ def main(argv: list[str]) -> int:
     print(f"\nload: {args.tokens} tokens at {args.rate:g} tok/s, ttft {args.ttft:g} s (work = {work_s:g} s per round);"
           f" paced server workers: {args.workers}; CPU counts from first send to last end "
           f"(start-up excluded; with it: see cpu_total_s in --json)")
-    digests = {r["tui_digest"] for r in results if r["tui_digest"]}
+    finish(args, results, work_dir, "the bench")
+    return 0
+
+
+def finish(args: argparse.Namespace, results: list[dict], work_dir: Path, what: str) -> None:
+    """Say if tui/ changed during the run, save --json, keep or remove the work directory."""
+    digests = {r["tui_digest"] for r in results if r.get("tui_digest")}
     if len(digests) > 1:
-        print(f"\nWARNING: tokentop's source (tui/) changed during the bench: {', '.join(sorted(digests))}")
+        print(f"\nWARNING: tokentop's source (tui/) changed during {what}: {', '.join(sorted(digests))}")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2) + "\n")
     if args.keep:
         print(f"work directory: {work_dir}")
     else:
         shutil.rmtree(work_dir, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 from tui.cli import make_app
 from tui.load.discover import discover
 from tui.load.settings import LoadSettings
-from measure_app import running_sim  # tests/ is on the path when run as a script
+from tui.servers.simproc import SimProcess
 
 OUT = Path(__file__).resolve().parent.parent / "screenshots"
 SIZES = ((80, 24), (120, 40), (160, 48))
@@ -31,7 +31,8 @@ async def shoot(url: str, size: tuple[int, int], seconds: float) -> Path:
 
 
 def main() -> int:
-    with running_sim(["--speed", "2"]) as (url, _):
+    with SimProcess(speed=2) as sim:
+        url = sim.url
         OUT.mkdir(exist_ok=True)
         for size in SIZES:
             print(asyncio.run(shoot(url, size, 15.0)))

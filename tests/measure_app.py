@@ -40,19 +40,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import psutil
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import bench_streams  # noqa: E402
 import paced_server  # noqa: E402
-
-from tui.servers.local import free_port  # noqa: E402
 
 ROOT = HERE.parent
 TTFT_S, TOKENS, RATE = 0.1, 50, 50.0
@@ -61,28 +57,6 @@ TMUX = ["tmux", "-L", "tokentop-measure"]  # a tmux server of our own; it exits 
 CAPTURE_EVERY_S = 5.0
 IDLE_WARMUP_S = 5.0
 MIN_CHUNKS = 8000  # headless: small N gets more rounds, so its CPU (10 ms ticks) has enough to count
-
-
-@contextlib.contextmanager
-def running_sim(options: list[str]) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`tokentop sim` in its own process on a free port: (its URL, the process). Used by make_screenshots.py."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    sim = subprocess.Popen([sys.executable, "-m", "tui", "sim", "--port", str(port), *options],
-                           cwd=ROOT, stdout=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            try:
-                httpx.get(url + "/api/version", timeout=1)
-                break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise SystemExit("tokentop sim did not start")
-        yield url, sim
-    finally:
-        sim.terminate()
-        sim.wait()
 
 
 # --- the app in tmux ---------------------------------------------------------------------------------
@@ -420,15 +394,7 @@ def main(argv: list[str]) -> int:
     print(f"\n{time.monotonic() - started:.0f} s in all. Headless: `tokentop bench`, rounds of N requests; app: N"
           f" streams kept busy; --out after `q`: {sum(r['out_torn_lines'] for r in apps)} torn lines in"
           f" {sum(r['out_lines'] for r in apps)}; exit status {sorted({r['rc'] for r in results if 'quit_s' in r})}.")
-    digests = {r["tui_digest"] for r in results}
-    if len(digests) > 1:
-        print(f"\nWARNING: tokentop's source (tui/) changed during the measurement: {', '.join(sorted(digests))}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2) + "\n")
-    if args.keep:
-        print(f"work directory: {work_dir}")
-    else:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    bench_streams.finish(args, results, work_dir, "the measurement")
     return 0
 
 

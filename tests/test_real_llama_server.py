@@ -79,22 +79,23 @@ def test_unknown_model_on_real_server_is_one_line_and_status_2(llama_server, cap
     assert err.count("\n") == 0 and "unknown model 'no-such-model'" in err
 
 
-def test_output_tokens_are_exact_on_the_real_server(llama_server, tmp_path, capsys):
-    """llama.cpp honours ignore_eos: every request of `--output-tokens 64` streams 64 tokens, server-counted."""
-    out = tmp_path / "exact.jsonl"
-    status = main(["bench", "--url", llama_server.url, "--concurrency", "2", "--words", "25", "--rounds", "2",
-                   "--output-tokens", "64", "--format", "json", "--out", str(out)])
+def bench_records(server, tmp_path, capsys, *options: str) -> list[dict]:
+    """`tokentop bench` against the real server, 2 streams x 2 rounds: its --out records."""
+    out = tmp_path / "records.jsonl"
+    status = main(["bench", "--url", server.url, "--concurrency", "2", "--words", "25", "--rounds", "2", *options,
+                   "--format", "json", "--out", str(out)])
     assert status == 0, capsys.readouterr().err
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 4
+    return records
+
+
+def test_output_tokens_are_exact_on_the_real_server(llama_server, tmp_path, capsys):
+    """llama.cpp honours ignore_eos: every request of `--output-tokens 64` streams 64 tokens, server-counted."""
+    records = bench_records(llama_server, tmp_path, capsys, "--output-tokens", "64")
     assert all(r["output_tokens"] == 64 and r["tokens_source"] == "server" and r["forced_length"] for r in records)
 
 
 def test_synthetic_input_tokens_land_within_two_percent_on_the_real_server(llama_server, tmp_path, capsys):
-    out = tmp_path / "synthetic.jsonl"
-    status = main(["bench", "--url", llama_server.url, "--concurrency", "2", "--rounds", "2", "--input-tokens", "500",
-                   "--output-tokens", "8", "--format", "json", "--out", str(out)])
-    assert status == 0, capsys.readouterr().err
-    records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(records) == 4
+    records = bench_records(llama_server, tmp_path, capsys, "--input-tokens", "500", "--output-tokens", "8")
     assert all(abs(r["prompt_tokens"] - 500) <= 10 for r in records), [r["prompt_tokens"] for r in records]

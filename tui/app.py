@@ -226,6 +226,12 @@ class TokentopApp(App):
         self.call_after_refresh(self._recolour)
 
     def _recolour(self) -> None:
+        try:
+            self._redraw_in_theme()
+        except NoMatches:  # the theme changed while the screen was being torn down: nothing left to draw
+            pass
+
+    def _redraw_in_theme(self) -> None:
         self.query_one(Palette).read()
         self.recoloured = True
         self.query_one("#header", Static).update(header_text(self.info))

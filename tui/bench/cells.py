@@ -53,8 +53,7 @@ async def run_round(client: StreamClient, target: Target, args: argparse.Namespa
         stream = i * workers + worker
         for k in itertools.count():
             record = RequestRecord(stream=stream, concurrency=n, words=w, mode=SYNTHETIC if synthetic else args.mode,
-                                   api=target.api, model=target.model, round=rnd,
-                                   forced_length=spec.force_length and target.api != "ollama")
+                                   api=target.api, model=target.model, round=rnd)
             mine = spec
             if synthetic:  # new words for every request: a prefix cache must not make this a cache test
                 rng = random.Random(f"{args.seed}:{n}:{rnd}:{stream}:{k}")

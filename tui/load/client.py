@@ -84,6 +84,7 @@ async def stream_once(
     """
     record.sent_at = time.time()
     record.send_ns = time.perf_counter_ns()
+    record.forced_length = spec.force_length and target.api != OLLAMA  # ollama has no way to force it
     try:
         await _attempts(client, target, spec, record)
     finally:

@@ -279,7 +279,6 @@ class LoadEngine:
         s, target = self._settings, self.target  # read once: another thread may change them
         record = self._new_record(index)
         spec = request_spec(target.model, s)
-        record.forced_length = spec.force_length and target.api != "ollama"
         self._current[index] = record
         try:
             await stream_once(self._client, target, spec, record)

@@ -178,9 +178,7 @@ class ConnectionPool:
     async def warm(self, url: str, count: int) -> None:
         """Open connections until `count` lie idle for `url`'s server, so requests sent together go together
         (a cell's first round would otherwise wait on its TCP connects). A failure here is left to the requests."""
-        parts = urlsplit(url)
-        scheme, host = parts.scheme, parts.hostname or ""
-        key = (scheme, host, parts.port or (443 if scheme == "https" else 80))
+        key = _key(urlsplit(url))
         idle = self._idle.setdefault(key, [])
         idle[:] = [conn for conn in idle if not conn.closed]
         opened = await asyncio.gather(*(self._open(*key) for _ in range(count - len(idle))), return_exceptions=True)
@@ -202,10 +200,8 @@ class ConnectionPool:
         Returns when the answer has ended. Raises TransportError; a cancelled call closes its connection.
         """
         parts = urlsplit(url)
-        scheme, host = parts.scheme, parts.hostname or ""
-        port = parts.port or (443 if scheme == "https" else 80)
-        key = (scheme, host, port)
-        conn = await self._connect(scheme, host, port)
+        key = scheme, host, port = _key(parts)
+        conn = await self._connect(*key)
         loop = asyncio.get_running_loop()
         exchange = conn._exchange = _Exchange(loop)
         watchdog = _Watchdog(loop, exchange, read_timeout)
@@ -247,6 +243,11 @@ class _Watchdog:
 
     def cancel(self) -> None:
         self._handle.cancel()
+
+
+def _key(parts) -> tuple[str, str, int]:
+    """(scheme, host, port) of a URL: which kept-alive connections serve it."""
+    return parts.scheme, parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
 
 def _request_bytes(parts, host: str, port: int, body: bytes, headers: dict[str, str]) -> bytes:
