@@ -59,6 +59,26 @@ async def test_concurrency_slider_and_keys_steer_the_engine(sim_factory):
         await until(lambda: app.engine.running, pilot)
 
 
+async def test_the_r_key_switches_to_a_rate_whose_backlog_grows_live_past_capacity(sim_factory):
+    sim = sim_factory(parallel=2, service_s=1.0, speed=10)  # serves 20 requests/s in real time
+    app = sim_app(sim, concurrency=1, words=25)
+    async with app.run_test(size=(160, 48)) as pilot:
+        assert not app.query_one("#rate", Slider).display
+        await pilot.press("r")
+        assert app.engine.settings.rate == 1.0 and app.query_one("#rate", Slider).display
+        assert not app.query_one("#concurrency", Slider).display
+        for _ in range(11):  # + steps the rate now: 1 → 70 requests/s on the slider's stops
+            await pilot.press("+")
+        assert app.engine.settings.rate == 70.0
+        assert "70/s" in str(app.query_one("#rate", Slider).render())
+        await until(lambda: "backlog growing" in pane_text(app, "#summary"), pilot, timeout=15)
+        summary = pane_text(app, "#summary")
+        assert "sent " in summary and "finished " in summary
+        await pilot.press("r")  # back to the closed loop, at the concurrency it had
+        assert app.engine.settings.rate is None and app.engine.settings.concurrency == 1
+        assert app.query_one("#concurrency", Slider).display
+
+
 async def test_eight_streams_on_four_slots_four_wait_then_start(sim_factory):
     sim = sim_factory(parallel=4, speed=5)
     app = sim_app(sim, concurrency=8, words=100)  # ~1.5 s a request: the queue is there long enough to see

@@ -25,9 +25,16 @@ def bench(capsys, *argv):
     return status, captured.out, captured.err
 
 
-def test_default_table_has_the_articles_columns_then_ours(sim_factory, capsys):
+def header_of(out: str, first: str) -> list[str]:
+    """The table's header lines: the one that starts the first column's name, and the one after it."""
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.split() and line.split()[0] == first)
+    return lines[at:at + 2]
+
+
+def test_wide_table_has_the_articles_columns_then_all_of_ours(sim_factory, capsys):
     sim = sim_factory(speed=100)
-    status, out, _ = bench(capsys, "--url", sim.url, "--concurrency", "1,2", "--words", "25,50")
+    status, out, _ = bench(capsys, "--url", sim.url, "--concurrency", "1,2", "--words", "25,50", "--format", "wide")
     assert status == 0
     header = next(line for line in out.splitlines() if "Number of Requests" in line)
     positions = [header.index(c) for c in ARTICLE_COLUMNS]
@@ -35,8 +42,22 @@ def test_default_table_has_the_articles_columns_then_ours(sim_factory, capsys):
     for extra in ("TTFT p50", "TTFT max", "Decode tok/s", "Aggregate tok/s", "Server decode tok/s",
                   "Server prefill tok/s", "Tokens from", "Errors"):
         assert header.index(extra) > positions[-1]
+    assert "Sent/s" not in header  # open-loop columns only in open-loop runs
     assert "SIMULATED" in out and "server-reported" in out and "timed by tokentop's clock" in out
     assert len([line for line in out.splitlines() if line.strip().startswith(("1 ", "2 "))]) == 4
+
+
+def test_default_table_is_the_articles_columns_then_a_selection_that_fits_160_columns(sim_factory, capsys):
+    sim = sim_factory(speed=100)
+    status, out, _ = bench(capsys, "--url", sim.url, "--concurrency", "1,2", "--words", "25", "--slo", "ttft=2")
+    assert status == 0
+    top, bottom = header_of(out, "Number")
+    assert top.split()[:3] == ["Number", "of", "Output"] and bottom.split()[:3] == ["Requests", "Word", "Count"]
+    for name in ("TTFT", "TPOT", "ITL", "Goodput", "Errors"):
+        assert name in top + bottom
+    assert "Server decode" not in top + bottom  # in --format wide, markdown, CSV and JSON
+    rows = [line for line in out.splitlines() if line.strip().startswith(("1 ", "2 "))]
+    assert len(rows) == 2 and max(len(line) for line in [top, bottom, *rows]) <= 160
 
 
 def test_json_rows_and_meta(sim_factory, capsys):
@@ -154,7 +175,7 @@ def test_ctrl_c_keeps_finished_requests_and_prints_their_table(sim_factory, tmp_
     lines = [json.loads(line) for line in text.splitlines()]  # every line whole
     assert any(line["error"] is None for line in lines)
     assert {line["error_kind"] for line in lines} <= {None, "cancelled"}  # those in flight: recorded, not lost
-    assert "Number of Requests" in stdout and "interrupted" in stderr
+    assert "Average Speed" in stdout and "interrupted" in stderr
     assert "Traceback" not in stderr
 
 
@@ -173,7 +194,8 @@ def test_gpu_power_per_cell_gives_joules_per_token(sim_factory):
     sim = sim_factory(speed=5)
     target, _ = discover(sim.url)
     args = argparse.Namespace(mode="output", max_tokens=None, temperature=None, seed=None, num_ctx=None,
-                              output_tokens=None, rounds=1, timeout=10.0)
+                              output_tokens=None, rounds=1, timeout=10.0, rate_list=None,
+                              duration=None, max_inflight=1024)
     records = []
     watch = Watch(gpu=GpuProbe(devices=lambda: [FakeDevice(0), FakeDevice(1)]))
     asyncio.run(run_cells(target, args, [2], [50], records.append, watch))

@@ -194,7 +194,7 @@ def test_silence_is_a_timeout(hostile, tmp_path, fault):
     assert [r["error_kind"] for r in run.records] == ["timeout", "timeout"]
     assert run.wall < TIMEOUT + 6
     assert run.rc == 1  # every request failed
-    assert "Number of Requests" in run.out
+    assert "Average Speed" in run.out
 
 
 STATUS_CASES = {  # id: (status, headers, body, what the error says)
@@ -237,7 +237,7 @@ def test_an_endless_stream_stops_on_a_signal_and_the_table_prints(hostile, tmp_p
     server = hostile("endless")
     run = check(bench(server.url, tmp=tmp_path, fmt="table", interrupt=(signum, 2.0), server=server, timeout=15))
     assert run.rc == status
-    assert "Number of Requests" in run.out
+    assert "Average Speed" in run.out
     assert not run.jsonl or run.jsonl.endswith("\n")
     run.records  # every line whole JSON
 

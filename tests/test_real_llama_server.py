@@ -99,3 +99,15 @@ def test_output_tokens_are_exact_on_the_real_server(llama_server, tmp_path, caps
 def test_synthetic_input_tokens_land_within_two_percent_on_the_real_server(llama_server, tmp_path, capsys):
     records = bench_records(llama_server, tmp_path, capsys, "--input-tokens", "500", "--output-tokens", "8")
     assert all(abs(r["prompt_tokens"] - 500) <= 10 for r in records), [r["prompt_tokens"] for r in records]
+
+
+def test_an_open_loop_past_capacity_grows_the_backlog_on_the_real_server(llama_server, capsys):
+    """4 slots of a 135M model on this CPU serve a few short requests a second: 0.3/s is easy, 16/s is not."""
+    status = main(["bench", "--url", llama_server.url, "--rate", "0.3,16", "--duration", "5", "--output-tokens", "16",
+                   "--words", "25", "--seed", "1", "--format", "json"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    low, high = json.loads(captured.out)["rows"]
+    assert high["sent_rps"] > 10 and high["backlog_growth_rps"] > 3 and high["backlog_end"] > 20
+    assert high["percentiles"]["ttft_s"]["p99"] > 5 * low["percentiles"]["ttft_s"]["p50"]
+    assert high["errors"] == 0 and low["errors"] == 0

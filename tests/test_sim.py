@@ -8,6 +8,7 @@ import json
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -175,6 +176,80 @@ def test_openai_non_streaming(sim):
     assert body["object"] == "chat.completion"
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "Once upon a"}
     assert body["choices"][0]["finish_reason"] == "length" and body["usage"]["completion_tokens"] == 3
+
+
+def test_tokens_per_chunk_pack_the_text_but_count_every_token(sim_factory):
+    sim = sim_factory(speed=100, tokens_per_chunk=3)
+    pieces = ["Once upon a", " time there was", " a"]  # 7 tokens: the last chunk carries fewer
+    *chunks, final = [json.loads(line) for line in ollama_lines(sim.url, options={"num_predict": 7})]
+    assert [c["message"]["content"] for c in chunks] == pieces and final["eval_count"] == 7
+    role, *content, finish, usage = [json.loads(e) for e in sse_events(sim.url, max_tokens=7,
+                                                                       stream_options={"include_usage": True})[:-1]]
+    assert [c["choices"][0]["delta"]["content"] for c in content] == pieces
+    assert usage["usage"]["completion_tokens"] == finish["timings"]["predicted_n"] == 7
+
+
+def test_a_chunk_goes_when_its_last_token_is_due(sim_factory):
+    sim = sim_factory(speed=10, service_s=3.0, tokens_per_chunk=3)  # 6 tokens in 0.3 s real: one each 0.05 s
+    body = {"model": "m", "messages": STORY, "stream": True, "max_tokens": 6}
+    arrivals = []
+    with httpx.Client(timeout=5) as client:
+        started = time.perf_counter()
+        with client.stream("POST", sim.url + "/v1/chat/completions", json=body) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                    arrivals.append(time.perf_counter() - started)
+    first, second = arrivals
+    assert 0.15 <= first < 0.25 and 0.3 <= second < 0.4  # after 3 and 6 tokens, not after 1 and 2
+    assert second - first == pytest.approx(0.15, abs=0.05)
+
+
+def test_continuous_usage_stats_put_the_count_so_far_in_every_chunk(sim_factory):
+    sim = sim_factory(speed=100, tokens_per_chunk=2)
+    options = {"include_usage": True, "continuous_usage_stats": True}
+    chunks = [json.loads(e) for e in sse_events(sim.url, max_tokens=5, stream_options=options)[:-1]]
+    prompt = chunks[0]["usage"]["prompt_tokens"]
+    assert [c["usage"] for c in chunks] == [{"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n}
+                                            for n in (0, 2, 4, 5, 5, 5)]  # role, 3 content, finish, usage-only
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant" and chunks[-1]["choices"] == []
+    plain = [json.loads(e) for e in sse_events(sim.url, stream_options={"continuous_usage_stats": True})[:-1]]
+    assert not any("usage" in c for c in plain)  # as vLLM: only together with include_usage
+
+
+def test_ignore_eos_gives_exactly_max_tokens_on_openai_only(sim):
+    short = [{"role": "user", "content": "tell a story in 3 words:"}]
+    body = {"model": "m", "messages": short, "max_tokens": 40, "ignore_eos": True}
+    whole = httpx.post(sim.url + "/v1/chat/completions", json=body, timeout=5).json()
+    assert whole["usage"]["completion_tokens"] == 40 and whole["choices"][0]["finish_reason"] == "length"
+    events = [json.loads(e) for e in sse_events(sim.url, **body, stream=True)[:-1]]
+    assert len(events) == 1 + 40 + 1 and events[-1]["choices"][0]["finish_reason"] == "length"
+    stops = httpx.post(sim.url + "/v1/chat/completions", json={**body, "ignore_eos": False}, timeout=5).json()
+    assert stops["usage"]["completion_tokens"] < 10 and stops["choices"][0]["finish_reason"] == "stop"
+    ollama = json.loads(ollama_lines(sim.url, messages=short, ignore_eos=True,
+                                     options={"num_predict": 40, "ignore_eos": True})[-1])
+    assert ollama["eval_count"] < 10 and ollama["done_reason"] == "stop"
+
+
+def test_service_time_holds_every_slot_the_same_time_whatever_the_load(sim_factory):
+    sim = sim_factory(parallel=2, speed=10, service_s=2.0)  # 0.2 s real a request: 2 slots serve 10 a second
+
+    def one(words):
+        body = {"model": MODEL, "messages": [{"role": "user", "content": f"tell a story in {words} words:"}]}
+        with client.stream("POST", sim.url + "/api/chat", json=body) as response:
+            lines = [json.loads(line) for line in response.iter_lines()]
+        return time.perf_counter() - started, lines
+
+    with httpx.Client(timeout=5) as client, ThreadPoolExecutor(6) as pool:
+        started = time.perf_counter()
+        results = list(pool.map(one, (3, 60, 3, 60, 3, 60)))
+    ends = sorted(end for end, _ in results)
+    assert 0.6 <= ends[-1] < 0.75  # 2 slots / 0.2 s: six requests take three service times, short or long
+    assert [round((end - ends[0]) / 0.2) for end in ends] == [0, 0, 1, 1, 2, 2]
+    for _, (*chunks, final) in results:
+        n = final["eval_count"]
+        assert n == len(chunks) and (n < 10 or n > 50)
+        # slot → first token, then the first → last token: 2 simulated s whatever the length
+        assert final["prompt_eval_duration"] + final["eval_duration"] == pytest.approx(2e9, rel=0.1)
 
 
 def test_metrics_carry_both_names(sim):
@@ -362,6 +437,15 @@ def test_config_rejects_nonsense():
             SimConfig(speed=speed)
     with pytest.raises(ValueError, match="ttft"):
         SimConfig(ttft_s=float("inf"))
+    for service in (0, -1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="service time must be"):
+            SimConfig(service_s=service)
+    for clash in ({"ttft_s": 0.5}, {"prefill_tps": 100.0}, {"profile": ((1, 50.0),)}):
+        with pytest.raises(ValueError, match="a service time replaces ttft"):
+            SimConfig(service_s=1.0, **clash)
+    for k in (0, 1.5):
+        with pytest.raises(ValueError, match="tokens per chunk"):
+            SimConfig(tokens_per_chunk=k)
 
 
 def parse_cli(*argv):
@@ -373,6 +457,19 @@ def parse_cli(*argv):
 def test_cli_defaults():
     args = parse_cli()
     assert (args.host, args.port, args.parallel, args.speed, args.model) == ("127.0.0.1", 11435, 4, 1.0, MODEL)
+
+
+def test_cli_service_time_and_tokens_per_chunk(capsys):
+    args = parse_cli("--service-time", "2.5", "--tokens-per-chunk", "4")
+    assert (args.service_time, args.tokens_per_chunk) == (2.5, 4)
+    assert (parse_cli().service_time, parse_cli().tokens_per_chunk) == (None, 1)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    help_text = " ".join(parser.format_help().split())
+    assert "P / SECONDS requests a second" in help_text and "as vLLM packs several" in help_text
+    assert run(parse_cli("--service-time", "2", "--ttft", "1")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "service time replaces ttft" in err
 
 
 def test_run_refuses_a_bad_fault_spec_in_one_line(capsys):

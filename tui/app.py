@@ -93,8 +93,9 @@ class TokentopApp(App):
     TITLE = "tokentop"
     BINDINGS = [
         Binding("space", "toggle", "start/pause"),
-        Binding("plus,equals_sign", "concurrency(1)", "concurrency", key_display="+"),
-        Binding("minus", "concurrency(-1)", "", show=False),
+        Binding("plus,equals_sign", "load(1)", "load", key_display="+"),
+        Binding("minus", "load(-1)", "", show=False),
+        Binding("r", "shape", "rate"),
         Binding("right_square_bracket", "words(1)", "words", key_display="]"),
         Binding("left_square_bracket", "words(-1)", "", show=False),
         Binding("m", "mode", "mode"),
@@ -107,8 +108,11 @@ class TokentopApp(App):
     def __init__(self, *, engine: Any, info: ServerInfo, read_gpu: Callable[[], GpuReading],
                  read_host: Callable[[], HostSample], read_server: Callable[[], ServerSample] | None = None,
                  autostart: bool = False, notice: str | None = None, refresh_hz: float = 2.0,
-                 poll_s: float = 1.0) -> None:
+                 poll_s: float = 1.0, prompt_label: str | None = None) -> None:
+        """`prompt_label`: what the prompts are when they are not the mode's (synthetic, or from a file)."""
         super().__init__()
+        self.prompt_label = prompt_label
+        self.last_rate = engine.settings.rate or 1.0  # what `r` goes back to
         self.engine, self.info = engine, info
         self.read_gpu, self.read_host, self.read_server = read_gpu, read_host, read_server
         self.notice = notice  # one line shown once the app is up (e.g. why the demo is simulated)
@@ -132,7 +136,7 @@ class TokentopApp(App):
             yield GpuPane(id="gpu")
             yield HostPane(id="host")
         yield LoadPane(s.concurrency, s.words, s.mode, s.output_tokens or s.max_tokens, s.output_tokens is not None,
-                       id="load")
+                       rate=s.rate, prompt_label=self.prompt_label, id="load")
         yield Footer()
         yield Palette()
 
@@ -265,8 +269,22 @@ class TokentopApp(App):
     def words_changed(self, event: Slider.Changed) -> None:
         self.engine.update(words=event.value)
 
-    def action_concurrency(self, delta: int) -> None:
-        self.query_one("#concurrency", Slider).index += delta
+    @on(Slider.Changed, "#rate")
+    def rate_changed(self, event: Slider.Changed) -> None:
+        if self.engine.settings.rate is not None:
+            self.last_rate = event.value
+            self.engine.update(rate=event.value)
+
+    def action_load(self, delta: int) -> None:
+        """+/-: one step of whichever slider drives the load (concurrency, or the open loop's rate)."""
+        which = "#concurrency" if self.engine.settings.rate is None else "#rate"
+        self.query_one(which, Slider).index += delta
+
+    def action_shape(self) -> None:
+        """Switch between a closed loop (N streams) and an open loop (a request rate)."""
+        rate = self.last_rate if self.engine.settings.rate is None else None
+        self.engine.update(rate=rate)
+        self.query_one(LoadPane).show_shape(rate)
 
     def action_words(self, delta: int) -> None:
         self.query_one("#words", Slider).index += delta

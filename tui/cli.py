@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 
@@ -53,12 +54,16 @@ def main(argv: list[str] | None = None) -> int:
 def add_app_arguments(p: argparse.ArgumentParser) -> None:
     from tui.load.prompts import MODES, OUTPUT
 
-    from tui.flags import add_server_arguments
+    from tui.flags import add_server_arguments, add_workload_arguments
     from tui.load.settings import MAX_CONCURRENCY
 
     add_server_arguments(p)
+    add_workload_arguments(p)
     p.add_argument("--concurrency", type=int,
                    help=f"concurrent streams, 0 to {MAX_CONCURRENCY} (default 1; 8 with --demo)")
+    p.add_argument("--rate", type=float, metavar="R",
+                   help="start in the open loop: R requests/s sent at planned times whatever the server does"
+                        " (the r key switches between concurrency and rate)")
     p.add_argument("--words", type=int, default=100, help="words asked for in the story prompt (default 100)")
     p.add_argument("--mode", default=OUTPUT, choices=MODES,
                    help="output: 'tell a story in N words:'; input: title of a ~480-word text")
@@ -76,15 +81,19 @@ def _die(message: str) -> int:
 
 
 def run_app(args: argparse.Namespace) -> int:
-    from tui.flags import UsageError, check_server_arguments
+    from tui.flags import UsageError, check_server_arguments, read_prompts
     from tui.load.discover import DiscoveryError, discover
     from tui.load.settings import LoadSettings
+    from tui.load.synthetic import CalibrationError, calibrate
 
     concurrency = args.concurrency if args.concurrency is not None else (8 if args.demo else 1)
     try:
         check_server_arguments(args)
+        prompts = read_prompts(args)
     except UsageError as exc:
         return _die(str(exc))
+    if args.input_tokens is not None and args.input_tokens < 1:
+        return _die(f"--input-tokens must be 1 or more, not {args.input_tokens}")
     if args.demo and (args.sim or args.url):
         return _die("--demo starts its own server: leave out --url and --sim")
     max_tokens = args.max_tokens
@@ -92,7 +101,8 @@ def run_app(args: argparse.Namespace) -> int:
         max_tokens = DEMO_MAX_TOKENS  # the demo's tiny model rambles for a minute+; a cap keeps the queue moving
     try:
         settings = LoadSettings(concurrency=concurrency, words=args.words, mode=args.mode, max_tokens=max_tokens,
-                                output_tokens=args.output_tokens).validated()
+                                output_tokens=args.output_tokens, rate=args.rate, arrival=args.arrival,
+                                max_inflight=args.max_inflight).validated()
     except ValueError as exc:
         return _die(str(exc))
     sim = server = app = None
@@ -116,14 +126,22 @@ def run_app(args: argparse.Namespace) -> int:
             sim = SimProcess().start()
             url = sim.url
         target, info = discover(url, args.api, args.model)
+        prompt_label = None
+        if args.input_tokens is not None:
+            calibration = calibrate(target, 0, args.timeout)
+            settings = dataclasses.replace(settings, input_words=calibration.words_for(args.input_tokens))
+            prompt_label = f"synthetic {args.input_tokens} tokens ({settings.input_words} words, new each request)"
+        elif prompts is not None:
+            prompt_label = f"{args.prompts} ({len(prompts)} prompts in turn)"
         if args.out:
             open(args.out, "w").close()  # fail here, in one line, not in the engine's process
         app = make_app(target, info, settings, autostart=args.autostart or args.demo, out_path=args.out,
-                       read_timeout=args.timeout, workers=args.workers, notice=notice)
+                       read_timeout=args.timeout, workers=args.workers, notice=notice, prompts=prompts,
+                       prompt_label=prompt_label)
         signal.signal(signal.SIGTERM, lambda signum, frame: app.exit())  # quit as `q` does: files whole
         app.run()
         return app.return_code or 0
-    except (DiscoveryError, OSError) as exc:
+    except (DiscoveryError, CalibrationError, OSError) as exc:
         return _die(str(exc))
     except KeyboardInterrupt:  # Ctrl-C while finding or starting the server
         return 130
@@ -139,7 +157,7 @@ def run_app(args: argparse.Namespace) -> int:
 
 def make_app(target, info, settings, *, autostart: bool = False, out_path: str | None = None,
              read_timeout: float = 600.0, workers: int | None = None, engine=None, read_gpu=None,
-             read_host=None, read_server=None, **app_options):
+             read_host=None, read_server=None, prompts: list[str] | None = None, **app_options):
     """The app wired to a real engine (in its own process) and the real probes; the tests hand in their own."""
     from tui.app import TokentopApp
     from tui.load.settings import MAX_CONCURRENCY
@@ -151,7 +169,7 @@ def make_app(target, info, settings, *, autostart: bool = False, out_path: str |
 
     if engine is None:
         workers = workers or default_workers(MAX_CONCURRENCY)
-        options = dict(out_path=out_path, read_timeout=read_timeout, keep_records=APP_KEEP_RECORDS)
+        options = dict(out_path=out_path, read_timeout=read_timeout, keep_records=APP_KEEP_RECORDS, prompts=prompts)
         engine = (EnginePool(target, settings, workers=workers, **options) if workers > 1
                   else EngineProcess(target, settings, **options))
     if read_host is None:

@@ -38,3 +38,34 @@ def check_server_arguments(args: argparse.Namespace) -> None:
         raise UsageError(f"--timeout must be a number of seconds more than 0, not {args.timeout}")
     if args.workers is not None and not 1 <= args.workers <= MAX_WORKERS:
         raise UsageError(f"--workers must be 1 to {MAX_WORKERS}, not {args.workers}")
+
+
+def add_workload_arguments(p: argparse.ArgumentParser) -> None:
+    """What the requests ask and how arrivals come: flags of the app and the bench alike."""
+    from tui.load.settings import ARRIVALS, MAX_CONCURRENCY
+
+    p.add_argument("--input-tokens", type=int, metavar="N",
+                   help="synthetic prompts of N tokens as the server counts them (calibrated once from its"
+                        " own counts; new words for every request)")
+    p.add_argument("--prompts", metavar="FILE.jsonl",
+                   help='prompts from a file: JSONL {"prompt": …} lines or ShareGPT {"conversations": […]} (the first'
+                        " human turn), sent in turn (the bench shuffles them by --seed)")
+    p.add_argument("--arrival", default="poisson", choices=ARRIVALS,
+                   help="with --rate: Poisson arrivals (random gaps, as real users come) or constant gaps")
+    p.add_argument("--max-inflight", type=int, default=MAX_CONCURRENCY, metavar="N",
+                   help=f"with --rate: at most N requests in flight; later arrivals wait at the client and are"
+                        f" counted as held back (default {MAX_CONCURRENCY})")
+
+
+def read_prompts(args: argparse.Namespace) -> list[str] | None:
+    """--prompts FILE's prompts, or UsageError in one line."""
+    from tui.load.prompt_file import PromptFileError, load_prompts
+
+    if args.prompts is None:
+        return None
+    if args.input_tokens is not None:
+        raise UsageError("choose --prompts FILE or --input-tokens N, not both")
+    try:
+        return load_prompts(args.prompts)
+    except PromptFileError as exc:
+        raise UsageError(str(exc)) from None

@@ -1,7 +1,8 @@
 """`tokentop bench`: the seed article's benchmark, headless.
 
-For each (concurrency, words) cell, send `concurrency` requests at once and wait for all of them;
-`--rounds` repeats the cell. Results go to stdout as a table (or markdown, csv, json); a progress
+For each (concurrency, words) cell, send `concurrency` requests at once and wait for all of them
+(or, with --duration, keep that many busy for S seconds); with --rate, an open loop sends requests at
+planned arrival times instead, one cell per rate. `--rounds` repeats a cell. Results go to stdout as a table (or markdown, csv, json); a progress
 bar goes to stderr; `--out` gets one JSON line per request, flushed as each request ends.
 """
 
@@ -18,12 +19,12 @@ from collections.abc import Callable
 from tui.bench.cells import GIL_SWITCH_S, WorkerDied, run_cells
 from tui.bench.render import FORMATS, make_meta, render, rows_of
 from tui.bench.watch import Watch
-from tui.flags import UsageError, add_server_arguments, check_server_arguments
+from tui.flags import UsageError, add_server_arguments, add_workload_arguments, check_server_arguments, read_prompts
 from tui.load.discover import DiscoveryError, discover
 from tui.load.pool import default_workers
-from tui.load.prompts import INPUT, MODES, OUTPUT, build_prompt
+from tui.load.prompts import INPUT, MODES, OUTPUT, PROMPT_FILE, build_prompt
 from tui.load.records import JsonlWriter, RequestRecord
-from tui.load.settings import MAX_CONCURRENCY, LoadSettings
+from tui.load.settings import MAX_CONCURRENCY, MAX_RATE, LoadSettings
 from tui.load.stats import parse_slo
 from tui.load.synthetic import SYNTHETIC, CalibrationError, calibrate
 from tui.probes.gpu import GpuProbe
@@ -33,10 +34,14 @@ from tui.untrusted import one_line
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_server_arguments(p)
+    add_workload_arguments(p)
     p.add_argument("--mode", default=OUTPUT, choices=MODES,
                    help="output: 'tell a story in N words:'; input: title of a ~480-word text")
-    p.add_argument("--concurrency", default="1,2,4",
-                   help=f"comma-separated request counts, each 1 to {MAX_CONCURRENCY} (default 1,2,4)")
+    p.add_argument("--concurrency",
+                   help=f"comma-separated request counts, each 1 to {MAX_CONCURRENCY} (default 1,2,4): a closed loop")
+    p.add_argument("--rate", metavar="R,…",
+                   help="comma-separated arrival rates in requests/s, one cell each (needs --duration): an open loop"
+                        " that sends each request at its planned time whatever the server does")
     p.add_argument("--words", default="25,50,100,400,800", help="comma-separated word counts, output mode")
     p.add_argument("--rounds", type=int, default=1, help="repeat each cell R times (default 1)")
     p.add_argument("--temperature", type=float, help="sampling temperature")
@@ -46,9 +51,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep each cell's N streams busy for S seconds (each sends its next request as the last"
                         " ends; then nothing new is sent and the requests in flight finish). Without it a cell is"
                         " the article's: N requests at once, wait for all")
-    p.add_argument("--input-tokens", type=int, metavar="N",
-                   help="synthetic prompts of N tokens as the server counts them (calibrated once from its"
-                        " own counts; new words for every request)")
     p.add_argument("--slo", metavar="NAME=S,…", help="service-level limits in seconds, any of ttft, tpot, e2e"
                                                     " (e.g. ttft=2,tpot=0.05): adds SLO met and goodput")
     p.add_argument("--format", default="table", choices=FORMATS, help="stdout format (default table)")
@@ -67,20 +69,45 @@ def parse_int_list(text: str, flag: str, most: int | None = None) -> list[int]:
         raise UsageError(f"{flag} takes whole numbers of 1 or more, not {shown!r}")
     if most is not None and any(v > most for v in values):
         raise UsageError(f"{flag} takes whole numbers of 1 to {most}, not {shown!r}")
-    repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
-    if repeated is not None:
-        raise UsageError(f"{flag} lists {repeated} twice (--rounds repeats a cell)")
+    _no_repeats(values, flag)
     return values
 
 
-def validate(args: argparse.Namespace) -> tuple[list[int], list[int]]:
+def parse_rates(text: str) -> list[float]:
+    shown = one_line(text, 60)
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--rate takes comma-separated requests per second, not {shown!r}") from None
+    if not values or not all(math.isfinite(v) and 0 < v <= MAX_RATE for v in values):
+        raise UsageError(f"--rate takes numbers of requests per second more than 0 and up to {MAX_RATE:g},"
+                         f" not {shown!r}")
+    _no_repeats(values, "--rate")
+    return values
+
+
+def _no_repeats(values: list, flag: str) -> None:
+    repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if repeated is not None:
+        raise UsageError(f"{flag} lists {repeated:g} twice (--rounds repeats a cell)")
+
+
+def validate(args: argparse.Namespace) -> tuple[list, list[int]]:
+    """(loads, words), or UsageError in one line. A load is a concurrency, or a rate with --rate."""
     check_server_arguments(args)
-    concurrency = parse_int_list(args.concurrency, "--concurrency", MAX_CONCURRENCY)
+    args.rate_list = None
+    if args.rate is not None:
+        if args.concurrency is not None:
+            raise UsageError("choose --rate (an open loop) or --concurrency (a closed loop), not both")
+        args.rate_list = parse_rates(args.rate)
+        if args.duration is None:
+            raise UsageError("--rate needs --duration S: how long each rate sends")
+    concurrency = parse_int_list(args.concurrency or "1,2,4", "--concurrency", MAX_CONCURRENCY)
     words = parse_int_list(args.words, "--words")
     try:  # the load's own values are checked where the app's are
         LoadSettings(concurrency=max(concurrency), words=max(words), mode=args.mode, max_tokens=args.max_tokens,
                      temperature=args.temperature, seed=args.seed, num_ctx=args.num_ctx,
-                     output_tokens=args.output_tokens).validated()
+                     output_tokens=args.output_tokens, max_inflight=args.max_inflight).validated()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     try:
@@ -93,20 +120,28 @@ def validate(args: argparse.Namespace) -> tuple[list[int], list[int]]:
         raise UsageError(f"--rounds must be 1 or more, not {args.rounds}")
     if not (math.isfinite(args.sim_speed) and args.sim_speed > 0):
         raise UsageError(f"--sim-speed must be a number more than 0, not {args.sim_speed}")
-    if args.input_tokens is not None:
+    args.prompt_list = read_prompts(args)
+    if args.prompt_list is not None:
+        words = [len(args.prompt_list)]  # the file is the variable: its column says how many prompts it has
+    elif args.input_tokens is not None:
         if args.input_tokens < 1:
             raise UsageError(f"--input-tokens must be 1 or more, not {args.input_tokens}")
         words = [args.input_tokens]  # the prompt's length is the variable
     elif args.mode == INPUT:
         words = [len(build_prompt(INPUT, 0).split())]  # the prompt's length is the variable
-    return concurrency, words
+    return args.rate_list or concurrency, words
+
+
+def prompt_kind(args: argparse.Namespace) -> str:
+    """What the prompts were, for the table's header."""
+    return PROMPT_FILE if args.prompt_list else SYNTHETIC if args.input_tokens else args.mode
 
 
 def run(args: argparse.Namespace) -> int:
     sys.setswitchinterval(GIL_SWITCH_S)
     sim = None
     try:
-        concurrency, words = validate(args)
+        loads, words = validate(args)
     except UsageError as exc:
         return _die(str(exc))
     out = watch = None
@@ -126,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
                   f" them ({calibration.overhead:.0f} for its template, {calibration.per_word:.2f} a word)",
                   file=sys.stderr)
         out = JsonlWriter(args.out) if args.out else None  # only now: bad input must not wipe an old file
-        meta = make_meta(info, args, concurrency, words)
+        meta = make_meta(info, args, loads, words)
         watch = Watch(ServerProbe(info.url, info.kind, info.version, target.headers(), redact=target.redactor()),
                       GpuProbe())
         records: list[RequestRecord] = []
@@ -139,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
 
         previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
         try:
-            total = None if args.duration else sum(c * args.rounds for c in concurrency) * len(words)
+            total = None if args.duration else sum(c * args.rounds for c in loads) * len(words)
             with _progress(total) as advance:
                 def finished(record: RequestRecord) -> None:
                     nonlocal out, failed
@@ -155,8 +190,9 @@ def run(args: argparse.Namespace) -> int:
                             out, failed = None, True
                     advance()
 
-                workers = args.workers or default_workers(max(concurrency))
-                asyncio.run(run_cells(target, args, concurrency, words, finished, watch, workers))
+                most = args.max_inflight if args.rate_list else max(loads)
+                workers = args.workers or default_workers(most)
+                asyncio.run(run_cells(target, args, loads, words, finished, watch, workers))
         except WorkerDied as exc:  # what finished before is still worth its table
             print(f"tokentop bench: {exc}; the table shows what finished", file=sys.stderr)
             failed = True
@@ -166,10 +202,10 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         finally:
             signal.signal(signal.SIGTERM, previous_sigterm)
-        rows = rows_of(records, concurrency, words, args.slo_limits)
+        rows = rows_of(records, loads, words, args.slo_limits, rate=args.rate_list is not None)
         for row in rows:
             watch.add_to(row)
-        sys.stdout.write(render(rows, meta, args.format, SYNTHETIC if args.input_tokens else args.mode))
+        sys.stdout.write(render(rows, meta, args.format, prompt_kind(args)))
         sys.stdout.flush()
         if interrupted:
             return 143 if terminated else 130

@@ -1,4 +1,8 @@
-"""Running the bench's cells: for each (concurrency n, words w) cell and round, n requests at once.
+"""Running the bench's cells: for each (load, words) cell and round, the load's requests.
+
+A load is a concurrency n (a closed loop: n requests at once, or n streams kept busy for --duration) or,
+with --rate, an arrival rate (an open loop: requests sent at planned times for --duration, whatever the
+server does).
 
 With one worker the requests run on this process's event loop. With several (`--workers`), each worker
 process runs its share of every round (stream i in worker i % N); a round starts in all of them at one
@@ -13,17 +17,23 @@ import argparse
 import asyncio
 import dataclasses
 import itertools
+import math
 import multiprocessing
 import random
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from tui.bench.watch import Cell, Watch
 from tui.load.client import StreamClient, Target, make_client, stream_once
-from tui.load.records import RequestRecord
+from tui.load.prompt_file import PromptSource
+from tui.load.prompts import PROMPT_FILE
+from tui.load.protocols import RequestSpec
+from tui.load.records import NS, RequestRecord
 from tui.load.selfcost import ClientCost, CostMonitor
 from tui.load.synthetic import SYNTHETIC
 from tui.load.synthetic import text as synthetic_text
@@ -34,63 +44,162 @@ GIL_SWITCH_S = 0.0005  # the loop takes the GIL back from other threads (probes,
 START_AHEAD_NS = 20_000_000  # a round starts this long after it is announced, so every worker is waiting
 
 
-async def run_round(client: StreamClient, target: Target, args: argparse.Namespace, cell: Cell, rnd: int,
-                    emit: Finished, worker: int = 0, workers: int = 1) -> ClientCost:
-    """This process's share of one round: its requests at once, each handed to `emit` as it ends."""
-    n, w = cell
+@dataclass
+class RoundEnd:
+    """What one process's share of a round left besides its records."""
+
+    cost: ClientCost
+    unsent: int = 0  # open loop: arrivals still held back at the deadline, never sent
+
+
+def request_maker(target: Target, args: argparse.Namespace, cell: Cell, rnd: int, worker: int, workers: int
+                  ) -> Callable[[int, int], tuple[RequestRecord, RequestSpec]]:
+    """`make(stream, k)`: the record and the request for stream `stream`'s k-th request of this round."""
+    load, w = cell
+    rate = args.rate_list is not None
     synthetic = getattr(args, "synthetic_words", None) is not None
     spec = request_spec(target.model, LoadSettings(
-        concurrency=n, words=w, mode=args.mode, max_tokens=args.max_tokens, temperature=args.temperature,
-        seed=args.seed, num_ctx=args.num_ctx, output_tokens=args.output_tokens))
+        concurrency=0 if rate else load, words=w, mode=args.mode, max_tokens=args.max_tokens,
+        temperature=args.temperature, seed=args.seed, num_ctx=args.num_ctx, output_tokens=args.output_tokens))
+    prompts = getattr(args, "prompt_list", None)
+    # --seed shuffles the file's prompts; each worker takes every workers-th of them
+    source = PromptSource(prompts[worker::workers] or prompts, shuffle=args.seed is not None,
+                          seed=None if args.seed is None else args.seed * 1000 + rnd * 64 + worker) if prompts else None
+    mode = SYNTHETIC if synthetic else PROMPT_FILE if source else args.mode
+
+    def make(stream: int, k: int) -> tuple[RequestRecord, RequestSpec]:
+        record = RequestRecord(stream=stream, concurrency=0 if rate else load, words=w, mode=mode, api=target.api,
+                               model=target.model, round=rnd, rate=load if rate else None)
+        if synthetic:  # new words for every request: a prefix cache must not make this a cache test
+            rng = random.Random(f"{args.seed}:{load}:{rnd}:{stream}:{k}")
+            return record, dataclasses.replace(spec, prompt=synthetic_text(args.synthetic_words, rng))
+        if source is not None:
+            return record, dataclasses.replace(spec, prompt=source.next())
+        return record, spec
+
+    return make
+
+
+async def _send(client: StreamClient, target: Target, record: RequestRecord, spec: RequestSpec,
+                emit: Finished) -> None:
+    try:
+        await stream_once(client, target, spec, record)
+    except asyncio.CancelledError:
+        emit(record)  # cancelled (Ctrl-C): recorded as such, never lost
+        raise
+    emit(record)
+
+
+async def run_round(client: StreamClient, target: Target, args: argparse.Namespace, cell: Cell, rnd: int,
+                    emit: Finished, worker: int = 0, workers: int = 1) -> RoundEnd:
+    """This process's share of one round, each record handed to `emit` as its request ends."""
     monitor = CostMonitor(window_s=24 * 3600)
     sampling = asyncio.ensure_future(monitor.sample())
+    make = request_maker(target, args, cell, rnd, worker, workers)
+    try:
+        if args.rate_list is not None:
+            unsent = await _open_loop(client, target, args, cell[0], make, emit, worker, workers)
+        else:
+            unsent = await _closed_loop(client, target, args, cell[0], make, emit, worker, workers)
+    finally:
+        sampling.cancel()
+    return RoundEnd(monitor.cost(), unsent)
 
-    duration = getattr(args, "duration", None)
-    deadline = time.monotonic() + duration if duration else None
+
+async def _closed_loop(client: StreamClient, target: Target, args: argparse.Namespace, n: int, make, emit: Finished,
+                       worker: int, workers: int) -> int:
+    """n requests at once; or (with --duration) each stream sends its next as soon as its last ends."""
+    deadline = time.monotonic() + args.duration if args.duration else None
 
     async def one(i: int) -> None:
-        """One stream: one request, or (with --duration) the next as soon as the last ends, until the deadline."""
         stream = i * workers + worker
         for k in itertools.count():
-            record = RequestRecord(stream=stream, concurrency=n, words=w, mode=SYNTHETIC if synthetic else args.mode,
-                                   api=target.api, model=target.model, round=rnd)
-            mine = spec
-            if synthetic:  # new words for every request: a prefix cache must not make this a cache test
-                rng = random.Random(f"{args.seed}:{n}:{rnd}:{stream}:{k}")
-                mine = dataclasses.replace(spec, prompt=synthetic_text(args.synthetic_words, rng))
-            try:
-                await stream_once(client, target, mine, record)
-            except asyncio.CancelledError:
-                emit(record)  # cancelled (Ctrl-C): recorded as such, never lost
-                raise
-            emit(record)
+            await _send(client, target, *make(stream, k), emit)
             if deadline is None or time.monotonic() >= deadline:
                 return
 
+    await asyncio.gather(*(one(i) for i in range(share(n, worker, workers))))
+    return 0
+
+
+async def _open_loop(client: StreamClient, target: Target, args: argparse.Namespace, rate: float, make,
+                     emit: Finished, worker: int, workers: int) -> int:
+    """Requests sent at planned arrival times for --duration seconds, whatever the server does.
+
+    Workers split the rate (Poisson arrivals split that way stay Poisson; constant ones interleave).
+    Past --max-inflight an arrival waits at the client and goes as soon as one ends (`held_back`); those
+    still waiting at the deadline are never sent, and counted. Then the requests in flight finish.
+    """
+    gaps = arrivals(args.arrival, rate / workers, random.Random(f"{args.seed}:arrivals:{rate}:{worker}"))
+    ceiling = max(1, share(args.max_inflight, worker, workers))
+    start = time.perf_counter_ns()
+    deadline = start + int(args.duration * NS)
+    planned = start + (int(NS * worker / rate) if args.arrival == "constant" else 0)
+    inflight: set[asyncio.Task] = set()
+    held: deque[int] = deque()
+    counter = itertools.count()
+
+    def launch(due: int, waited: bool) -> None:
+        k = next(counter)
+        record, spec = make(k * workers + worker, k)
+        record.planned_ns, record.held_back = due, waited
+        task = asyncio.ensure_future(_send(client, target, record, spec, emit))
+        inflight.add(task)
+        task.add_done_callback(ended)
+
+    def ended(task: asyncio.Task) -> None:
+        inflight.discard(task)
+        if held and time.perf_counter_ns() < deadline:
+            launch(held.popleft(), True)
+
     try:
-        await asyncio.gather(*(one(i) for i in range(share(n, worker, workers))))
-    finally:
-        sampling.cancel()
-    return monitor.cost()
+        while planned < deadline:
+            await asyncio.sleep(max(0.0, (planned - time.perf_counter_ns()) / NS))
+            if len(inflight) < ceiling:
+                launch(planned, False)
+            else:
+                held.append(planned)
+            planned += int(next(gaps) * NS)
+        await asyncio.sleep(max(0.0, (deadline - time.perf_counter_ns()) / NS))
+        unsent = len(held)
+        held.clear()
+        while inflight:
+            await asyncio.gather(*list(inflight), return_exceptions=True)
+    except asyncio.CancelledError:
+        held.clear()
+        for task in list(inflight):
+            task.cancel()
+        await asyncio.gather(*list(inflight), return_exceptions=True)
+        raise
+    return unsent
 
 
-async def run_cells(target: Target, args: argparse.Namespace, concurrency: list[int], words: list[int],
+def arrivals(kind: str, rate: float, rng: random.Random) -> Iterator[float]:
+    """Seconds between arrivals: exponential gaps (Poisson arrivals) or equal ones."""
+    while True:
+        yield rng.expovariate(rate) if kind == "poisson" else 1 / rate
+
+
+async def run_cells(target: Target, args: argparse.Namespace, loads: list, words: list[int],
                     finished: Finished, watch: Watch | None = None, workers: int = 1) -> None:
+    """Every (load, words) cell, --rounds times: a load is a concurrency, or a rate with --rate."""
     runner = _Here(target, args, finished) if workers == 1 else _Workers(target, args, finished, workers)
     async with runner:
-        for n in concurrency:
+        for load in loads:
             for w in words:
-                await runner.warm(n)  # connects are not part of "n requests at once"
+                # connects are not part of "n requests at once" (an open loop: about a second's arrivals)
+                await runner.warm(min(args.max_inflight, math.ceil(load)) if args.rate_list else load)
                 for rnd in range(args.rounds):
-                    watching = asyncio.ensure_future(watch.cell((n, w))) if watch else None
+                    watching = asyncio.ensure_future(watch.cell((load, w))) if watch else None
                     try:
-                        costs = await runner.round((n, w), rnd)
+                        ends = await runner.round((load, w), rnd)
                     finally:
                         if watching is not None:
                             watching.cancel()
                             await asyncio.gather(watching, return_exceptions=True)
                     if watch is not None:
-                        watch.client.setdefault((n, w), []).extend(costs)
+                        watch.client.setdefault((load, w), []).extend(end.cost for end in ends)
+                        watch.unsent[(load, w)] = watch.unsent.get((load, w), 0) + sum(end.unsent for end in ends)
 
 
 class _Here:
@@ -109,7 +218,7 @@ class _Here:
     async def warm(self, n: int) -> None:
         await self.client.pool.warm(self.target.url, n)
 
-    async def round(self, cell: Cell, rnd: int) -> list[ClientCost]:
+    async def round(self, cell: Cell, rnd: int) -> list[RoundEnd]:
         return [await run_round(self.client, self.target, self.args, cell, rnd, self.finished)]
 
 
@@ -152,9 +261,9 @@ class _Workers:
     async def warm(self, n: int) -> None:
         await self._each(("warm", n))
 
-    async def round(self, cell: Cell, rnd: int) -> list[ClientCost]:
+    async def round(self, cell: Cell, rnd: int) -> list[RoundEnd]:
         start_ns = time.perf_counter_ns() + START_AHEAD_NS
-        return [cost for cost in await self._each(("round", cell, rnd, start_ns)) if cost is not None]
+        return await self._each(("round", cell, rnd, start_ns))
 
     async def _each(self, command: tuple) -> list:
         """Send `command` to every worker and collect their "done" answers; records are handed on as they come."""
@@ -207,7 +316,6 @@ async def _worker_loop(conn: Connection, target: Target, args: argparse.Namespac
                     conn.send(("done", None))
                 case ("round", cell, rnd, start_ns):
                     await asyncio.sleep(max(0.0, (start_ns - time.perf_counter_ns()) / 1e9))
-                    cost = await run_round(client, target, args, cell, rnd, emit, worker, workers)
-                    conn.send(("done", cost))
+                    conn.send(("done", await run_round(client, target, args, cell, rnd, emit, worker, workers)))
                 case _:
                     return

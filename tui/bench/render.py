@@ -11,13 +11,13 @@ from typing import Any
 
 from tui import __version__
 from tui.load.discover import ServerInfo
-from tui.load.prompts import INPUT, OUTPUT
+from tui.load.prompts import INPUT, OUTPUT, PROMPT_FILE
 from tui.load.records import RequestRecord
 from tui.load.stats import cell_row
 from tui.load.synthetic import SYNTHETIC
 from tui.untrusted import mask_url, visible
 
-FORMATS = ("table", "markdown", "csv", "json")
+FORMATS = ("table", "wide", "markdown", "csv", "json")  # table: the compact columns; wide: all of them
 
 # (row key, header, how to print it). The first five are the seed article's columns.
 COLUMNS: list[tuple[str, str, str]] = [
@@ -43,6 +43,11 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("j_per_token", "J/token", ".2f"),
     ("tps_per_watt", "tok/s/W", ".3f"),
     ("request_rps", "Requests/s", ".2f"),
+    ("sent_rps", "Sent/s", ".2f"),
+    ("backlog_end", "Backlog at end", "d"),
+    ("backlog_growth_rps", "Backlog growth/s", "+.2f"),
+    ("held_back", "Held back", "d"),
+    ("unsent", "Unsent", "d"),
     ("slo_met_share", "SLO met", ".0%"),
     ("goodput_rps", "Goodput (req/s)", ".2f"),
     ("tokens_source", "Tokens from", "s"),
@@ -50,7 +55,13 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("client_lag_p90_ms", "Client lag p90 (ms)", ".1f"),
     ("errors", "Errors", "d"),
 ]
-ERRORS_AT = [key for key, _, _ in COLUMNS].index("errors")
+RATE_COLUMN = ("rate", "Rate (req/s)", "g")  # the first column of open-loop rows
+OPEN_LOOP_ONLY = ("sent_rps", "backlog_end", "backlog_growth_rps", "held_back", "unsent")
+# The table's selection, after the article's five columns: enough to size a server, narrow enough for a terminal.
+COMPACT = ("sent_rps", "request_rps", "backlog_end", "backlog_growth_rps", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s",
+           "itl_p99_s", "aggregate_tps", "slo_met_share", "goodput_rps", "held_back", "unsent", "tokens_source",
+           "errors")
+SHOWN_WHEN_NONZERO = ("held_back", "unsent")  # in the compact table
 
 LEGEND = (
     "Tokens from: 'server' = server-reported counts (ollama eval_count / OpenAI usage), "
@@ -66,6 +77,11 @@ LEGEND = (
     "chunk carried) are timed by tokentop's clock over the successful requests; Requests/s = finished requests per "
     "second of wall time; SLO met = the share of all requests within every --slo limit (an error never meets it), "
     "Goodput = those requests per second.\n"
+    "Open loop (--rate): Rate = the arrival rate set; Sent/s = the rate achieved; Requests/s = finished requests"
+    " per second; Backlog at end = requests sent and still without a first token when the last was sent; Backlog"
+    " growth/s = how fast that backlog grew while sending (about 0 when the server keeps up, arrivals minus what it"
+    " serves when it does not); Held back = arrivals that waited at the client under --max-inflight; Unsent = those"
+    " still waiting when the duration ended (never sent).\n"
     "GPU W = mean power of all GPUs during the cell (NVML); J/token and tok/s/W divide it by Aggregate tok/s.\n"
     "Client CPU % = tokentop's own CPU per second of the cell (100 = one core); Client lag p90 = how late its event"
     " loop woke up: past 90 % or 5 ms the client, not the server, is the bottleneck, and a line under the table says so."
@@ -74,18 +90,20 @@ LEGEND = (
 
 
 
-def rows_of(records: list[RequestRecord], concurrency: list[int], words: list[int],
-            slo: dict[str, float] | None = None) -> list[dict[str, Any]]:
+def rows_of(records: list[RequestRecord], loads: list, words: list[int], slo: dict[str, float] | None = None,
+            rate: bool = False) -> list[dict[str, Any]]:
+    """One row per (load, words) cell that has records; a load is a concurrency, or a rate when `rate`."""
     rows = []
-    for n in concurrency:
+    for load in loads:
         for w in words:
-            cell = [r for r in records if r.concurrency == n and r.words == w]
+            cell = [r for r in records if (r.rate if rate else r.concurrency) == load and r.words == w]
             if cell:
-                rows.append(cell_row(n, w, cell, slo))
+                rows.append(cell_row(None, w, cell, slo, rate=load) if rate else cell_row(load, w, cell, slo))
     return rows
 
 
-def make_meta(info: ServerInfo, args: argparse.Namespace, concurrency: list[int], words: list[int]) -> dict[str, Any]:
+def make_meta(info: ServerInfo, args: argparse.Namespace, loads: list, words: list[int]) -> dict[str, Any]:
+    rate = getattr(args, "rate_list", None) is not None
     return {
         "url": info.shown_url,
         "api": info.api,
@@ -98,7 +116,10 @@ def make_meta(info: ServerInfo, args: argparse.Namespace, concurrency: list[int]
         "tokentop_version": __version__,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "options": {
-            "mode": args.mode, "concurrency": concurrency, "words": words, "rounds": args.rounds,
+            "mode": args.mode, "concurrency": None if rate else loads, "rate": loads if rate else None,
+            "arrival": args.arrival if rate else None, "max_inflight": args.max_inflight if rate else None,
+            "duration_s": args.duration, "prompts": visible(args.prompts) if args.prompts else None,
+            "words": words, "rounds": args.rounds,
             "max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed,
             "num_ctx": args.num_ctx, "timeout_s": args.timeout, "slo_s": args.slo_limits,
             "input_tokens": args.input_tokens, "output_tokens": args.output_tokens,
@@ -115,24 +136,38 @@ def _cell(value: Any, fmt: str) -> str:
     return format(value, fmt)
 
 
+def columns_for(rows: list[dict[str, Any]], fmt: str) -> list[tuple[str, str, str]]:
+    """The columns a format shows: the compact table a selection, the others every column that applies."""
+    rate = any("rate" in row for row in rows)
+    columns = [RATE_COLUMN if rate and key == "concurrency" else (key, header, f) for key, header, f in COLUMNS]
+    if not rate:
+        columns = [c for c in columns if c[0] not in OPEN_LOOP_ONLY]
+    if fmt != "table":
+        return columns
+    by_key = {key: (key, header, f) for key, header, f in columns}
+    compact = [key for key in COMPACT if key in by_key and key in {k for row in rows for k in row}]
+    compact = [key for key in compact if key not in SHOWN_WHEN_NONZERO or any(row.get(key) for row in rows)]
+    return columns[:5] + [by_key[key] for key in compact]
+
+
 def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str = OUTPUT) -> str:
     if fmt == "json":
         return json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n"
-    headers = [h for _, h, _ in COLUMNS]
-    if mode == INPUT:
-        headers[1] = "Input Word Count"
-    elif mode == SYNTHETIC:
-        headers[1] = "Input Tokens"
-    body = [[_cell(row.get(key), f) for key, _, f in COLUMNS] for row in rows]
+    columns = columns_for(rows, fmt)
+    headers = [h for _, h, _ in columns]
+    headers[1] = {INPUT: "Input Word Count", SYNTHETIC: "Input Tokens", PROMPT_FILE: "Prompts in File"}.get(
+        mode, headers[1])
+    body = [[_cell(row.get(key), f) for key, _, f in columns] for row in rows]
+    errors_at = [key for key, _, _ in columns].index("errors")
     for cells, row in zip(body, rows):
         if row.get("error_kinds"):  # "3 (cut, http)": what went wrong, not just how often
-            cells[ERRORS_AT] += f" ({', '.join(row['error_kinds'])})"
+            cells[errors_at] += f" ({', '.join(row['error_kinds'])})"
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         model = visible(meta["model"])  # a server's text: control characters made visible
-        writer.writerow(["model"] + [key for key, _, _ in COLUMNS] + ["error_kinds", "client_warning"])
-        writer.writerows([[model] + [row.get(key) for key, _, _ in COLUMNS]
+        writer.writerow(["model"] + [key for key, _, _ in columns] + ["error_kinds", "client_warning"])
+        writer.writerows([[model] + [row.get(key) for key, _, _ in columns]
                           + [";".join(row.get("error_kinds") or []), row.get("client_warning") or ""]
                           for row in rows])
         return buf.getvalue()
@@ -146,15 +181,28 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str
         lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in body]
         return f"{title}\n\n" + "\n".join(lines) + "\n\n" + client_bound(rows) + LEGEND + "\n"
-    widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.rjust(wd) for h, wd in zip(headers, widths))]
+    split = [two_lines(h) if fmt == "table" else ("", h) for h in headers]
+    widths = [max(len(top), len(bottom), *(len(r[i]) for r in body)) for i, (top, bottom) in enumerate(split)]
+    lines = ["  ".join(part[k].rjust(wd) for part, wd in zip(split, widths)).rstrip() for k in (0, 1)]
     lines += ["  ".join(c.rjust(wd) for c, wd in zip(r, widths)) for r in body]
+    if not lines[0].strip():  # one-line headers
+        lines.pop(0)
     if not body:
         lines.append("(no finished requests)")
     return title + "\n" + "\n".join(lines) + "\n" + client_bound(rows) + LEGEND + "\n"
 
 
+def two_lines(header: str) -> tuple[str, str]:
+    """A header broken at the space that leaves its longer line shortest (a narrower column)."""
+    words = header.split(" ")
+    splits = [(" ".join(words[:i]), " ".join(words[i:])) for i in range(1, len(words))]
+    return min(splits, key=lambda pair: max(map(len, pair))) if splits else ("", header)
+
+
 def client_bound(rows: list[dict[str, Any]]) -> str:
     """A warning line per cell where tokentop itself was the bottleneck (empty when none was)."""
-    return "".join(f"WARNING {row['concurrency']} x {row['words']}: {row['client_warning']}\n"
+    def cell(row: dict[str, Any]) -> str:
+        return f"{row['rate']:g} req/s" if "rate" in row else f"{row['concurrency']}"
+
+    return "".join(f"WARNING {cell(row)} x {row['words']}: {row['client_warning']}\n"
                    for row in rows if row.get("client_warning"))

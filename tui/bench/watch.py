@@ -12,7 +12,7 @@ from tui.load.stats import mean
 from tui.probes.gpu import GpuProbe
 from tui.probes.server import ServerProbe
 
-Cell = tuple[int, int]  # (concurrency, words)
+Cell = tuple[float, int]  # (load, words): the load is a concurrency, or a rate in an open loop
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Watch:
     queue_max: dict[Cell, int] = field(default_factory=dict)
     power: dict[Cell, list[float]] = field(default_factory=dict)
     client: dict[Cell, list[ClientCost]] = field(default_factory=dict)
+    unsent: dict[Cell, int] = field(default_factory=dict)  # open loop: held back at the deadline, never sent
 
     async def cell(self, cell: Cell) -> None:
         server, gpu = self.server, self.gpu
@@ -44,8 +45,10 @@ class Watch:
             await asyncio.sleep(0.2)
 
     def add_to(self, row: dict[str, Any]) -> None:
-        cell = (row["concurrency"], row["words"])
+        cell = (row["rate"] if "rate" in row else row["concurrency"], row["words"])
         row["server_queue_max"] = self.queue_max.get(cell)
+        if "rate" in row:
+            row["unsent"] = self.unsent.get(cell, 0)
         watts = mean(self.power.get(cell, []))
         tps = row.get("aggregate_tps")
         row["gpu_power_w"] = watts

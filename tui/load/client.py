@@ -31,6 +31,7 @@ class Target:
     api: str
     model: str
     api_key: str | None = None
+    usage_per_chunk: bool = False  # ask for the token count in every chunk (vLLM, SGLang: continuous_usage_stats)
 
     def headers(self) -> dict[str, str]:
         if self.api_key and self.api != OLLAMA:
@@ -97,7 +98,7 @@ async def stream_once(
 
 async def _attempts(client: StreamClient, target: Target, spec: RequestSpec, record: RequestRecord) -> None:
     url = target.url.rstrip("/") + chat_path(target.api)
-    body = json.dumps(chat_body(target.api, spec)).encode()
+    body = json.dumps(chat_body(target.api, spec, target.usage_per_chunk)).encode()
     for attempt in (1, 2):
         answer = _Answer(record, target.api)
         try:
@@ -223,6 +224,9 @@ def _apply(record: RequestRecord, event, t: int) -> bool:
         if record.first_token_ns is None:
             record.first_token_ns = t
         record.last_token_ns = t
+        if event.output_tokens is not None and len(record.chunk_tokens) == len(record.chunk_ns):
+            # per-chunk usage (vLLM's continuous_usage_stats): the count so far, so this chunk's is the rise
+            record.chunk_tokens.append(max(0, event.output_tokens - (record.server_output_tokens or 0)))
         record.chunk_ns.append(t)
     if event.output_tokens:
         record.server_output_tokens = event.output_tokens

@@ -154,6 +154,9 @@ def _list(names: list[str]) -> str:
     return one_line(", ".join(names), 300)
 
 
+PER_CHUNK_USAGE = ("vllm", "sglang")  # kinds that put usage in every chunk when asked (continuous_usage_stats)
+
+
 def discover(url: str | None, api: str = "auto", model: str | None = None, api_key: str | None = None,
              timeout: float = 5.0) -> tuple[Target, ServerInfo]:
     if api not in ("auto", *APIS):
@@ -171,7 +174,8 @@ def discover(url: str | None, api: str = "auto", model: str | None = None, api_k
             if api == OLLAMA:
                 raise DiscoveryError(f"{shown} does not answer /api/version as ollama does (try --api openai)")
         info = _openai(client, base, headers, model)
-    return Target(base, OPENAI, info.model, api_key), info
+    # only servers known to take it: a strict OpenAI-compatible one may refuse an unknown stream option
+    return Target(base, OPENAI, info.model, api_key, usage_per_chunk=info.kind in PER_CHUNK_USAGE), info
 
 
 def _ollama(client: httpx.Client, base: str, version: str, model: str | None) -> ServerInfo:

@@ -8,6 +8,11 @@ Closed loop: stream i sends a request, waits for it to end, sends the next, for 
 Raising concurrency starts new streams at once; lowering it lets the surplus streams finish their
 current request and stop (or cancels them when `cancel_surplus` is set). Words, mode and options
 apply to the next request of each stream.
+
+Open loop (settings.rate set): requests are sent at planned arrival times, whatever the server does,
+so a server slower than the arrivals builds a backlog that grows. Past `max_inflight` an arrival
+waits at the client (held back, counted) and goes when a request ends; pausing drops those waiting
+(counted as unsent). Switching between the loops lets the other loop's requests finish.
 """
 
 from __future__ import annotations
@@ -16,22 +21,30 @@ import asyncio
 import bisect
 import dataclasses
 import logging
+import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from tui.load.client import Target, make_client, stream_once
+from tui.load.prompt_file import PromptSource
+from tui.load.prompts import PROMPT_FILE
 from tui.load.records import NS, RequestRecord
 from tui.load.selfcost import CostMonitor
 from tui.load.settings import LoadSettings, request_spec, share
 from tui.load.snapshot import DONE, ERROR, STREAMING, WAITING, Snapshot, StreamView
-from tui.load.stats import mean, percentile
+from tui.load.stats import mean, percentile, slope
+from tui.load.synthetic import SYNTHETIC
+from tui.load.synthetic import text as synthetic_text
 
 log = logging.getLogger(__name__)
 
 ERROR_BACKOFF_S = 1.0  # pause after a failed request so a dead server is not hammered
 MAX_BACKOFF_S = 60.0  # the longest pause a server's Retry-After gets
+OPEN_BASE = 1 << 40  # open-loop requests' keys, after any closed-loop stream's
+BACKLOG_EVERY_S = 0.25  # how often the backlog is sampled for its trend
+BACKLOG_TREND_S = 10.0  # the trend is the backlog's slope over this long
 
 
 def chunks_in_window(record: RequestRecord, since_ns: int) -> int:
@@ -52,9 +65,15 @@ class LoadEngine:
         keep_records: int | None = None,
         worker: int = 0,
         workers: int = 1,
+        prompts: Sequence[str] | None = None,
     ) -> None:
-        """`worker` of `workers`: this engine runs the streams i with i % workers == worker (tui/load/pool.py)."""
+        """`worker` of `workers`: this engine runs the streams i with i % workers == worker (tui/load/pool.py).
+
+        `prompts` (from --prompts FILE): sent in turn instead of the mode's prompt, unless synthetic prompts
+        (settings.input_words) are asked for."""
         self.target = target
+        self._prompts = PromptSource(list(prompts)[worker::workers] or list(prompts)) if prompts else None
+        self._rng = random.Random()
         self._worker, self._workers_n = worker, workers
         self._settings = (settings or LoadSettings()).validated()
         self._settings_lock = threading.Lock()
@@ -79,6 +98,15 @@ class LoadEngine:
         self.record_error: str | None = None  # why on_record was dropped, if it failed
         self._recent: deque[RequestRecord] = deque(maxlen=256)
         self._cost = CostMonitor(window_s)
+        # the open loop
+        self._arrivals: asyncio.Task | None = None
+        self._arrivals_for: tuple[float, str] | None = None  # the (rate, arrival) it plans for
+        self._open_count = 0  # open-loop requests sent (their keys are OPEN_BASE + this)
+        self._held: deque[int] = deque()  # planned arrival times waiting under max_inflight
+        self._held_total = self._unsent = 0
+        self._sent_ns: deque[int] = deque()  # sends and ends within the rate window
+        self._ended_ns: deque[int] = deque()
+        self._backlog: deque[tuple[int, int]] = deque(maxlen=int(BACKLOG_TREND_S / BACKLOG_EVERY_S) + 1)
 
     # --- lifecycle (any thread) -------------------------------------------------------------
     def start(self, running: bool = True) -> None:
@@ -157,6 +185,11 @@ class LoadEngine:
                 window_chunks += chunks_in_window(record, since)
         streaming = [v for v in views if v.state == STREAMING]
         ttfts = [r.ttft_s for r in recent if r.ttft_s is not None]
+        window = self._window_s(now)
+        backlog = list(self._backlog)
+        trend = None
+        if len(backlog) >= 8:  # two seconds at least
+            trend = slope([t / NS for t, _ in backlog], [float(n) for _, n in backlog])
         return Snapshot(
             taken_ns=now,
             running=self._running,
@@ -176,6 +209,12 @@ class LoadEngine:
             client_cost=self._cost.cost(),
             recent_ttfts_s=tuple(ttfts),
             settings_version=self.settings_version,
+            sent_rps=_count_since(self._sent_ns, since) / window,
+            finished_rps=_count_since(self._ended_ns, since) / window,
+            held=len(self._held),
+            held_total=self._held_total,
+            unsent=self._unsent,
+            backlog_growth_rps=trend,
         )
 
     def _window_s(self, now: int) -> float:
@@ -222,6 +261,7 @@ class LoadEngine:
 
         self._client = loop.run_until_complete(open_client())
         self._cost_task = loop.create_task(self._cost.sample())
+        self._backlog_task = loop.create_task(self._sample_backlog())
         ready.set()
         try:
             loop.run_forever()
@@ -235,7 +275,7 @@ class LoadEngine:
         self._reconcile()
 
     def _target(self) -> int:
-        if not self._running or self._stopping:
+        if not self._running or self._stopping or self._settings.rate is not None:
             return 0
         return share(self._settings.concurrency, self._worker, self._workers_n)
 
@@ -246,8 +286,83 @@ class LoadEngine:
                 self._workers[index] = asyncio.get_running_loop().create_task(self._stream(index))
         if self._settings.cancel_surplus:
             for index, task in list(self._workers.items()):
-                if index >= target:
+                if target <= index < OPEN_BASE:
                     task.cancel()
+        self._reconcile_arrivals()
+
+    # --- the open loop ----------------------------------------------------------------------------
+    def _reconcile_arrivals(self) -> None:
+        """Start, restart (a new rate takes effect at once) or stop the arrivals to match the settings."""
+        s = self._settings
+        wanted = (s.rate, s.arrival) if self._running and not self._stopping and s.rate is not None else None
+        if self._arrivals is not None and self._arrivals_for != wanted:
+            self._arrivals.cancel()
+            self._arrivals = None
+        if wanted is None:
+            self._unsent += len(self._held)  # paused or back to a closed loop: the waiting ones are never sent
+            self._held.clear()
+        elif self._arrivals is None:
+            self._arrivals = asyncio.get_running_loop().create_task(self._arrive(*wanted))
+            self._arrivals_for = wanted
+
+    async def _arrive(self, rate: float, arrival: str) -> None:
+        """Plan arrivals at `rate` (this worker's share of it) and send each when it is due."""
+        share_rate = rate / self._workers_n  # split this way Poisson arrivals stay Poisson
+        rng = random.Random()
+        planned = time.perf_counter_ns()
+        if arrival == "constant":
+            planned += int(NS * self._worker / rate)  # the workers' arrivals interleave
+        while True:
+            await asyncio.sleep(max(0.0, (planned - time.perf_counter_ns()) / NS))
+            if self._open_inflight() < max(1, share(self._settings.max_inflight, self._worker, self._workers_n)):
+                self._launch(planned, held=False)
+            else:
+                self._held.append(planned)
+                self._held_total += 1
+            planned += int(NS * (rng.expovariate(share_rate) if arrival == "poisson" else 1 / share_rate))
+
+    def _open_inflight(self) -> int:
+        return sum(1 for index in self._workers if index >= OPEN_BASE)
+
+    def _launch(self, planned: int, held: bool) -> None:
+        index = OPEN_BASE + self._open_count
+        self._open_count += 1
+        self._sent_ns.append(time.perf_counter_ns())
+        self._workers[index] = asyncio.get_running_loop().create_task(self._open_request(index, planned, held))
+
+    async def _open_request(self, index: int, planned: int, held: bool) -> None:
+        try:
+            try:
+                record = await self._one_request(index, planned=planned, held=held)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug of ours: an error record and a log line
+                log.exception("open-loop request %d", index)
+                record = self._current.get(index) or self._new_record(index)
+                record.error_kind, record.error = "bug", f"tokentop bug: {type(exc).__name__}: {exc}"
+                record.end_ns = record.end_ns or time.perf_counter_ns()
+                self._finish(index, record)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._workers.pop(index, None)
+            self._current.pop(index, None)
+            if self._held and self._arrivals is not None:  # room again: the longest-waiting arrival goes
+                self._launch(self._held.popleft(), held=True)
+
+    async def _sample_backlog(self) -> None:
+        """The backlog (sent, no first token yet) a few times a second, for its trend: is it growing?"""
+        while True:
+            now = time.perf_counter_ns()
+            waiting = sum(1 for r in list(self._current.values()) if r.first_token_ns is None and r.end_ns is None)
+            if self._running:
+                self._backlog.append((now, waiting))
+            else:
+                self._backlog.clear()
+            for times in (self._sent_ns, self._ended_ns):
+                while times and times[0] < now - self._window_ns:
+                    times.popleft()
+            await asyncio.sleep(BACKLOG_EVERY_S)
 
     async def _stream(self, index: int) -> None:
         try:
@@ -272,13 +387,22 @@ class LoadEngine:
 
     def _new_record(self, index: int) -> RequestRecord:
         s, target = self._settings, self.target
-        return RequestRecord(stream=index * self._workers_n + self._worker, concurrency=s.concurrency, words=s.words,
-                             mode=s.mode, api=target.api, model=target.model)
+        number = index - OPEN_BASE if index >= OPEN_BASE else index  # open loop: the request's number
+        return RequestRecord(stream=number * self._workers_n + self._worker,
+                             concurrency=0 if index >= OPEN_BASE else s.concurrency, words=s.words, mode=s.mode,
+                             api=target.api, model=target.model, rate=s.rate if index >= OPEN_BASE else None)
 
-    async def _one_request(self, index: int) -> RequestRecord:
+    async def _one_request(self, index: int, planned: int | None = None, held: bool = False) -> RequestRecord:
         s, target = self._settings, self.target  # read once: another thread may change them
         record = self._new_record(index)
+        record.planned_ns, record.held_back = planned, held
         spec = request_spec(target.model, s)
+        if s.input_words:  # new words for every request: a prefix cache must not make this a cache test
+            spec = dataclasses.replace(spec, prompt=synthetic_text(s.input_words, self._rng))
+            record.mode = SYNTHETIC
+        elif self._prompts is not None:
+            spec = dataclasses.replace(spec, prompt=self._prompts.next())
+            record.mode = PROMPT_FILE
         self._current[index] = record
         try:
             await stream_once(self._client, target, spec, record)
@@ -290,6 +414,7 @@ class LoadEngine:
         return record
 
     def _finish(self, index: int, record: RequestRecord) -> None:
+        self._ended_ns.append(record.end_ns or time.perf_counter_ns())
         self.records.append(record)
         self._completed += 1
         self._recent.append(record)
@@ -307,8 +432,16 @@ class LoadEngine:
 
     async def _shutdown(self) -> None:
         self._cost_task.cancel()
+        self._backlog_task.cancel()
+        if self._arrivals is not None:
+            self._arrivals.cancel()
+        self._held.clear()
         tasks = list(self._workers.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._client.close()
+
+
+def _count_since(times: deque[int], since: int) -> int:
+    return sum(1 for t in list(times) if t >= since)

@@ -19,6 +19,7 @@ class LoadPoint:
     waiting: int
     server_running: int | None = None  # server-reported (/metrics), when the server has them
     server_waiting: int | None = None
+    sent_rps: float | None = None  # the open loop's sends per second (None in a closed loop)
 
 
 class LoadHistory:
@@ -38,6 +39,7 @@ class LoadHistory:
             waiting=snap.waiting,
             server_running=server_running,
             server_waiting=server_waiting,
+            sent_rps=snap.sent_rps if snap.settings.rate is not None else None,
         )
         self.points.append(point)
         return point

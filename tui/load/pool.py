@@ -2,7 +2,7 @@
 core cannot hold (a Python client near a full core stamps its chunks late).
 
 Every worker gets the same settings and runs its share of the streams: stream i runs in worker i % N,
-so raising the concurrency adds streams round the workers. Snapshots are merged into one; finished requests go to one `--out` (each worker
+so raising the concurrency adds streams round the workers; an open loop's rate is split evenly. Snapshots are merged into one; finished requests go to one `--out` (each worker
 appends whole lines) and are merged in finishing order.
 """
 
@@ -57,14 +57,26 @@ def merge(snaps: list[Snapshot], settings: LoadSettings) -> Snapshot:
         client_cost=max(costs, key=lambda c: (c.warning is not None, c.cpu or 0.0), default=None),
         recent_ttfts_s=tuple(ttfts),
         settings_version=min(s.settings_version for s in snaps),
+        sent_rps=sum(s.sent_rps for s in snaps),
+        finished_rps=sum(s.finished_rps for s in snaps),
+        held=sum(s.held for s in snaps),
+        held_total=sum(s.held_total for s in snaps),
+        unsent=sum(s.unsent for s in snaps),
+        backlog_growth_rps=_sum_known(s.backlog_growth_rps for s in snaps),
     )
+
+
+def _sum_known(values) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
 
 
 class EnginePool:
     """An `Engine` (tui/load/contract.py) made of `workers` EngineProcesses."""
 
     def __init__(self, target: Target, settings: LoadSettings | None = None, *, workers: int,
-                 out_path: str | None = None, read_timeout: float = 600.0, keep_records: int | None = None) -> None:
+                 out_path: str | None = None, read_timeout: float = 600.0, keep_records: int | None = None,
+                 prompts: list[str] | None = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be 1 or more, not {workers}")
         self.target = target
@@ -72,7 +84,8 @@ class EnginePool:
         self._workers = workers
         keep = math.ceil(keep_records / workers) if keep_records else None
         self._engines = [EngineProcess(target, self._settings, out_path=out_path, read_timeout=read_timeout,
-                                       keep_records=keep, worker=k, workers=workers) for k in range(workers)]
+                                       keep_records=keep, worker=k, workers=workers, prompts=prompts)
+                         for k in range(workers)]
 
     def start(self, running: bool = True) -> None:
         for engine in self._engines:

@@ -14,6 +14,7 @@ from importlib import resources
 OUTPUT = "output"
 INPUT = "input"
 MODES = (OUTPUT, INPUT)
+PROMPT_FILE = "prompt-file"  # the records' mode when the prompts come from --prompts FILE
 WORD_STOPS = (25, 50, 100, 200, 400, 800, 1600)
 
 TITLE_INSTRUCTION = "give a title for below text in 10 words: "

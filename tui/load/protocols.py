@@ -265,7 +265,7 @@ def chat_path(api: str) -> str:
     return "/api/chat" if api == OLLAMA else "/v1/chat/completions"
 
 
-def chat_body(api: str, spec: RequestSpec) -> dict[str, Any]:
+def chat_body(api: str, spec: RequestSpec, usage_per_chunk: bool = False) -> dict[str, Any]:
     messages = [{"role": "user", "content": spec.prompt}]
     if api == OLLAMA:
         options: dict[str, Any] = {}
@@ -285,7 +285,7 @@ def chat_body(api: str, spec: RequestSpec) -> dict[str, Any]:
         "model": spec.model,
         "messages": messages,
         "stream": True,
-        "stream_options": {"include_usage": True},
+        "stream_options": {"include_usage": True, **({"continuous_usage_stats": True} if usage_per_chunk else {})},
     }
     if spec.max_tokens is not None:
         body["max_tokens"] = spec.max_tokens

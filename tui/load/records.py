@@ -34,6 +34,7 @@ class RequestRecord:
     last_token_ns: int | None = None
     end_ns: int | None = None
     chunk_ns: list[int] = field(default_factory=list)  # arrival of each content chunk
+    chunk_tokens: list[int] = field(default_factory=list)  # tokens each chunk carried, when the server said so
     server_output_tokens: int | None = None
     prompt_tokens: int | None = None
     timings: dict[str, Any] | None = None  # ollama durations (ns) or llama.cpp `timings`, whole
@@ -47,6 +48,9 @@ class RequestRecord:
     streamed: bool = True  # False: the server ignored `stream: true` and sent one body (no TTFT)
     retry_after_s: float | None = None  # what a 429/503's Retry-After asked for
     forced_length: bool = False  # the server was asked for exactly max tokens (ignore_eos); ollama cannot be
+    rate: float | None = None  # open loop: the arrival rate (requests/s) of its cell; None in a closed loop
+    planned_ns: int | None = None  # open loop: when its arrival was due (send_ns is later if it was held back)
+    held_back: bool = False  # open loop: waited at the client for room under the in-flight ceiling
 
     # --- state -----------------------------------------------------------------------------
     @property
@@ -104,19 +108,30 @@ class RequestRecord:
         return (e2e - ttft) / (self.output_tokens - 1)
 
     @property
+    def tokens_per_chunk(self) -> list[float]:
+        """What each chunk carried: the server's per-chunk counts when it gave them for every chunk (vLLM's
+        continuous usage stats), else its final count spread evenly over the chunks, else one token each."""
+        n = len(self.chunk_ns)
+        if len(self.chunk_tokens) == n:
+            return [float(k) for k in self.chunk_tokens]
+        if self.server_output_tokens and n:
+            return [self.server_output_tokens / n] * n
+        return [1.0] * n
+
+    @property
     def itl_s(self) -> list[float]:
         """Inter-token latencies: each gap between two chunks shared by the tokens the later chunk carried.
 
-        A server that packs k tokens a chunk shows k gaps of gap/k, so ITL does not grow k-fold. Tokens per
-        chunk: the server's count over the chunks seen, when it reported one (else one token a chunk).
+        A server that packs k tokens a chunk shows k gaps of gap/k, so ITL does not shrink or grow k-fold.
+        A chunk that carried no token passes its gap on to the next one.
         """
-        chunks = self.chunk_ns
-        if len(chunks) < 2:
-            return []
-        per_chunk = self.output_tokens / len(chunks) if self.server_output_tokens else 1.0
-        gaps = []
-        for before, after in zip(chunks, chunks[1:]):
-            gaps += [(after - before) / NS / per_chunk] * max(1, round(per_chunk))
+        chunks, tokens = self.chunk_ns, self.tokens_per_chunk
+        gaps: list[float] = []
+        since = chunks[0] if chunks else 0
+        for t, k in zip(chunks[1:], tokens[1:]):
+            if k > 0:
+                gaps += [(t - since) / NS / k] * max(1, round(k))
+                since = t
         return gaps
 
     @property
@@ -195,8 +210,8 @@ class RequestRecord:
             "sent_at": round(self.sent_at, 6),
             "send_ns": self.send_ns,  # time.perf_counter_ns() (CLOCK_MONOTONIC): comparable across processes
             "response_id": self.response_id,
-            "ttft_s": r(self.ttft_s),
-            "e2e_s": r(self.e2e_s),
+            "ttft_s": r(self.ttft_s, 6),
+            "e2e_s": r(self.e2e_s, 6),
             "output_tokens": self.output_tokens,
             "tokens_source": self.tokens_source,
             "client_chunks": self.client_tokens,
@@ -217,8 +232,37 @@ class RequestRecord:
             "streamed": self.streamed,
             "retry_after_s": self.retry_after_s,
             "forced_length": self.forced_length,
-            "chunk_offsets_ms": [round((t - self.send_ns) / 1e6, 2) for t in self.chunk_ns],
+            "rate": self.rate,
+            "planned_ns": self.planned_ns,
+            "held_back": self.held_back,
+            "chunk_offsets_ms": [round((t - self.send_ns) / 1e6, 3) for t in self.chunk_ns],
+            "chunk_tokens": self.chunk_tokens if len(self.chunk_tokens) == len(self.chunk_ns) else None,
         }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> RequestRecord:
+        """A record back from its JSON line: every figure above can be computed again from the file."""
+        send = int(obj["send_ns"])
+        chunks = [send + round(ms * 1e6) for ms in obj.get("chunk_offsets_ms") or []]
+        e2e = obj.get("e2e_s")
+        record = cls(
+            stream=obj["stream"], concurrency=obj["concurrency"], words=obj["words"], mode=obj["mode"],
+            api=obj["api"], model=obj["model"], send_ns=send, sent_at=obj.get("sent_at") or 0.0,
+            first_token_ns=chunks[0] if chunks else None, last_token_ns=chunks[-1] if chunks else None,
+            end_ns=None if e2e is None else send + round(e2e * NS), chunk_ns=chunks,
+            chunk_tokens=list(obj.get("chunk_tokens") or []),
+            server_output_tokens=obj["output_tokens"] if obj.get("tokens_source") == "server" else None,
+            prompt_tokens=obj.get("prompt_tokens"), timings=obj.get("server_timings"),
+            done_reason=obj.get("done_reason"), http_status=obj.get("http_status"),
+            error_kind=obj.get("error_kind"), error=obj.get("error"), round=obj.get("round", 0),
+            retried=obj.get("retried", False), response_id=obj.get("response_id"),
+            streamed=obj.get("streamed", True), retry_after_s=obj.get("retry_after_s"),
+            forced_length=obj.get("forced_length", False), rate=obj.get("rate"), planned_ns=obj.get("planned_ns"),
+            held_back=obj.get("held_back", False),
+        )
+        if e2e is not None and record.end_ns is not None and chunks:
+            record.end_ns = max(record.end_ns, chunks[-1])  # both are rounded to 1 µs
+        return record
 
 
 class JsonlWriter:
@@ -256,3 +300,9 @@ def write_jsonl(path: str | Path, records: list[RequestRecord]) -> None:
             writer.write(record)
     finally:
         writer.close()
+
+
+def read_jsonl(path: str | Path) -> list[RequestRecord]:
+    """The records of a JSONL file written by --out."""
+    with open(path, encoding="utf-8") as f:
+        return [RequestRecord.from_json(json.loads(line)) for line in f if line.strip()]

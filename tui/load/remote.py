@@ -33,12 +33,12 @@ GIL_SWITCH_S = 0.0005  # the engine's loop gets the GIL back from its other thre
 
 
 def _serve(conn, target: Target, settings: LoadSettings, out_path: str | None, read_timeout: float,
-           keep_records: int | None, worker: int, workers: int) -> None:
+           keep_records: int | None, worker: int, workers: int, prompts: list[str] | None) -> None:
     """The engine process: apply commands from the pipe until Stop or the pipe closes."""
     sys.setswitchinterval(GIL_SWITCH_S)
     writer = JsonlWriter(out_path, append=True) if out_path else None
     engine = LoadEngine(target, settings, read_timeout=read_timeout, on_record=writer.write if writer else None,
-                        keep_records=keep_records, worker=worker, workers=workers)
+                        keep_records=keep_records, worker=worker, workers=workers, prompts=prompts)
     engine.start(running=False)
     applied = 0  # the newest Update applied (the sender's count): a snapshot says which
     try:
@@ -81,8 +81,9 @@ class EngineProcess:
 
     def __init__(self, target: Target, settings: LoadSettings | None = None, *, out_path: str | None = None,
                  read_timeout: float = 600.0, keep_records: int | None = None, worker: int = 0,
-                 workers: int = 1) -> None:
+                 workers: int = 1, prompts: list[str] | None = None) -> None:
         self.target = target
+        self._prompts = prompts
         self._layout = (worker, workers)  # which share of the streams it runs (tui/load/pool.py)
         self._settings = (settings or LoadSettings()).validated()
         self._out_path, self._read_timeout, self._keep_records = out_path, read_timeout, keep_records
@@ -101,7 +102,7 @@ class EngineProcess:
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_serve, name="tokentop-engine", daemon=True,
                                         args=(child, self.target, self._settings, self._out_path, self._read_timeout,
-                                              self._keep_records, *self._layout))
+                                              self._keep_records, *self._layout, self._prompts))
         # multiprocessing hands its helper our stderr's file descriptor; a TUI replaces sys.stderr with
         # an object that has none (Textual's fileno() is -1), so lend it the real one while it starts.
         stderr, sys.stderr = sys.stderr, sys.__stderr__

@@ -15,6 +15,10 @@ MAX_CONCURRENCY = 1024  # the most streams the app and the bench will run at onc
 # The app's concurrency slider: every count up to 16, then steps that feel even on a log scale.
 CONCURRENCY_STOPS = (*range(17), 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256,
                      320, 384, 448, 512, 640, 768, 896, 1024)
+MAX_RATE = 10_000.0  # requests/s: more than any one client machine sends
+ARRIVALS = ("poisson", "constant")
+# The app's rate slider, requests/s: steps that feel even on a log scale (about 1, 1.5, 2, 3, 5, 7 a decade).
+RATE_STOPS = (0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 70.0, 100.0)
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,10 @@ class LoadSettings:
     num_ctx: int | None = None
     output_tokens: int | None = None  # exactly this many, where the server can be made to (ignore_eos)
     cancel_surplus: bool = False
+    rate: float | None = None  # an open loop of this many requests/s instead of `concurrency` streams
+    arrival: str = "poisson"  # the open loop's gaps: random (Poisson arrivals) or constant
+    max_inflight: int = MAX_CONCURRENCY  # the open loop's ceiling; later arrivals wait at the client (held back)
+    input_words: int | None = None  # synthetic prompts of this many words (new ones each request; --input-tokens)
 
     def validated(self) -> LoadSettings:
         """Self, or ValueError naming the flag that sets the bad value (the app and the bench say it as it is)."""
@@ -47,6 +55,15 @@ class LoadSettings:
             raise ValueError(f"--output-tokens must be 1 or more, not {self.output_tokens}")
         if self.output_tokens is not None and self.max_tokens is not None:
             raise ValueError("--output-tokens sets the cap itself: leave out --max-tokens")
+        if self.input_words is not None and self.input_words < 1:
+            raise ValueError(f"synthetic prompts need 1 word or more, not {self.input_words}")
+        if self.rate is not None and not (math.isfinite(self.rate) and 0 < self.rate <= MAX_RATE):
+            raise ValueError(f"--rate must be a number of requests per second more than 0 and up to {MAX_RATE:g},"
+                             f" not {self.rate}")
+        if self.arrival not in ARRIVALS:
+            raise ValueError(f"unknown --arrival {self.arrival!r} (choose from: {', '.join(ARRIVALS)})")
+        if not 1 <= self.max_inflight <= MAX_CONCURRENCY:
+            raise ValueError(f"--max-inflight must be 1 to {MAX_CONCURRENCY}, not {self.max_inflight}")
         return self
 
 

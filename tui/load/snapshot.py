@@ -47,8 +47,16 @@ class Snapshot:
     record_error: str | None = None  # why --out stopped being written, if it did
     engine_error: str | None = None  # why the engine itself stopped (its process died), if it did
     client_cost: ClientCost | None = None  # the engine's own loop lag and CPU: is the client the bottleneck?
-    recent_ttfts_s: tuple[float, ...] = ()
-    settings_version: int = 0  # how many updates the settings above include (see Engine.settings_version)  # the recent finished requests' TTFTs (to merge several engines)
+    recent_ttfts_s: tuple[float, ...] = ()  # the recent finished requests' TTFTs (to merge several engines)
+    settings_version: int = 0  # how many updates the settings above include (see Engine.settings_version)
+    # the open loop (client-counted): sends and ends per second over the window, arrivals waiting at the
+    # client under max_inflight (now, and ever), those dropped unsent by a pause, and the backlog's trend
+    sent_rps: float = 0.0
+    finished_rps: float = 0.0
+    held: int = 0
+    held_total: int = 0
+    unsent: int = 0
+    backlog_growth_rps: float | None = None  # slope of (sent, no first token yet) over the last 10 s
 
     @property
     def queued(self) -> int:

@@ -86,8 +86,8 @@ def wall_s(records: Sequence[RequestRecord]) -> float:
     return sum(max(r.end_ns for r in g) - min(r.send_ns for r in g) for g in by_round.values()) / NS
 
 
-def cell_row(concurrency: int, words: int, records: Sequence[RequestRecord],
-             slo: dict[str, float] | None = None) -> dict[str, Any]:
+def cell_row(concurrency: int | None, words: int, records: Sequence[RequestRecord],
+             slo: dict[str, float] | None = None, rate: float | None = None) -> dict[str, Any]:
     """One benchmark table row. Averages are over successful requests.
 
     avg_speed_tps is the seed article's "Average Speed": average tokens / average time (client
@@ -120,6 +120,7 @@ def cell_row(concurrency: int, words: int, records: Sequence[RequestRecord],
         "tokens_source": tokens_source(ok),
         "error_kinds": sorted({r.error_kind for r in records if r.error_kind}),
         **latencies(records, ok, slo),
+        **({} if rate is None else open_loop(rate, records)),
     }
 
 
@@ -146,3 +147,55 @@ def latencies(records: Sequence[RequestRecord], ok: Sequence[RequestRecord],
         row["slo_met_share"] = met / len(records) if records else None
         row["goodput_rps"] = met / wall if wall > 0 else None
     return row
+
+
+def slope(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """The least-squares slope of ys over xs (None when xs do not vary)."""
+    n = len(xs)
+    if n < 2:
+        return None
+    x_mean, y_mean = sum(xs) / n, sum(ys) / n
+    spread_x = sum((x - x_mean) ** 2 for x in xs)
+    return sum((x - x_mean) * (y - y_mean) for x, y in zip(xs, ys)) / spread_x if spread_x else None
+
+
+def _rounds(records: Sequence[RequestRecord]) -> list[list[RequestRecord]]:
+    by_round: dict[int, list[RequestRecord]] = {}
+    for r in records:
+        if r.send_ns:
+            by_round.setdefault(r.round, []).append(r)
+    return list(by_round.values())
+
+
+def waiting_at(records: Sequence[RequestRecord], t: int) -> int:
+    """The backlog at `t`: requests sent and still without a first token (or an end)."""
+    return sum(1 for r in records if r.send_ns <= t and (r.first_token_ns or r.end_ns or t + 1) > t)
+
+
+def open_loop(rate: float, records: Sequence[RequestRecord], points: int = 21) -> dict[str, Any]:
+    """An open-loop cell: the rate set and the rate achieved, and whether the backlog grew while it sent.
+
+    backlog_growth_rps is the least-squares slope of the backlog over each round's sending window, in
+    requests/s: about 0 when the server keeps up, about (arrivals − what it serves) when it does not.
+    """
+    sent = spans = 0.0
+    ends, slopes = [], []
+    for group in _rounds(records):
+        sends = sorted(r.send_ns for r in group)
+        sent += len(sends)
+        span = (sends[-1] - sends[0]) / NS
+        if len(sends) < 3 or span <= 0:
+            continue
+        spans += span * len(sends) / (len(sends) - 1)  # n sends span n - 1 gaps
+        last = sends[-1] - 1  # just before the last send: the backlog that send met, not counting itself
+        times = [sends[0] + (last - sends[0]) * i // (points - 1) for i in range(points)]
+        backlog = [waiting_at(group, t) for t in times]
+        ends.append(backlog[-1])
+        slopes.append(slope([(t - times[0]) / NS for t in times], [float(n) for n in backlog]))
+    return {
+        "rate": rate,
+        "sent_rps": sent / spans if spans else None,
+        "held_back": sum(1 for r in records if r.held_back),
+        "backlog_end": max(ends) if ends else None,
+        "backlog_growth_rps": mean(slopes),
+    }

@@ -14,7 +14,7 @@ from textual.widgets import Static
 
 from tui.load.history import LoadPoint
 from tui.load.prompts import INPUT, TITLE_INSTRUCTION, WORD_STOPS
-from tui.load.settings import CONCURRENCY_STOPS, LoadSettings
+from tui.load.settings import CONCURRENCY_STOPS, RATE_STOPS, LoadSettings
 from tui.load.snapshot import Snapshot
 from tui.probes.server import OLLAMA_PARALLEL_NOTE, ServerSample
 from tui.untrusted import visible
@@ -27,6 +27,10 @@ from tui.widgets.textbox import TextBox
 
 MODE_NAMES = {"output": "story", "input": "title"}
 ROWS_EVERY_NS = 1_000_000_000
+
+
+def rate_shown(rate: float) -> str:
+    return f"{rate:g}/s"
 
 
 def summary_text(snap: Snapshot, power_w: float | None = None, compact: bool = False) -> Text:
@@ -42,6 +46,8 @@ def summary_text(snap: Snapshot, power_w: float | None = None, compact: bool = F
                 else style("waiting"))
     text.append(f"  streaming {snap.streaming}", style=style("streaming"))
     text.append(f"  waiting {snap.waiting}", style=style("waiting") if snap.waiting else "")
+    if snap.settings.rate is not None:
+        text.append_text(open_loop_text(snap, compact))
     text.append(f"  aggregate {snap.aggregate_tps:.1f} tok/s")
     text.append(f"  per-stream {fmt(snap.mean_stream_tps, '.1f')} tok/s")
     text.append(f"  TTFT p50 {fmt(snap.ttft_p50_s, '.2f')} s")
@@ -66,6 +72,33 @@ def summary_text(snap: Snapshot, power_w: float | None = None, compact: bool = F
         text.append(f"  {power_w / snap.aggregate_tps:.2f} J/tok", style=style("accent"))
         if not compact:
             text.append(f" · {snap.aggregate_tps / power_w:.3f} tok/s/W (GPU W ÷ client tok/s)", style=style("accent"))
+    return text
+
+
+def backlog_trend(snap: Snapshot) -> str | None:
+    """"growing", "shrinking" or "steady": the backlog's slope against a margin for Poisson noise."""
+    growth = snap.backlog_growth_rps
+    if growth is None:
+        return None
+    margin = max(0.1, 0.05 * (snap.settings.rate or 0))
+    return "growing" if growth > margin else "shrinking" if growth < -margin else "steady"
+
+
+def open_loop_text(snap: Snapshot, compact: bool = False) -> Text:
+    """The open loop: arrivals set, sent and finished per second, and where the backlog is heading."""
+    text = Text()
+    text.append(f"  sent {snap.sent_rps:.1f}/s", style=style("accent"))
+    text.append(f" finished {snap.finished_rps:.1f}/s")
+    trend = backlog_trend(snap)
+    if trend is not None:
+        growth = f" {snap.backlog_growth_rps:+.1f}/s" if not compact else ""
+        text.append(f"  backlog {trend}{growth}",
+                    style=style("alarm") if trend == "growing" else style("muted"))
+    if snap.held or snap.held_total:
+        text.append(f"  held back {snap.held} now, {snap.held_total} in all (max in flight"
+                    f" {snap.settings.max_inflight})", style=style("note"))
+    if snap.unsent:
+        text.append(f"  unsent {snap.unsent}", style=style("note"))
     return text
 
 
@@ -116,10 +149,17 @@ def server_text(sample: ServerSample | None, snap: Snapshot, observed_limit: int
     return text
 
 
-def mode_text(mode: str, words: int, max_tokens: int | None = None, exact: bool = False) -> Text:
+def mode_text(mode: str, words: int, max_tokens: int | None = None, exact: bool = False,
+              prompt_label: str | None = None) -> Text:
+    """The prompt and the answer's length; `prompt_label` names prompts that are not the mode's own."""
     text = Text("mode ", style="bold")
-    text.append(MODE_NAMES.get(mode, mode), style=style("title"))
-    if mode == INPUT:
+    if prompt_label is not None:
+        text.append(visible(prompt_label), style=style("title"))
+    else:
+        text.append(MODE_NAMES.get(mode, mode), style=style("title"))
+    if prompt_label is not None:
+        text.append("  (the m key does not change them)", style=style("quiet"))
+    elif mode == INPUT:
         text.append(f"  '{TITLE_INSTRUCTION}' + a ~480-word text", style=style("quiet"))
     else:
         text.append(f"  'tell a story in {words} words:'", style=style("quiet"))
@@ -130,10 +170,11 @@ def mode_text(mode: str, words: int, max_tokens: int | None = None, exact: bool 
 
 class LoadPane(Vertical):
     def __init__(self, concurrency: int, words: int, mode: str, max_tokens: int | None = None, exact: bool = False, *,
-                 id: str | None = None) -> None:
+                 rate: float | None = None, prompt_label: str | None = None, id: str | None = None) -> None:
         super().__init__(id=id)
+        self._prompt_label = prompt_label
         self.border_title = "load"
-        self._concurrency, self._words, self._mode = concurrency, words, mode
+        self._concurrency, self._words, self._mode, self._rate = concurrency, words, mode, rate
         self._max_tokens, self._exact = max_tokens, exact
         self.compact = False  # set by the app on short terminals
         self._rows_ns: int | None = None  # when the stream rows were last drawn, and how many
@@ -141,10 +182,15 @@ class LoadPane(Vertical):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="controls"):
-            yield Slider(sorted({*CONCURRENCY_STOPS, self._concurrency}), self._concurrency, "concurrency",
-                         id="concurrency")
+            concurrency = Slider(sorted({*CONCURRENCY_STOPS, self._concurrency}), self._concurrency, "concurrency",
+                                 id="concurrency")
+            rate = Slider(sorted({*RATE_STOPS, self._rate or 1.0}), self._rate or 1.0, "rate", shown=rate_shown,
+                          id="rate")
+            concurrency.display, rate.display = self._rate is None, self._rate is not None
+            yield concurrency
+            yield rate
             yield Slider(sorted({*WORD_STOPS, self._words}), self._words, "words", id="words")
-        yield TextBox(mode_text(self._mode, self._words, self._max_tokens, self._exact), id="mode")
+        yield TextBox(mode_text(self._mode, self._words, self._max_tokens, self._exact, self._prompt_label), id="mode")
         yield TextBox(id="summary")
         yield TextBox(id="server")
         yield TextBox(id="queue")
@@ -158,6 +204,7 @@ class LoadPane(Vertical):
              observed_limit: int | None = None, power_w: float | None = None) -> None:
         """`settings`: what the engine runs with (the sliders and the mode line follow it)."""
         self.query_one("#concurrency", Slider).show_value(settings.concurrency)
+        self.show_shape(settings.rate)
         self.query_one("#words", Slider).show_value(settings.words)
         if (settings.mode, settings.words) != (self._mode, self._words):
             self._mode, self._words = settings.mode, settings.words
@@ -170,6 +217,13 @@ class LoadPane(Vertical):
             self._rows_ns, self._rows_n = snap.taken_ns, len(snap.streams)
             self.query_one(StreamTable).show(snap.streams)
 
+    def show_shape(self, rate: float | None) -> None:
+        """The concurrency slider in a closed loop, the rate slider in an open one."""
+        self.query_one("#concurrency", Slider).display = rate is None
+        self.query_one("#rate", Slider).display = rate is not None
+        if rate is not None:
+            self.query_one("#rate", Slider).show_value(rate)
+
     def redraw(self) -> None:
         """Draw everything again at the next snapshot (after a theme change)."""
         self._rows_ns = None
@@ -179,7 +233,8 @@ class LoadPane(Vertical):
         self.show_mode(self._mode, self._words)
 
     def show_mode(self, mode: str, words: int) -> None:
-        self.query_one("#mode", TextBox).show_text(mode_text(mode, words, self._max_tokens, self._exact))
+        self.query_one("#mode", TextBox).show_text(mode_text(mode, words, self._max_tokens, self._exact,
+                                                             self._prompt_label))
 
     def show_history(self, points: Sequence[LoadPoint]) -> None:
         chart = self.query_one(LoadChart)

@@ -41,14 +41,19 @@ def plot_tps(points: Sequence[LoadPoint], width: int, height: int, span: int) ->
 
 
 def count_lines(points: Sequence[LoadPoint], width: int) -> Text:
+    """The load set (concurrency, or sends per second in an open loop), streaming and waiting."""
     columns = width - LABEL - 5
-    series = [[p.concurrency for p in points], [p.streaming for p in points], [p.waiting for p in points]]
+    load = [p.concurrency if p.sent_rps is None else p.sent_rps for p in points]
+    series = [load, [p.streaming for p in points], [p.waiting for p in points]]
     top = max(max(ys) for ys in series) or 1
+    names = [name for name, _ in COUNT_SERIES]
+    if points[-1].sent_rps is not None:
+        names[0] = "sent/s"
     text = Text()
-    for (name, color), ys in zip(COUNT_SERIES, series):
+    for name, (_, color), ys in zip(names, COUNT_SERIES, series):
         text.append(f"\n{name:>{LABEL}} ")
         text.append(sparkline(ys[-columns:], columns, top=top), style=color)
-        text.append(f" {ys[-1]:>3}", style=f"bold {color}")
+        text.append(f" {ys[-1]:>3.0f}", style=f"bold {color}")
     return text
 
 
@@ -76,7 +81,7 @@ class LoadChart(TextBox):
         width, height = self.content_size
         span = width - LABEL - 6  # a point a second, a second a column, as in the count sparklines
         points = list(points)[-span:]
-        values = {(p.aggregate_tps, p.mean_stream_tps, p.concurrency, p.streaming, p.waiting) for p in points}
+        values = {(p.aggregate_tps, p.mean_stream_tps, p.concurrency, p.sent_rps, p.streaming, p.waiting) for p in points}
         key = (width, height, values) if len(values) == 1 else None
         if key is not None and key == self._drawn:
             return  # flat curves look the same as the window slides: skip the build

@@ -1,4 +1,4 @@
-"""A small integer slider over a list of allowed values (our own: textual-slider is GPL-3.0).
+"""A small slider over a list of allowed values (our own: textual-slider is GPL-3.0).
 
 Keys: ←/→ one step, Home/End the ends. Mouse: click or drag on the track.
 Posts `Slider.Changed` whenever the value changes, by key, mouse or code.
@@ -6,7 +6,7 @@ Posts `Slider.Changed` whenever the value changes, by key, mouse or code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich.text import Text
 from textual import events
@@ -34,7 +34,7 @@ class Slider(Widget, can_focus=True):
     index: reactive[int] = reactive(0)
 
     class Changed(Message):
-        def __init__(self, slider: Slider, value: int) -> None:
+        def __init__(self, slider: Slider, value: float) -> None:
             super().__init__()
             self.slider, self.value = slider, value
 
@@ -42,24 +42,27 @@ class Slider(Widget, can_focus=True):
         def control(self) -> Slider:
             return self.slider
 
-    def __init__(self, values: Sequence[int], value: int, label: str, *, id: str | None = None) -> None:
+    def __init__(self, values: Sequence[float], value: float, label: str, *, shown: Callable[[float], str] = str,
+                 id: str | None = None) -> None:
+        """`shown` writes a value for the end of the slider (default: as it is)."""
         if not values:
             raise ValueError("a slider needs at least one value")
         self.values = tuple(values)
         self.label = label
+        self.shown = shown
         self._dragging = False
         super().__init__(id=id)
         self.set_reactive(Slider.index, self._nearest(value))
 
     @property
-    def value(self) -> int:
+    def value(self) -> float:
         return self.values[self.index]
 
     @value.setter
-    def value(self, value: int) -> None:
+    def value(self, value: float) -> None:
         self.index = self._nearest(value)
 
-    def show_value(self, value: int) -> None:
+    def show_value(self, value: float) -> None:
         """Show a value set elsewhere (the engine runs with it) without posting Changed; a value between the
         stops becomes a stop of its own."""
         if value == self.value or self._dragging:
@@ -69,7 +72,7 @@ class Slider(Widget, can_focus=True):
         self.set_reactive(Slider.index, self.values.index(value))
         self.refresh()
 
-    def _nearest(self, value: int) -> int:
+    def _nearest(self, value: float) -> int:
         return min(range(len(self.values)), key=lambda i: (abs(self.values[i] - value), i))
 
     def validate_index(self, index: int) -> int:
@@ -89,7 +92,7 @@ class Slider(Widget, can_focus=True):
     def _track(self) -> tuple[int, int]:
         """(first column, width) of the track inside the widget."""
         head = len(self.label) + 1
-        tail = len(str(max(self.values, key=lambda v: len(str(v))))) + 1
+        tail = max(len(self.shown(v)) for v in self.values) + 1
         return head, max(3, self.size.width - head - tail)
 
     def render(self) -> Text:
@@ -100,7 +103,7 @@ class Slider(Widget, can_focus=True):
         text.append("━" * knob, style=style("accent"))
         text.append("●", style="bold" if self.has_focus else "")
         text.append("─" * (width - knob - 1), style=style("muted"))
-        text.append(" " + str(self.value), style="bold")
+        text.append(" " + self.shown(self.value), style="bold")
         return text
 
     # --- mouse ---------------------------------------------------------------------------------

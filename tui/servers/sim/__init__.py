@@ -4,8 +4,10 @@ It speaks ollama's API (/api/chat, /api/generate, /api/tags, /api/ps, /api/versi
 OpenAI / llama.cpp flavour (/v1/chat/completions, /v1/models, /health, /metrics). Requests beyond
 --parallel slots wait in a first-come queue, and each stream slows as more slots are busy, after the
 seed article's A100 running llama3.1:70b (25.4 tok/s alone, 22.3 at two, 16.2 at four). --fault
-injects refused connections, 503s, cut or malformed or stalled streams. Every answer names
-"tokentop-sim", so it is never mistaken for a real server.
+injects refused connections, 503s, cut or malformed or stalled streams. --tokens-per-chunk packs
+several tokens a streamed chunk as vLLM does, --service-time gives every request the same slot time
+(a known capacity), and OpenAI requests may ask for ignore_eos and continuous_usage_stats. Every
+answer names "tokentop-sim", so it is never mistaken for a real server.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ttft", type=float, default=None, metavar="SECONDS",
                         help="fixed time from getting a slot to the first token, replacing prefill"
                              " (simulated seconds; for measuring the client's own TTFT error)")
+    parser.add_argument("--service-time", type=float, default=None, metavar="SECONDS",
+                        help="every request holds its slot exactly this long, its tokens evenly spaced, whatever"
+                             " the load, replacing prefill, --ttft and the decode speeds (simulated seconds;"
+                             " then --parallel P serves exactly P / SECONDS requests a second)")
+    parser.add_argument("--tokens-per-chunk", type=int, default=d.tokens_per_chunk, metavar="K",
+                        help="tokens' text per streamed chunk, as vLLM packs several; each chunk goes when its"
+                             " last token is due, and token counts stay true (default 1)")
     parser.add_argument("--load-time", type=float, default=d.load_s,
                         help="simulated cold-start model load before the first request, in seconds (default 0)")
     parser.add_argument("--fault", default="", metavar="SPEC",
@@ -51,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         config = SimConfig(parallel=args.parallel, speed=args.speed, prefill_tps=args.prefill_tps, ttft_s=args.ttft,
+                           service_s=args.service_time, tokens_per_chunk=args.tokens_per_chunk,
                            load_s=args.load_time, faults=parse_faults(args.fault), seed=args.seed, model=args.model)
         if not 0 <= args.port <= 65535:
             raise ValueError(f"--port must be 0 to 65535, not {args.port}")

@@ -16,6 +16,9 @@ class SimConfig:
     profile: tuple[tuple[int, float], ...] = ((1, 25.4), (2, 22.3), (4, 16.2))
     prefill_tps: float = 400.0
     ttft_s: float | None = None  # a fixed slot → first token time instead of prefill + one decode step
+    # a fixed slot → last token time, tokens evenly spaced, instead of prefill, ttft and profile: a known capacity
+    service_s: float | None = None
+    tokens_per_chunk: int = 1  # tokens' text per streamed content chunk, as vLLM packs them
     load_s: float = 0.0  # cold-start model load on the first request(s)
     faults: dict[str, float] = field(default_factory=dict)  # kind -> probability per request
     fault_after: int = 3  # cut / malformed / stall come after this many content tokens
@@ -30,6 +33,13 @@ class SimConfig:
             raise ValueError(f"speed and prefill tok/s must be numbers more than 0, not {self.speed}, {self.prefill_tps}")
         if self.ttft_s is not None and not 0 <= self.ttft_s < math.inf:
             raise ValueError(f"ttft must be a number of 0 or more, not {self.ttft_s}")
+        if self.service_s is not None:
+            if not 0 < self.service_s < math.inf:
+                raise ValueError(f"service time must be a number more than 0, not {self.service_s}")
+            if (self.ttft_s, self.prefill_tps, self.profile) != (None, SimConfig.prefill_tps, SimConfig.profile):
+                raise ValueError("a service time replaces ttft, prefill tok/s and the decode profile: set it alone")
+        if not (isinstance(self.tokens_per_chunk, int) and self.tokens_per_chunk >= 1):
+            raise ValueError(f"tokens per chunk must be a whole number of 1 or more, not {self.tokens_per_chunk}")
         if not 0 <= self.load_s < math.inf or self.fault_after < 0:
             raise ValueError("load time and fault_after must be numbers of 0 or more")
         if not self.profile or any(n < 1 or not r > 0 for n, r in self.profile):

@@ -211,13 +211,16 @@ class SimServer:
         seed = _number(source.get("seed"))
         fault = self._draw_fault()
         n = self._length(ask, random.Random(seed) if seed is not None else self._rng)
-        capped = limit is not None and 0 < limit < n
+        ignore_eos = kind == "openai" and body.get("ignore_eos") is True and limit is not None and limit > 0
+        capped = ignore_eos or (limit is not None and 0 < limit < n)
         stream_options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
+        include_usage = bool(stream_options.get("include_usage"))
         return Job(kind=kind, model=model if isinstance(model, str) and model else self.config.model,
                    stream=bool(body.get("stream", kind != "openai")),
                    prompt_tokens=max(1, round(sum(len(t.split()) for t in texts) * 4 / 3)),
                    n_tokens=limit if capped else n, done_reason="length" if capped else "stop",
-                   fault=fault, include_usage=bool(stream_options.get("include_usage")))
+                   fault=fault, include_usage=include_usage,
+                   continuous_usage=include_usage and bool(stream_options.get("continuous_usage_stats")))
 
     def _draw_fault(self) -> str | None:
         chosen = None
@@ -264,24 +267,32 @@ class SimServer:
         await self._acquire()
         try:
             job.slot_at = loop.time()
-            prefill = cfg.ttft_s if cfg.ttft_s is not None else job.prompt_tokens / cfg.prefill_tps
+            step = cfg.service_s / job.n_tokens if cfg.service_s is not None else None  # simulated s a token
+            if step is not None:
+                prefill = step
+            else:
+                prefill = cfg.ttft_s if cfg.ttft_s is not None else job.prompt_tokens / cfg.prefill_tps
             await asyncio.sleep(prefill / cfg.speed)
             job.prefill_end = due = loop.time()
             out = wire.open_stream(job, writer)
-            text = []
+            text, unsent = [], 0
             fault_at = min(cfg.fault_after, job.n_tokens) if job.fault in ("cut", "malformed", "stall") else -1
             for i in range(job.n_tokens + 1):
                 if i == fault_at and not await self._fault(job, out, writer):
                     return
                 if i == job.n_tokens:
                     break
-                if i or cfg.ttft_s is None:  # with a fixed TTFT the first token goes at once
+                if step is not None:  # counted from the slot, so sleeps that overshoot do not add up
+                    due = job.slot_at + (i + 1) * step / cfg.speed
+                elif i or cfg.ttft_s is None:  # with a fixed TTFT the first token goes at once
                     due += 1 / (decode_rate(cfg.profile, self.busy) * cfg.speed)
                 await asyncio.sleep(max(0.0, due - loop.time()))
                 text.append(wire.token(i))
                 job.sent += 1
-                if out is not None:
-                    await out.write(wire.chunk(job, text[-1]))
+                unsent += 1
+                if out is not None and (unsent == cfg.tokens_per_chunk or job.sent == job.n_tokens):
+                    await out.write(wire.chunk(job, "".join(text[-unsent:])))
+                    unsent = 0
             job.decode_end = loop.time()
             if out is not None:
                 await out.write(wire.final_chunks(job, cfg.speed))

@@ -52,6 +52,7 @@ class Job:
     done_reason: str
     fault: str | None
     include_usage: bool = False
+    continuous_usage: bool = False  # vLLM's continuous_usage_stats: usage so far in every chunk
     arrival: float = 0.0
     load_wait: float = 0.0
     slot_at: float = 0.0
@@ -136,8 +137,9 @@ def _ns(real_seconds: float, speed: float) -> int:
 # --- OpenAI / llama.cpp ---
 
 def openai_chunk(job: Job, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
-    return {"id": job.id, "object": "chat.completion.chunk", "created": job.created, "model": job.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    obj = {"id": job.id, "object": "chat.completion.chunk", "created": job.created, "model": job.model,
+           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return obj | {"usage": usage(job)} if job.continuous_usage else obj
 
 
 def timings(job: Job, speed: float) -> dict[str, Any]:
