@@ -203,3 +203,26 @@ def test_every_figure_can_be_computed_again_from_the_out_file(sim_factory, capsy
     for figure, spread in row["percentiles"].items():
         for name, value in spread.items():
             assert again["percentiles"][figure][name] == pytest.approx(value, rel=1e-3, abs=2e-6), (figure, name)
+
+
+def test_a_shared_prefix_is_the_same_in_every_prompt_and_the_rest_is_new():
+    import random
+
+    from tui.load.synthetic import text
+
+    a, b = (text(200, random.Random(seed), shared=50).split() for seed in (1, 2))
+    head = len(text(0, random.Random(0)).split())  # the instruction's words
+    assert a[:head + 50] == b[:head + 50]
+    assert sum(x != y for x, y in zip(a[head + 50:], b[head + 50:])) > 100  # fresh words: no longer prefix
+    c, d = (text(200, random.Random(seed)).split() for seed in (1, 2))
+    assert c[head:head + 5] != d[head:head + 5]  # by default nothing is shared but the instruction
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--shared-prefix", "10"], "--shared-prefix needs --input-tokens N"),
+    (["--shared-prefix", "500", "--input-tokens", "500"], "--shared-prefix must be more than 0 and less than"),
+    (["--shared-prefix", "0", "--input-tokens", "500"], "--shared-prefix must be more than 0 and less than"),
+])
+def test_bad_shared_prefix_is_one_line_and_exit_2(capsys, argv, message):
+    status, out, err = bench(capsys, "--url", "http://127.0.0.1:9", *argv)
+    assert status == 2 and out == "" and err.count("\n") == 1 and message in err

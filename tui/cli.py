@@ -81,7 +81,7 @@ def _die(message: str) -> int:
 
 
 def run_app(args: argparse.Namespace) -> int:
-    from tui.flags import UsageError, check_server_arguments, read_prompts
+    from tui.flags import UsageError, check_server_arguments, check_shared_prefix, read_prompts
     from tui.load.discover import DiscoveryError, discover
     from tui.load.settings import LoadSettings
     from tui.load.synthetic import CalibrationError, calibrate
@@ -89,6 +89,7 @@ def run_app(args: argparse.Namespace) -> int:
     concurrency = args.concurrency if args.concurrency is not None else (8 if args.demo else 1)
     try:
         check_server_arguments(args)
+        check_shared_prefix(args)
         prompts = read_prompts(args)
     except UsageError as exc:
         return _die(str(exc))
@@ -129,8 +130,10 @@ def run_app(args: argparse.Namespace) -> int:
         prompt_label = None
         if args.input_tokens is not None:
             calibration = calibrate(target, 0, args.timeout)
-            settings = dataclasses.replace(settings, input_words=calibration.words_for(args.input_tokens))
-            prompt_label = f"synthetic {args.input_tokens} tokens ({settings.input_words} words, new each request)"
+            settings = dataclasses.replace(settings, input_words=calibration.words_for(args.input_tokens),
+                                           shared_words=calibration.shared_words_for(args.shared_prefix or 0))
+            prompt_label = f"synthetic {args.input_tokens} tokens ({settings.input_words} words, new each request"
+            prompt_label += f"; the first {args.shared_prefix} tokens shared)" if args.shared_prefix else ")"
         elif prompts is not None:
             prompt_label = f"{args.prompts} ({len(prompts)} prompts in turn)"
         if args.out:

@@ -47,6 +47,9 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-tokens", type=int, metavar="N",
                    help="synthetic prompts of N tokens as the server counts them (calibrated once from its"
                         " own counts; new words for every request)")
+    p.add_argument("--shared-prefix", type=int, metavar="N",
+                   help="with --input-tokens: the first N tokens of every prompt the same (to test a prefix cache on"
+                        " purpose; by default each prompt is new words throughout)")
     p.add_argument("--prompts", metavar="FILE.jsonl",
                    help='prompts from a file: JSONL {"prompt": …} lines or ShareGPT {"conversations": […]} (the first'
                         " human turn), sent in turn (the bench shuffles them by --seed)")
@@ -55,6 +58,16 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-inflight", type=int, default=MAX_CONCURRENCY, metavar="N",
                    help=f"with --rate: at most N requests in flight; later arrivals wait at the client and are"
                         f" counted as held back (default {MAX_CONCURRENCY})")
+
+
+def check_shared_prefix(args: argparse.Namespace) -> None:
+    if args.shared_prefix is None:
+        return
+    if args.input_tokens is None:
+        raise UsageError("--shared-prefix needs --input-tokens N (the prompts it is a prefix of)")
+    if not 0 < args.shared_prefix < args.input_tokens:
+        raise UsageError(f"--shared-prefix must be more than 0 and less than --input-tokens ({args.input_tokens}),"
+                         f" not {args.shared_prefix}")
 
 
 def read_prompts(args: argparse.Namespace) -> list[str] | None:

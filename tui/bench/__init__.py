@@ -19,7 +19,9 @@ from collections.abc import Callable
 from tui.bench.cells import GIL_SWITCH_S, WorkerDied, run_cells
 from tui.bench.render import FORMATS, make_meta, render, rows_of
 from tui.bench.watch import Watch
-from tui.flags import UsageError, add_server_arguments, add_workload_arguments, check_server_arguments, read_prompts
+from tui.flags import (
+    UsageError, add_server_arguments, add_workload_arguments, check_server_arguments, check_shared_prefix, read_prompts,
+)
 from tui.load.discover import DiscoveryError, discover
 from tui.load.pool import default_workers
 from tui.load.prompts import INPUT, MODES, OUTPUT, PROMPT_FILE, build_prompt
@@ -120,6 +122,7 @@ def validate(args: argparse.Namespace) -> tuple[list, list[int]]:
         raise UsageError(f"--rounds must be 1 or more, not {args.rounds}")
     if not (math.isfinite(args.sim_speed) and args.sim_speed > 0):
         raise UsageError(f"--sim-speed must be a number more than 0, not {args.sim_speed}")
+    check_shared_prefix(args)
     args.prompt_list = read_prompts(args)
     if args.prompt_list is not None:
         words = [len(args.prompt_list)]  # the file is the variable: its column says how many prompts it has
@@ -153,10 +156,12 @@ def run(args: argparse.Namespace) -> int:
             sim = SimProcess(speed=args.sim_speed).start()
             url = sim.url
         target, info = discover(url, args.api, args.model)
-        args.synthetic_words = None
+        args.synthetic_words, args.synthetic_shared_words = None, 0
         if args.input_tokens is not None:
             calibration = calibrate(target, args.seed or 0, args.timeout)
             args.synthetic_words = calibration.words_for(args.input_tokens)
+            if args.shared_prefix:
+                args.synthetic_shared_words = calibration.shared_words_for(args.shared_prefix)
             print(f"calibrated: {args.synthetic_words} words = {args.input_tokens} prompt tokens as the server counts"
                   f" them ({calibration.overhead:.0f} for its template, {calibration.per_word:.2f} a word)",
                   file=sys.stderr)

@@ -72,7 +72,8 @@ def request_maker(target: Target, args: argparse.Namespace, cell: Cell, rnd: int
                                model=target.model, round=rnd, rate=load if rate else None)
         if synthetic:  # new words for every request: a prefix cache must not make this a cache test
             rng = random.Random(f"{args.seed}:{load}:{rnd}:{stream}:{k}")
-            return record, dataclasses.replace(spec, prompt=synthetic_text(args.synthetic_words, rng))
+            prompt = synthetic_text(args.synthetic_words, rng, args.synthetic_shared_words)
+            return record, dataclasses.replace(spec, prompt=prompt)
         if source is not None:
             return record, dataclasses.replace(spec, prompt=source.next())
         return record, spec

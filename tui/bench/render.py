@@ -123,7 +123,8 @@ def make_meta(info: ServerInfo, args: argparse.Namespace, loads: list, words: li
             "max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed,
             "num_ctx": args.num_ctx, "timeout_s": args.timeout, "slo_s": args.slo_limits,
             "input_tokens": args.input_tokens, "output_tokens": args.output_tokens,
-            "synthetic_words": getattr(args, "synthetic_words", None),
+            "synthetic_words": getattr(args, "synthetic_words", None), "shared_prefix": args.shared_prefix,
+            "shared_words": getattr(args, "synthetic_shared_words", 0),
         },
     }
 

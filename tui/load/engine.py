@@ -398,7 +398,7 @@ class LoadEngine:
         record.planned_ns, record.held_back = planned, held
         spec = request_spec(target.model, s)
         if s.input_words:  # new words for every request: a prefix cache must not make this a cache test
-            spec = dataclasses.replace(spec, prompt=synthetic_text(s.input_words, self._rng))
+            spec = dataclasses.replace(spec, prompt=synthetic_text(s.input_words, self._rng, s.shared_words))
             record.mode = SYNTHETIC
         elif self._prompts is not None:
             spec = dataclasses.replace(spec, prompt=self._prompts.next())

@@ -36,6 +36,7 @@ class LoadSettings:
     arrival: str = "poisson"  # the open loop's gaps: random (Poisson arrivals) or constant
     max_inflight: int = MAX_CONCURRENCY  # the open loop's ceiling; later arrivals wait at the client (held back)
     input_words: int | None = None  # synthetic prompts of this many words (new ones each request; --input-tokens)
+    shared_words: int = 0  # the first this many of them the same in every prompt (--shared-prefix)
 
     def validated(self) -> LoadSettings:
         """Self, or ValueError naming the flag that sets the bad value (the app and the bench say it as it is)."""

@@ -39,8 +39,12 @@ class CalibrationError(Exception):
     """The server would not say how many prompt tokens it counted; the message is one line."""
 
 
-def text(words: int, rng: random.Random) -> str:
-    return INSTRUCTION + " " + " ".join(rng.choice(WORDS) for _ in range(words))
+def text(words: int, rng: random.Random, shared: int = 0) -> str:
+    """`words` words after the instruction; the first `shared` of them the same in every prompt (a prefix a
+    cache can reuse, on purpose: --shared-prefix), the rest drawn from `rng`."""
+    prefix = random.Random("tokentop shared prefix")
+    return INSTRUCTION + " " + " ".join(
+        (prefix if i < shared else rng).choice(WORDS) for i in range(words))
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,10 @@ class Calibration:
 
     def words_for(self, tokens: int) -> int:
         return max(1, round((tokens - self.overhead) / self.per_word))
+
+    def shared_words_for(self, tokens: int) -> int:
+        """The words of a shared prefix of `tokens` tokens: the template and instruction before them count."""
+        return max(0, round((tokens - self.overhead) / self.per_word))
 
 
 def prompt_tokens(client: httpx.Client, target: Target, prompt: str) -> int:
