@@ -194,7 +194,7 @@ def test_gpu_power_per_cell_gives_joules_per_token(sim_factory):
     sim = sim_factory(speed=5)
     target, _ = discover(sim.url)
     args = argparse.Namespace(mode="output", max_tokens=None, temperature=None, seed=None, num_ctx=None,
-                              output_tokens=None, rounds=1, timeout=10.0, rate_list=None,
+                              output_tokens=None, rounds=1, timeout=10.0, open_loop=False,
                               duration=None, max_inflight=1024)
     records = []
     watch = Watch(gpu=GpuProbe(devices=lambda: [FakeDevice(0), FakeDevice(1)]))

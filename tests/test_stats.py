@@ -90,11 +90,12 @@ def test_tpot_and_itl_count_the_tokens_a_chunk_carried():
 
 
 def test_slo_grammar_and_goodput():
-    from tui.load.stats import parse_slo
+    from tui.load.slo import parse_slo
 
     assert parse_slo("ttft=2, tpot=0.05") == {"ttft": 2.0, "tpot": 0.05}
     for bad, said in (("speed=3", "unknown --slo name"), ("ttft=x", "takes a number"), ("e2e=0", "more than 0"),
-                      ("ttft=nan", "more than 0"), ("", "NAME=SECONDS")):
+                      ("ttft=nan", "more than 0"), ("", "NAME=VALUE"),
+                      ("ttft_p42=1", "unknown --slo name"), ("stream_tps_p10=-1", "tokens/s more than 0")):
         with pytest.raises(ValueError, match=said):
             parse_slo(bad)
     fast, slow = record(first=0.5, end=4.6), record(stream=1, first=3.0, end=4.6)
@@ -103,5 +104,5 @@ def test_slo_grammar_and_goodput():
     assert row["slo_met_share"] == pytest.approx(1 / 3)  # only `fast`: `slow` is late, an error never meets it
     assert row["goodput_rps"] == pytest.approx(1 / 4.6)
     assert row["percentiles"]["ttft_s"]["max"] == pytest.approx(3.0)
-    assert set(row["percentiles"]) == {"ttft_s", "itl_s", "tpot_s", "e2e_s"}
+    assert set(row["percentiles"]) == {"ttft_s", "itl_s", "tpot_s", "e2e_s", "stream_tps"}
     assert "slo_met_share" not in cell_row(3, 100, [fast])

@@ -15,6 +15,7 @@ APP_KEEP_RECORDS = 10_000  # finished requests the app keeps for `e` export (eac
 
 def build_parser() -> argparse.ArgumentParser:
     from tui import bench
+    from tui.bench import compare
     from tui.servers import local, sim
 
     parser = argparse.ArgumentParser(
@@ -28,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        description=bench.__doc__))
     sim.add_arguments(sub.add_parser("sim", help="run a SIMULATED LLM server (ollama + OpenAI APIs)",
                                      description=sim.__doc__))
+    compare.add_arguments(sub.add_parser("compare", help="runs saved by bench --save, side by side",
+                                         description=compare.__doc__))
     local.add_arguments(sub.add_parser("local", help="run a real llama.cpp server with a small model",
                                        description=local.__doc__))
     return parser
@@ -40,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         from tui import bench
 
         return bench.run(args)
+    if args.command == "compare":
+        from tui.bench import compare
+
+        return compare.run(args)
     if args.command == "sim":
         from tui.servers import sim
 

@@ -12,10 +12,13 @@ import argparse
 import asyncio
 import contextlib
 import math
+import shutil
 import signal
 import sys
 from collections.abc import Callable
 
+from tui.bench import charts, runfile
+from tui.bench.capacity import CONCURRENCY, KINDS, RATE, CapacitySearch, find
 from tui.bench.cells import GIL_SWITCH_S, WorkerDied, run_cells
 from tui.bench.render import FORMATS, make_meta, render, rows_of
 from tui.bench.watch import Watch
@@ -27,7 +30,7 @@ from tui.load.pool import default_workers
 from tui.load.prompts import INPUT, MODES, OUTPUT, PROMPT_FILE, build_prompt
 from tui.load.records import JsonlWriter, RequestRecord
 from tui.load.settings import MAX_CONCURRENCY, MAX_RATE, LoadSettings
-from tui.load.stats import parse_slo
+from tui.load.slo import parse_slo, value_of
 from tui.load.synthetic import SYNTHETIC, CalibrationError, calibrate
 from tui.probes.gpu import GpuProbe
 from tui.probes.server import ServerProbe
@@ -44,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", metavar="R,…",
                    help="comma-separated arrival rates in requests/s, one cell each (needs --duration): an open loop"
                         " that sends each request at its planned time whatever the server does")
-    p.add_argument("--words", default="25,50,100,400,800", help="comma-separated word counts, output mode")
+    p.add_argument("--words", help=f"comma-separated word counts, output mode (default {DEFAULT_WORDS})")
     p.add_argument("--rounds", type=int, default=1, help="repeat each cell R times (default 1)")
     p.add_argument("--temperature", type=float, help="sampling temperature")
     p.add_argument("--seed", type=int, help="sampling seed")
@@ -55,10 +58,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         " the article's: N requests at once, wait for all")
     p.add_argument("--slo", metavar="NAME=S,…", help="service-level limits in seconds, any of ttft, tpot, e2e"
                                                     " (e.g. ttft=2,tpot=0.05): adds SLO met and goodput")
+    p.add_argument("--find-capacity", nargs="?", const=CONCURRENCY, choices=KINDS, metavar="concurrency|rate",
+                   help="find the most concurrent streams (or, with 'rate', requests/s) that meet --slo: steps up"
+                        f" 1, 2, 4 …, then bisects; each level held --duration seconds (default {CAPACITY_HOLD_S:g})")
     p.add_argument("--format", default="table", choices=FORMATS, help="stdout format (default table)")
+    p.add_argument("--save", metavar="RUN.json", help="write a run file: the settings, server, model, machine, every"
+                                                     " cell and every request (tokentop compare reads them)")
+    p.add_argument("--plot", metavar="PATH", help="write the run's chart to PATH (.html: coloured HTML; else text)"
+                                                  " instead of showing it under the table")
     p.add_argument("--out", metavar="FILE.jsonl", help="write one JSON line per request, as each ends")
     p.add_argument("--sim", action="store_true", help="bench a built-in SIMULATED server instead of --url")
     p.add_argument("--sim-speed", type=float, default=10.0, help="time multiplier of --sim (default 10)")
+
+
+DEFAULT_WORDS = "25,50,100,400,800"
+CAPACITY_WORDS = 100  # --find-capacity's story length when --words is not given
+CAPACITY_HOLD_S = 20.0  # how long --find-capacity holds each level when --duration is not given
 
 
 def parse_int_list(text: str, flag: str, most: int | None = None) -> list[int]:
@@ -98,14 +113,24 @@ def validate(args: argparse.Namespace) -> tuple[list, list[int]]:
     """(loads, words), or UsageError in one line. A load is a concurrency, or a rate with --rate."""
     check_server_arguments(args)
     args.rate_list = None
-    if args.rate is not None:
+    args.open_loop = args.rate is not None or args.find_capacity == RATE
+    if args.find_capacity:
+        if args.rate is not None or args.concurrency is not None:
+            raise UsageError("--find-capacity chooses the levels itself: leave out --concurrency and --rate")
+        if args.slo is None:
+            raise UsageError("--find-capacity needs --slo, e.g. --slo ttft_p99=2,stream_tps_p10=10")
+        if args.words is not None and "," in args.words:
+            raise UsageError("--find-capacity takes one --words value (the levels are the variable)")
+        if args.duration is None:
+            args.duration = CAPACITY_HOLD_S
+    elif args.rate is not None:
         if args.concurrency is not None:
             raise UsageError("choose --rate (an open loop) or --concurrency (a closed loop), not both")
         args.rate_list = parse_rates(args.rate)
         if args.duration is None:
             raise UsageError("--rate needs --duration S: how long each rate sends")
     concurrency = parse_int_list(args.concurrency or "1,2,4", "--concurrency", MAX_CONCURRENCY)
-    words = parse_int_list(args.words, "--words")
+    words = parse_int_list(args.words or (str(CAPACITY_WORDS) if args.find_capacity else DEFAULT_WORDS), "--words")
     try:  # the load's own values are checked where the app's are
         LoadSettings(concurrency=max(concurrency), words=max(words), mode=args.mode, max_tokens=args.max_tokens,
                      temperature=args.temperature, seed=args.seed, num_ctx=args.num_ctx,
@@ -132,6 +157,8 @@ def validate(args: argparse.Namespace) -> tuple[list, list[int]]:
         words = [args.input_tokens]  # the prompt's length is the variable
     elif args.mode == INPUT:
         words = [len(build_prompt(INPUT, 0).split())]  # the prompt's length is the variable
+    if args.find_capacity:
+        return [], words  # the search picks them
     return args.rate_list or concurrency, words
 
 
@@ -170,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         watch = Watch(ServerProbe(info.url, info.kind, info.version, target.headers(), redact=target.redactor()),
                       GpuProbe())
         records: list[RequestRecord] = []
+        search = CapacitySearch(args.find_capacity) if args.find_capacity else None
         interrupted = failed = False
         terminated = []  # SIGTERM: stop as Ctrl-C does (print what finished), then exit 143
 
@@ -195,9 +223,13 @@ def run(args: argparse.Namespace) -> int:
                             out, failed = None, True
                     advance()
 
-                most = args.max_inflight if args.rate_list else max(loads)
+                most = args.max_inflight if args.open_loop else max(loads or [1])
                 workers = args.workers or default_workers(most)
-                asyncio.run(run_cells(target, args, loads, words, finished, watch, workers))
+                if search is not None:
+                    said = lambda line: print(line, file=sys.stderr)  # noqa: E731
+                    asyncio.run(find(search, target, args, words[0], finished, watch, workers, records, said))
+                else:
+                    asyncio.run(run_cells(target, args, loads, words, finished, watch, workers))
         except WorkerDied as exc:  # what finished before is still worth its table
             print(f"tokentop bench: {exc}; the table shows what finished", file=sys.stderr)
             failed = True
@@ -207,10 +239,19 @@ def run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         finally:
             signal.signal(signal.SIGTERM, previous_sigterm)
-        rows = rows_of(records, loads, words, args.slo_limits, rate=args.rate_list is not None)
+        if search is not None:
+            loads = sorted(search.results)
+        rows = rows_of(records, loads, words, args.slo_limits, rate=args.open_loop)
         for row in rows:
             watch.add_to(row)
-        sys.stdout.write(render(rows, meta, args.format, prompt_kind(args)))
+        answer = search.to_json() if search is not None else None
+        sys.stdout.write(render(rows, meta, args.format, prompt_kind(args), answer))
+        if search is not None and args.format not in ("json", "csv"):
+            sys.stdout.write(search.summary(args.slo_limits) + "\n")
+        if args.save:
+            failed |= not _save(args, meta, rows, records, answer, target, info, watch)
+        if rows and (args.plot or (args.format == "table" and sys.stdout.isatty())):
+            failed |= not _chart(rows, search, args)
         sys.stdout.flush()
         if interrupted:
             return 143 if terminated else 130
@@ -229,6 +270,49 @@ def run(args: argparse.Namespace) -> int:
             watch.server.close()
         if sim is not None:
             sim.stop()
+
+
+def _chart(rows: list[dict], search: CapacitySearch | None, args: argparse.Namespace) -> bool:
+    """The run's chart: on the terminal, or in --plot's file. False when the file could not be written."""
+    width = min(shutil.get_terminal_size().columns, charts.WIDTH) if sys.stdout.isatty() else charts.WIDTH
+    if search is not None:
+        name = next(iter(args.slo_limits))
+        figure = {_load_of(row): value_of(row, name) for row in rows}
+        chart = charts.capacity_chart({level: not missed for level, missed in search.results.items()}, figure, name,
+                                      args.slo_limits[name], search.capacity,
+                                      "requests/s" if search.kind == RATE else "concurrent streams", width)
+    else:
+        chart = charts.load_chart(rows, width)
+    if not args.plot:
+        sys.stdout.write(chart + "\n")
+        return True
+    try:
+        charts.write_chart(chart, args.plot)
+    except OSError as exc:
+        print(f"tokentop bench: cannot write --plot {one_line(args.plot, 80)}: {exc.strerror or exc}", file=sys.stderr)
+        return False
+    return True
+
+
+def _save(args: argparse.Namespace, meta: dict, rows: list[dict], records: list[RequestRecord], answer: dict | None,
+          target, info, watch: Watch) -> bool:
+    """--save's run file; False (said in one line) when it cannot be written."""
+    sample = watch.server.read() if watch.server is not None else None
+    server = {"url": info.shown_url, "api": info.api, "kind": info.kind, "version": info.version,
+              "simulated": info.simulated, "slots": sample.slots if sample is not None else None}
+    document = runfile.run_document(meta, rows, records, server, runfile.model_facts(target, info),
+                                    runfile.machine_facts(watch.gpu.read() if watch.gpu is not None else None), answer)
+    try:
+        runfile.save_run(args.save, document)
+    except OSError as exc:
+        print(f"tokentop bench: cannot write --save {one_line(args.save, 80)}: {exc.strerror or exc}", file=sys.stderr)
+        return False
+    print(f"saved: {one_line(args.save, 80)} ({len(rows)} cells, {len(records)} requests)", file=sys.stderr)
+    return True
+
+
+def _load_of(row: dict) -> float:
+    return row["rate"] if "rate" in row else row["concurrency"]
 
 
 def _die(message: str) -> int:

@@ -56,7 +56,7 @@ def request_maker(target: Target, args: argparse.Namespace, cell: Cell, rnd: int
                   ) -> Callable[[int, int], tuple[RequestRecord, RequestSpec]]:
     """`make(stream, k)`: the record and the request for stream `stream`'s k-th request of this round."""
     load, w = cell
-    rate = args.rate_list is not None
+    rate = args.open_loop
     synthetic = getattr(args, "synthetic_words", None) is not None
     spec = request_spec(target.model, LoadSettings(
         concurrency=0 if rate else load, words=w, mode=args.mode, max_tokens=args.max_tokens,
@@ -98,7 +98,7 @@ async def run_round(client: StreamClient, target: Target, args: argparse.Namespa
     sampling = asyncio.ensure_future(monitor.sample())
     make = request_maker(target, args, cell, rnd, worker, workers)
     try:
-        if args.rate_list is not None:
+        if args.open_loop:
             unsent = await _open_loop(client, target, args, cell[0], make, emit, worker, workers)
         else:
             unsent = await _closed_loop(client, target, args, cell[0], make, emit, worker, workers)
@@ -189,7 +189,7 @@ async def run_cells(target: Target, args: argparse.Namespace, loads: list, words
         for load in loads:
             for w in words:
                 # connects are not part of "n requests at once" (an open loop: about a second's arrivals)
-                await runner.warm(min(args.max_inflight, math.ceil(load)) if args.rate_list else load)
+                await runner.warm(min(args.max_inflight, math.ceil(load)) if args.open_loop else load)
                 for rnd in range(args.rounds):
                     watching = asyncio.ensure_future(watch.cell((load, w))) if watch else None
                     try:

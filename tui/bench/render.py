@@ -103,7 +103,7 @@ def rows_of(records: list[RequestRecord], loads: list, words: list[int], slo: di
 
 
 def make_meta(info: ServerInfo, args: argparse.Namespace, loads: list, words: list[int]) -> dict[str, Any]:
-    rate = getattr(args, "rate_list", None) is not None
+    rate = getattr(args, "open_loop", False)
     return {
         "url": info.shown_url,
         "api": info.api,
@@ -151,9 +151,11 @@ def columns_for(rows: list[dict[str, Any]], fmt: str) -> list[tuple[str, str, st
     return columns[:5] + [by_key[key] for key in compact]
 
 
-def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str = OUTPUT) -> str:
+def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str = OUTPUT,
+           answer: dict[str, Any] | None = None) -> str:
+    """`answer`: what a search found (the capacity finder's), carried whole by JSON."""
     if fmt == "json":
-        return json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n"
+        return json.dumps({"meta": meta, "rows": rows, **(answer or {})}, indent=2) + "\n"
     columns = columns_for(rows, fmt)
     headers = [h for _, h, _ in columns]
     headers[1] = {INPUT: "Input Word Count", SYNTHETIC: "Input Tokens", PROMPT_FILE: "Prompts in File"}.get(

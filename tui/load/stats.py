@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tui.load.records import NS, RequestRecord
+from tui.load.slo import meets, per_request
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -37,44 +38,16 @@ def aggregate_tps(records: Sequence[RequestRecord]) -> float | None:
     return tokens / wall if wall > 0 and tokens else None
 
 
-SLO_NAMES = {"ttft": "ttft_s", "tpot": "tpot_s", "e2e": "e2e_s"}  # --slo name → the record's figure (seconds)
-
-
-def parse_slo(text: str) -> dict[str, float]:
-    """`ttft=2,tpot=0.05,e2e=30` (seconds, any subset) → {"ttft": 2.0, …}; ValueError in one line."""
-    slo: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        name, _, value = part.partition("=")
-        name = name.strip()
-        if name not in SLO_NAMES:
-            raise ValueError(f"unknown --slo name {name!r} (choose from: {', '.join(SLO_NAMES)})")
-        try:
-            limit = float(value)
-        except ValueError:
-            raise ValueError(f"--slo {name} takes a number of seconds, not {value.strip()!r}") from None
-        if not (math.isfinite(limit) and limit > 0):
-            raise ValueError(f"--slo {name} must be a number of seconds more than 0, not {value.strip()}")
-        slo[name] = limit
-    if not slo:
-        raise ValueError("--slo takes NAME=SECONDS pairs, e.g. ttft=2,tpot=0.05")
-    return slo
-
-
-def meets(record: RequestRecord, slo: dict[str, float]) -> bool:
-    """A finished request without error whose figures are within every limit (a figure it lacks does not fail)."""
-    if not record.ok:
-        return False
-    for name, limit in slo.items():
-        value = getattr(record, SLO_NAMES[name])
-        if value is not None and value > limit:
-            return False
-    return True
-
-
 def spread(values: Sequence[float]) -> dict[str, float | None]:
     """mean, p50, p90, p99 and max of some seconds."""
     return {"mean": mean(values), "p50": percentile(values, 50), "p90": percentile(values, 90),
             "p99": percentile(values, 99), "max": max(values) if values else None}
+
+
+def speeds(values: Sequence[float]) -> dict[str, float | None]:
+    """min, p10, p50 and mean of per-stream tokens/s (low is bad, so the low percentiles)."""
+    return {"min": min(values) if values else None, "p10": percentile(values, 10), "p50": percentile(values, 50),
+            "mean": mean(values)}
 
 
 def wall_s(records: Sequence[RequestRecord]) -> float:
@@ -126,12 +99,14 @@ def cell_row(concurrency: int | None, words: int, records: Sequence[RequestRecor
 
 def latencies(records: Sequence[RequestRecord], ok: Sequence[RequestRecord],
               slo: dict[str, float] | None) -> dict[str, Any]:
-    """Percentiles of TTFT, ITL, TPOT and e2e (client clock), throughputs, and goodput under an SLO."""
+    """Percentiles of TTFT, ITL, TPOT and e2e (client clock) and of per-stream decode speed, throughputs, and
+    goodput under an SLO's per-request limits."""
     figures = {
         "ttft_s": spread([r.ttft_s for r in ok if r.ttft_s is not None]),
         "itl_s": spread([gap for r in ok for gap in r.itl_s]),
         "tpot_s": spread([r.tpot_s for r in ok if r.tpot_s is not None]),
         "e2e_s": spread([r.e2e_s for r in ok if r.e2e_s is not None]),
+        "stream_tps": speeds([r.decode_tps for r in ok if r.decode_tps is not None]),
     }
     wall = wall_s(records)
     row: dict[str, Any] = {
@@ -142,7 +117,7 @@ def latencies(records: Sequence[RequestRecord], ok: Sequence[RequestRecord],
         "request_rps": len(ok) / wall if wall > 0 else None,
         "total_tps": sum(r.output_tokens + (r.prompt_tokens or 0) for r in ok) / wall if wall > 0 else None,
     }
-    if slo:
+    if per_request(slo):
         met = sum(1 for r in records if meets(r, slo))
         row["slo_met_share"] = met / len(records) if records else None
         row["goodput_rps"] = met / wall if wall > 0 else None

@@ -1,0 +1,131 @@
+"""Charts of the bench's answers (plotext): the article's story — per-stream and aggregate tok/s falling
+and rising with the load — beside TTFT p50/p99; the capacity finder's levels and knee; runs compared.
+
+Each returns the chart as text with colour codes; `write_chart` saves one as plain text or, for a
+path ending in .html, as a coloured HTML page.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import plotext as plt
+
+COLOURS = ("cyan", "green", "orange", "magenta", "blue", "red", "yellow")
+WIDTH, HEIGHT = 120, 22
+
+
+def _load_of(row: dict[str, Any]) -> float:
+    return row["rate"] if "rate" in row else row["concurrency"]
+
+
+def _axis(loads: Sequence[float], label: str) -> None:
+    plt.xlabel(label)
+    if loads and min(loads) > 0 and max(loads) / min(loads) >= 8:
+        plt.xscale("log")  # 1, 2, 4, 8 … evenly spaced
+    plt.xticks(sorted(set(loads)), [f"{x:g}" for x in sorted(set(loads))])
+
+
+def _start(width: int, height: int) -> None:
+    plt.clear_figure()
+    plt.plotsize(width, height)
+    plt.theme("clear")
+
+
+def load_chart(rows: Sequence[dict[str, Any]], width: int = WIDTH, height: int = HEIGHT) -> str:
+    """Per-stream decode and aggregate tok/s against the load (left), TTFT p50 and p99 (right): a line per
+    word count (or prompt length). Client-clock figures, as in the table."""
+    _start(width, height)
+    plt.subplots(1, 2)
+    label = "rate (requests/s)" if any("rate" in r for r in rows) else "concurrent streams"
+    by_words: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_words.setdefault(row["words"], []).append(row)
+    loads = [_load_of(r) for r in rows]
+    plt.subplot(1, 1)
+    plt.title("tok/s (client clock)")
+    for colour, (words, group) in zip(_cycle(), sorted(by_words.items())):
+        xs = [_load_of(r) for r in group]
+        _line(xs, [r.get("decode_tps_mean") for r in group], colour, f"{words} per stream")
+        _line(xs, [r.get("aggregate_tps") for r in group], colour, f"{words} aggregate", dashed=True)
+    _axis(loads, label)
+    plt.subplot(1, 2)
+    plt.title("TTFT seconds (client clock)")
+    for colour, (words, group) in zip(_cycle(), sorted(by_words.items())):
+        xs = [_load_of(r) for r in group]
+        _line(xs, [r.get("ttft_p50_s") for r in group], colour, f"{words} p50")
+        _line(xs, [r.get("ttft_p99_s") for r in group], colour, f"{words} p99", dashed=True)
+    _axis(loads, label)
+    return plt.build()
+
+
+def capacity_chart(results: dict[float, bool], figure: dict[float, float | None], name: str, limit: float,
+                   capacity: float, unit: str, width: int = WIDTH, height: int = HEIGHT) -> str:
+    """Each level tried (● met, ✗ broke) against the SLO's first figure, its limit, and the knee."""
+    _start(width, height)
+    levels = sorted(results)
+    plt.title(f"{name} by level (● met, ✗ broke), its limit, and the capacity {capacity:g}")
+    met = [(x, figure[x]) for x in levels if results[x] and figure.get(x) is not None]
+    broke = [(x, figure[x]) for x in levels if not results[x] and figure.get(x) is not None]
+    known = [(x, figure[x]) for x in levels if figure.get(x) is not None]
+    if known:
+        plt.plot([x for x, _ in known], [y for _, y in known], color="gray")
+    if met:
+        plt.scatter([x for x, _ in met], [y for _, y in met], color="green", marker="●")
+    if broke:
+        plt.scatter([x for x, _ in broke], [y for _, y in broke], color="red", marker="✗")
+    plt.hline(limit, "orange")
+    if capacity:
+        plt.vline(capacity, "cyan")
+    _axis(levels, unit)
+    return plt.build()
+
+
+def compare_chart(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], width: int = WIDTH,
+                  height: int = HEIGHT) -> str:
+    """Per-stream decode tok/s (left) and TTFT p99 (right) against the load: a colour per run."""
+    _start(width, height)
+    plt.subplots(1, 2)
+    loads = [_load_of(r) for _, rows in runs for r in rows]
+    label = "rate (requests/s)" if any("rate" in r for _, rows in runs for r in rows) else "concurrent streams"
+    for column, (key, title) in enumerate((("decode_tps_mean", "per-stream tok/s"), ("ttft_p99_s", "TTFT p99 s")), 1):
+        plt.subplot(1, column)
+        plt.title(title)
+        for colour, (name, rows) in zip(_cycle(), runs):
+            best: dict[float, dict[str, Any]] = {}
+            for row in rows:  # one point a load: the first word count's
+                best.setdefault(_load_of(row), row)
+            xs = sorted(best)
+            _line(xs, [best[x].get(key) for x in xs], colour, name)
+        _axis(loads, label)
+    return plt.build()
+
+
+def write_chart(chart: str, path: str) -> None:
+    """The chart as a file: coloured HTML for .html, else plain text. OSError when it cannot be written."""
+    if path.lower().endswith((".html", ".htm")):
+        from rich.console import Console
+        from rich.text import Text
+
+        console = Console(record=True, width=max(map(len, plt.uncolorize(chart).splitlines() or [""])) + 1,
+                          file=open(os.devnull, "w"))
+        console.print(Text.from_ansi(chart))
+        Path(path).write_text(console.export_html(inline_styles=True), encoding="utf-8")
+        return
+    Path(path).write_text(plt.uncolorize(chart) + "\n", encoding="utf-8")
+
+
+def _line(xs: Sequence[float], ys: Sequence[float | None], colour: str, label: str, dashed: bool = False) -> None:
+    points = [(x, y) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
+    if points:
+        plt.plot([x for x, _ in points], [y for _, y in points], color=colour, label=label,
+                 marker="dot" if dashed else "braille")
+
+
+def _cycle():
+    while True:
+        yield from COLOURS

@@ -1,0 +1,160 @@
+"""Run files (`tokentop bench --save run.json`): one self-describing JSON file a run can be compared by.
+
+It holds what produced the numbers — tokentop's version, the date, the command line, the server (URL with
+any password masked, kind, version, slots), the model (as the server describes it), the GPUs and the
+host — then every cell with all its figures, the capacity finder's answer if there was one, and every
+request's record. `load_run` reads one back, refusing in one line what is not one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from tui import __version__
+from tui.load.client import Target
+from tui.load.discover import ServerInfo
+from tui.load.records import RequestRecord
+from tui.untrusted import Redactor, one_line, url_password
+
+FORMAT = "tokentop-run"
+VERSION = 1
+MAX_BYTES = 1 << 30
+
+
+class RunFileError(ValueError):
+    """A file that is not a run file tokentop can read; the message is one line naming it."""
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command as typed, with any URL's password masked (keys come from the environment, never argv)."""
+    words = ["tokentop", *(sys.argv[1:] if argv is None else argv)]
+    passwords = [url_password(w.split("=", 1)[-1]) for w in words]  # --url URL and --url=URL alike
+    return Redactor(*passwords)(shlex.join(words))
+
+
+def model_facts(target: Target, info: ServerInfo, timeout: float = 5.0) -> dict[str, Any]:
+    """What the server says of its model: size, parameters, quantisation, context (best effort)."""
+    facts: dict[str, Any] = {"name": info.model}
+    try:
+        with httpx.Client(timeout=timeout, headers=target.headers()) as client:
+            if info.api == "ollama":
+                listed = client.get(target.url + "/api/tags").json().get("models") or []
+                entry = next((m for m in listed if isinstance(m, dict) and info.model in (m.get("name"), m.get("model"))),
+                             {})
+                facts |= _scalars({"size_bytes": entry.get("size"), **(entry.get("details") or {})})
+            else:
+                listed = client.get(target.url + "/v1/models").json().get("data") or []
+                entry = next((m for m in listed if isinstance(m, dict) and m.get("id") == info.model), {})
+                facts |= _scalars({"max_model_len": entry.get("max_model_len"), **(entry.get("meta") or {})})
+    except (httpx.HTTPError, ValueError, AttributeError, TypeError):
+        pass  # the run is still worth its file without them
+    return facts
+
+
+def _scalars(obj: dict[str, Any]) -> dict[str, Any]:
+    """Only plain values, strings cut to one line: a server's words are kept as data, never as markup."""
+    kept: dict[str, Any] = {}
+    for key, value in obj.items():
+        if isinstance(value, bool) or isinstance(value, (int, float)):
+            kept[one_line(str(key), 40)] = value
+        elif isinstance(value, str):
+            kept[one_line(str(key), 40)] = one_line(value, 120)
+    return kept
+
+
+def machine_facts(gpu_reading=None) -> dict[str, Any]:
+    gpus = [{"name": g.name, "memory_bytes": g.memory_total, "power_limit_w": g.power_limit}
+            for g in (gpu_reading.gpus if gpu_reading is not None else ())]
+    return {
+        "gpus": gpus,
+        "gpu_note": gpu_reading.error if gpu_reading is not None and not gpus else None,
+        "host": {"cpu": _cpu_name(), "cores": psutil.cpu_count(logical=True), "memory_bytes": psutil.virtual_memory().total,
+                 "system": f"{platform.system()} {platform.release()}", "python": platform.python_version()},
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def run_document(meta: dict[str, Any], rows: list[dict[str, Any]], records: list[RequestRecord],
+                 server: dict[str, Any], model: dict[str, Any], machine: dict[str, Any],
+                 answer: dict[str, Any] | None = None, argv: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "tokentop_version": __version__,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command_line(argv),
+        "server": server,
+        "model": model,
+        **machine,
+        "meta": meta,
+        "rows": rows,
+        "answer": answer,
+        "records": [r.to_json() for r in records],
+    }
+
+
+def save_run(path: str, document: dict[str, Any]) -> None:
+    """Written whole or not at all: a temporary file beside it, then renamed over it."""
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _cell_key(row: dict[str, Any]) -> bool:
+    def number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+    return number(row.get("words")) and (number(row.get("rate")) or number(row.get("concurrency")))
+
+
+def load_run(path: str) -> dict[str, Any]:
+    """A run file's document, or RunFileError in one line."""
+    shown = one_line(path, 80)
+    try:
+        if os.path.getsize(path) > MAX_BYTES:
+            raise RunFileError(f"{shown}: over {MAX_BYTES >> 20} MiB, not a run file")
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RunFileError(f"{shown}: no such file") from None
+    except IsADirectoryError:
+        raise RunFileError(f"{shown}: a directory, not a run file") from None
+    except UnicodeDecodeError:
+        raise RunFileError(f"{shown}: not UTF-8 text, not a run file") from None
+    except OSError as exc:
+        raise RunFileError(f"{shown}: cannot read ({exc.strerror or exc})") from None
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise RunFileError(f"{shown}: not JSON ({one_line(str(exc), 60)})") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise RunFileError(f"{shown}: not a tokentop run file (write one with tokentop bench --save)")
+    if document.get("version") != VERSION:
+        raise RunFileError(f"{shown}: run file version {one_line(str(document.get('version')), 20)}; this tokentop"
+                           f" reads version {VERSION}")
+    rows = document.get("rows")
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and _cell_key(r) for r in rows):
+        raise RunFileError(f"{shown}: its rows are not a list of cells (each with words and a concurrency or rate)")
+    return document
