@@ -79,6 +79,31 @@ async def test_the_r_key_switches_to_a_rate_whose_backlog_grows_live_past_capaci
         assert app.query_one("#concurrency", Slider).display
 
 
+async def test_f_finds_the_capacity_live_marks_the_knee_and_restores_the_setting(sim_factory):
+    sim = sim_factory(parallel=2, service_s=2.0, speed=10)  # a third stream waits 0.2 s for a slot
+    target, info = discover(sim.url)
+    app = make_app(target, info, LoadSettings(concurrency=1, words=25), autostart=False,
+                   slo={"ttft_p99": 0.1}, hold_s=1.0)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await pilot.press("f")
+        slider = app.query_one("#concurrency", Slider)
+        # it steps 1, 2, 4 (then 3) by itself, the slider with it
+        await until(lambda: app.engine.settings.concurrency > 1 and slider.value == app.engine.settings.concurrency,
+                    pilot)
+        await until(lambda: app.hunt is None, pilot, timeout=20)
+        await until(lambda: any("knee 2" in (p.mark or "") for p in app.history.points), pilot)
+        marks = " ".join(p.mark for p in app.history.points if p.mark)
+        assert marks == "1 ✓ 2 ✓ 4 ✗ 3 ✗ knee 2"
+        assert app.engine.settings.concurrency == 1 and not app.engine.running  # as the user had it
+        app.hold_s = 5.0  # long enough to be stopped half way
+        await pilot.press("f")
+        await until(lambda: app.hunt is not None and app.engine.running, pilot)
+        await pilot.press("escape")  # stops the search and puts the setting back
+        await until(lambda: app.hunt is None and app.engine.settings.concurrency == 1, pilot)
+        assert not app.engine.running
+        assert sum("knee" in (p.mark or "") for p in app.history.points) == 1  # the stopped one found none
+
+
 async def test_eight_streams_on_four_slots_four_wait_then_start(sim_factory):
     sim = sim_factory(parallel=4, speed=5)
     app = sim_app(sim, concurrency=8, words=100)  # ~1.5 s a request: the queue is there long enough to see

@@ -8,8 +8,10 @@ import threading
 import httpx
 import pytest
 
+from conftest import real_model
 from tui.cli import main
 from tui.probes.metrics import parse_prometheus
+from tui.servers.llama import LlamaServer
 
 pytestmark = pytest.mark.slow
 
@@ -111,3 +113,52 @@ def test_an_open_loop_past_capacity_grows_the_backlog_on_the_real_server(llama_s
     assert high["sent_rps"] > 10 and high["backlog_growth_rps"] > 3 and high["backlog_end"] > 20
     assert high["percentiles"]["ttft_s"]["p99"] > 5 * low["percentiles"]["ttft_s"]["p50"]
     assert high["errors"] == 0 and low["errors"] == 0
+
+
+@pytest.fixture(scope="module")
+def capacity_runs(llama_server, tmp_path_factory):
+    """--find-capacity with a TTFT SLO shorter than one whole answer, on 4 slots and on 2, each saved."""
+    folder = tmp_path_factory.mktemp("capacity")
+    runs = {}
+    with LlamaServer(real_model(), parallel=2, log=folder / "np2.log") as two:
+        for name, server in (("np4", llama_server), ("np2", two)):
+            path = folder / f"{name}.json"
+            status = main(["bench", "--url", server.url, "--find-capacity", "--slo", "ttft_p99=1", "--duration", "5",
+                           "--output-tokens", "48", "--words", "25", "--format", "json", "--save", str(path)])
+            assert status == 0
+            runs[name] = path
+    return runs
+
+
+def test_find_capacity_on_the_real_server_finds_its_four_slots(capacity_runs):
+    """A fifth stream waits for a slot a whole answer long (about 2 s here): TTFT p99 past 1 s."""
+    run = json.loads(capacity_runs["np4"].read_text())
+    assert run["answer"]["capacity"] == 4 and run["answer"]["breaks_at"] == 5, run["answer"]
+    assert run["answer"]["broken_slo"][0].startswith("ttft_p99")
+    assert run["server"]["slots"] == 4
+
+
+def test_compare_of_two_and_four_slots_on_the_real_server(capacity_runs, capsys):
+    run = json.loads(capacity_runs["np2"].read_text())
+    assert run["answer"]["capacity"] == 2 and run["server"]["slots"] == 2
+    capsys.readouterr()
+    assert main(["compare", str(capacity_runs["np2"]), str(capacity_runs["np4"]), "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "| server.slots | 2 | 4 |" in out
+    assert "run A: 2 streams" in out and "run B: 4 streams" in out
+    # at 4 streams, 2 slots decode 2 at a time (faster each) while the others wait (later first tokens)
+    decode = next(line for line in out.splitlines() if line.startswith("| 4 streams × 25 | Decode tok/s"))
+    ttft = next(line for line in out.splitlines() if line.startswith("| 4 streams × 25 | TTFT p99"))
+    assert "worse" in decode and "better" in ttft, (decode, ttft)
+
+
+def test_a_prompt_longer_than_the_context_is_a_recorded_error(llama_server, tmp_path, capsys):
+    prompts = tmp_path / "long.jsonl"
+    prompts.write_text(json.dumps({"prompt": "word " * 40_000}) + "\n")
+    out = tmp_path / "records.jsonl"
+    status = main(["bench", "--url", llama_server.url, "--prompts", str(prompts), "--concurrency", "1",
+                   "--max-tokens", "8", "--format", "json", "--out", str(out)])
+    assert status == 1  # every request failed: the table still prints
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["error_kind"] == "http" and "context" in record["error"], record["error"]
+    assert json.loads(capsys.readouterr().out)["rows"][0]["error_kinds"] == ["http"]

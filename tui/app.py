@@ -8,8 +8,11 @@ answer it; the sliders then show the settings its next snapshot carries.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
@@ -25,6 +28,7 @@ from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Footer, Static
 
+from tui.bench.capacity import CONCURRENCY, RATE, CapacitySearch, judge
 from tui.load.discover import ServerInfo
 from tui.load.history import LoadHistory, ObservedLimit
 from tui.load.prompts import INPUT, OUTPUT
@@ -43,6 +47,8 @@ from tui.widgets.slider import Slider
 
 NARROW_BELOW = 120  # columns: below this the chart goes
 CHART_EVERY = 2  # history points (seconds) between two redraws of the chart
+HOLD_S = 15.0  # how long `f` holds each level by default (--hold)
+DEFAULT_SLO = {"ttft_p99": 2.0}  # what `f` finds the capacity within when --slo is not given
 SHORT_BELOW = 36  # rows: below this the panes are compact and the prompt line goes
 
 
@@ -98,6 +104,8 @@ class TokentopApp(App):
         Binding("r", "shape", "rate"),
         Binding("right_square_bracket", "words(1)", "words", key_display="]"),
         Binding("left_square_bracket", "words(-1)", "", show=False),
+        Binding("f", "find_capacity", "find capacity"),
+        Binding("escape", "stop_finding", "", show=False),
         Binding("m", "mode", "mode"),
         Binding("M", "models", "model"),
         Binding("s", "screenshot", "screenshot"),
@@ -108,9 +116,13 @@ class TokentopApp(App):
     def __init__(self, *, engine: Any, info: ServerInfo, read_gpu: Callable[[], GpuReading],
                  read_host: Callable[[], HostSample], read_server: Callable[[], ServerSample] | None = None,
                  autostart: bool = False, notice: str | None = None, refresh_hz: float = 2.0,
-                 poll_s: float = 1.0, prompt_label: str | None = None) -> None:
-        """`prompt_label`: what the prompts are when they are not the mode's (synthetic, or from a file)."""
+                 poll_s: float = 1.0, prompt_label: str | None = None, slo: dict[str, float] | None = None,
+                 hold_s: float = HOLD_S) -> None:
+        """`prompt_label`: what the prompts are when they are not the mode's (synthetic, or from a file).
+        `slo` and `hold_s`: what `f` finds the capacity within, and how long it holds each level."""
         super().__init__()
+        self.slo, self.hold_s = slo or DEFAULT_SLO, hold_s
+        self.hunt: CapacitySearch | None = None  # the capacity search `f` is running
         self.prompt_label = prompt_label
         self.last_rate = engine.settings.rate or 1.0  # what `r` goes back to
         self.engine, self.info = engine, info
@@ -313,6 +325,49 @@ class TokentopApp(App):
             self.engine.pause()
         else:
             self.engine.resume()
+
+    # --- the capacity finder -------------------------------------------------------------------------
+    def action_find_capacity(self) -> None:
+        """Step the load up and bisect, live, to the most it takes within the SLO (tui/bench/capacity.py)."""
+        if self.hunt is not None:
+            return
+        settings = self.engine.settings
+        self.hunt = CapacitySearch(RATE if settings.rate is not None else CONCURRENCY)
+        wanted = ", ".join(f"{name}={limit:g}" for name, limit in self.slo.items())
+        self.say(f"finding the capacity within {wanted}, {self.hold_s:g} s a level (Esc stops)", title="capacity")
+        self.run_worker(self._find(settings, self.engine.running), group="capacity", exclusive=True)
+
+    def action_stop_finding(self) -> None:
+        if self.hunt is not None:
+            self.workers.cancel_group(self, "capacity")
+
+    async def _find(self, before: Any, was_running: bool) -> None:
+        search = self.hunt
+        pane = self.query_one(LoadPane)
+        try:
+            while (level := search.next_level()) is not None:
+                self.engine.update(**{search.kind: level})
+                pane.show_shape(level if search.kind == RATE else None)
+                pane.query_one("#rate" if search.kind == RATE else "#concurrency", Slider).show_value(level)
+                self.engine.resume()
+                since = time.perf_counter_ns()
+                await asyncio.sleep(self.hold_s)
+                records = await asyncio.to_thread(lambda: list(self.engine.records))
+                missed = judge(records, since, self.slo)
+                search.record(level, missed)
+                self.history.mark(f"{level:g} {'✓' if not missed else '✗'}")
+            self.history.mark(f"knee {search.capacity:g}")
+            self.say(search.summary(self.slo), title="capacity", timeout=60)
+        except asyncio.CancelledError:
+            self.say("capacity search stopped; your setting is back", title="capacity")
+            raise
+        finally:
+            self.hunt = None
+            self.engine.update(concurrency=before.concurrency, rate=before.rate)
+            if not was_running:
+                self.engine.pause()
+            with contextlib.suppress(NoMatches):  # the app may be closing
+                pane.show_shape(before.rate)
 
     # --- files ----------------------------------------------------------------------------------
     def action_screenshot(self) -> None:

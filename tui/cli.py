@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import signal
 import sys
 
@@ -74,6 +75,9 @@ def add_app_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--words", type=int, default=100, help="words asked for in the story prompt (default 100)")
     p.add_argument("--mode", default=OUTPUT, choices=MODES,
                    help="output: 'tell a story in N words:'; input: title of a ~480-word text")
+    p.add_argument("--hold", type=float, default=15.0, metavar="S",
+                   help="how long the f key (find the capacity within --slo, default ttft_p99=2) holds each level"
+                        " (default 15 s)")
     p.add_argument("--autostart", action="store_true", help="start streaming at once")
     p.add_argument("--out", metavar="FILE.jsonl", help="write one JSON line per finished request")
     p.add_argument("--sim", action="store_true", help="run against a built-in SIMULATED server (4 slots)")
@@ -91,6 +95,7 @@ def run_app(args: argparse.Namespace) -> int:
     from tui.flags import UsageError, check_server_arguments, check_shared_prefix, read_prompts
     from tui.load.discover import DiscoveryError, discover
     from tui.load.settings import LoadSettings
+    from tui.load.slo import parse_slo
     from tui.load.synthetic import CalibrationError, calibrate
 
     concurrency = args.concurrency if args.concurrency is not None else (8 if args.demo else 1)
@@ -102,6 +107,12 @@ def run_app(args: argparse.Namespace) -> int:
         return _die(str(exc))
     if args.input_tokens is not None and args.input_tokens < 1:
         return _die(f"--input-tokens must be 1 or more, not {args.input_tokens}")
+    if not (math.isfinite(args.hold) and args.hold > 0):
+        return _die(f"--hold must be a number of seconds more than 0, not {args.hold}")
+    try:
+        slo = parse_slo(args.slo) if args.slo is not None else None
+    except ValueError as exc:
+        return _die(str(exc))
     if args.demo and (args.sim or args.url):
         return _die("--demo starts its own server: leave out --url and --sim")
     max_tokens = args.max_tokens
@@ -147,7 +158,7 @@ def run_app(args: argparse.Namespace) -> int:
             open(args.out, "w").close()  # fail here, in one line, not in the engine's process
         app = make_app(target, info, settings, autostart=args.autostart or args.demo, out_path=args.out,
                        read_timeout=args.timeout, workers=args.workers, notice=notice, prompts=prompts,
-                       prompt_label=prompt_label)
+                       prompt_label=prompt_label, slo=slo, hold_s=args.hold)
         signal.signal(signal.SIGTERM, lambda signum, frame: app.exit())  # quit as `q` does: files whole
         app.run()
         return app.return_code or 0

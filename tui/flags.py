@@ -53,6 +53,10 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", metavar="FILE.jsonl",
                    help='prompts from a file: JSONL {"prompt": …} lines or ShareGPT {"conversations": […]} (the first'
                         " human turn), sent in turn (the bench shuffles them by --seed)")
+    p.add_argument("--slo", metavar="NAME=VALUE,…",
+                   help="service-level objectives: per request ttft, tpot, e2e (seconds; adds SLO met and goodput),"
+                        " or per cell ttft_p99, tpot_p50, itl_p99, e2e_max … (seconds, at most) and stream_tps_p10,"
+                        " stream_tps_min … (tok/s, at least), e.g. ttft_p99=2,stream_tps_p10=10")
     p.add_argument("--arrival", default="poisson", choices=ARRIVALS,
                    help="with --rate: Poisson arrivals (random gaps, as real users come) or constant gaps")
     p.add_argument("--max-inflight", type=int, default=MAX_CONCURRENCY, metavar="N",

@@ -56,8 +56,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep each cell's N streams busy for S seconds (each sends its next request as the last"
                         " ends; then nothing new is sent and the requests in flight finish). Without it a cell is"
                         " the article's: N requests at once, wait for all")
-    p.add_argument("--slo", metavar="NAME=S,…", help="service-level limits in seconds, any of ttft, tpot, e2e"
-                                                    " (e.g. ttft=2,tpot=0.05): adds SLO met and goodput")
     p.add_argument("--find-capacity", nargs="?", const=CONCURRENCY, choices=KINDS, metavar="concurrency|rate",
                    help="find the most concurrent streams (or, with 'rate', requests/s) that meet --slo: steps up"
                         f" 1, 2, 4 …, then bisects; each level held --duration seconds (default {CAPACITY_HOLD_S:g})")

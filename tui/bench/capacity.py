@@ -128,3 +128,14 @@ async def find(search: CapacitySearch, target, args, words: int, finished, watch
         missed = broken(rows[0], args.slo_limits) if rows else [Broken("errors", 0, 0)]
         search.record(level, missed)
         said(f"{search.unit(level)}: " + ("meets the SLO" if not missed else "; ".join(map(str, missed))))
+
+
+def judge(records, since_ns: int, slo: dict[str, float]) -> list[Broken]:
+    """What the requests sent since `since_ns` (a level's, in the app) missed of `slo`."""
+    from tui.load.slo import broken
+    from tui.load.stats import cell_row
+
+    level = [r for r in records if r.send_ns >= since_ns and r.finished]
+    if not level:
+        return [Broken("requests", 0, 1)]  # none finished in the hold: too slow to judge, so too slow
+    return broken(cell_row(None, 0, level, slo), slo)

@@ -102,6 +102,7 @@ class LoadEngine:
         self._arrivals: asyncio.Task | None = None
         self._arrivals_for: tuple[float, str] | None = None  # the (rate, arrival) it plans for
         self._open_count = 0  # open-loop requests sent (their keys are OPEN_BASE + this)
+        self._open_now = 0  # open-loop requests in flight
         self._held: deque[int] = deque()  # planned arrival times waiting under max_inflight
         self._held_total = self._unsent = 0
         self._sent_ns: deque[int] = deque()  # sends and ends within the rate window
@@ -314,39 +315,29 @@ class LoadEngine:
             planned += int(NS * self._worker / rate)  # the workers' arrivals interleave
         while True:
             await asyncio.sleep(max(0.0, (planned - time.perf_counter_ns()) / NS))
-            if self._open_inflight() < max(1, share(self._settings.max_inflight, self._worker, self._workers_n)):
+            if self._open_now < max(1, share(self._settings.max_inflight, self._worker, self._workers_n)):
                 self._launch(planned, held=False)
             else:
                 self._held.append(planned)
                 self._held_total += 1
             planned += int(NS * (rng.expovariate(share_rate) if arrival == "poisson" else 1 / share_rate))
 
-    def _open_inflight(self) -> int:
-        return sum(1 for index in self._workers if index >= OPEN_BASE)
-
     def _launch(self, planned: int, held: bool) -> None:
         index = OPEN_BASE + self._open_count
         self._open_count += 1
+        self._open_now += 1
         self._sent_ns.append(time.perf_counter_ns())
         self._workers[index] = asyncio.get_running_loop().create_task(self._open_request(index, planned, held))
 
     async def _open_request(self, index: int, planned: int, held: bool) -> None:
         try:
-            try:
-                record = await self._one_request(index, planned=planned, held=held)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a bug of ours: an error record and a log line
-                log.exception("open-loop request %d", index)
-                record = self._current.get(index) or self._new_record(index)
-                record.error_kind, record.error = "bug", f"tokentop bug: {type(exc).__name__}: {exc}"
-                record.end_ns = record.end_ns or time.perf_counter_ns()
-                self._finish(index, record)
+            await self._guarded(index, planned=planned, held=held)
         except asyncio.CancelledError:
             pass
         finally:
             self._workers.pop(index, None)
             self._current.pop(index, None)
+            self._open_now -= 1
             if self._held and self._arrivals is not None:  # room again: the longest-waiting arrival goes
                 self._launch(self._held.popleft(), held=True)
 
@@ -364,19 +355,24 @@ class LoadEngine:
                     times.popleft()
             await asyncio.sleep(BACKLOG_EVERY_S)
 
+    async def _guarded(self, index: int, **options) -> RequestRecord:
+        """One request; a bug of ours becomes an error record and a log line, and the load goes on."""
+        try:
+            return await self._one_request(index, **options)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("stream %d" if index < OPEN_BASE else "open-loop request %d", index % OPEN_BASE)
+            record = self._current.get(index) or self._new_record(index)
+            record.error_kind, record.error = "bug", f"tokentop bug: {type(exc).__name__}: {exc}"
+            record.end_ns = record.end_ns or time.perf_counter_ns()
+            self._finish(index, record)
+            return record
+
     async def _stream(self, index: int) -> None:
         try:
             while index < self._target():
-                try:
-                    record = await self._one_request(index)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # a bug of ours: an error record and a log line, and the stream goes on
-                    log.exception("stream %d", index)
-                    record = self._current.get(index) or self._new_record(index)
-                    record.error_kind, record.error = "bug", f"tokentop bug: {type(exc).__name__}: {exc}"
-                    record.end_ns = record.end_ns or time.perf_counter_ns()
-                    self._finish(index, record)
+                record = await self._guarded(index)
                 if record.error_kind:
                     await asyncio.sleep(min(MAX_BACKOFF_S, max(ERROR_BACKOFF_S, record.retry_after_s or 0)))
         except asyncio.CancelledError:

@@ -20,12 +20,18 @@ class LoadPoint:
     server_running: int | None = None  # server-reported (/metrics), when the server has them
     server_waiting: int | None = None
     sent_rps: float | None = None  # the open loop's sends per second (None in a closed loop)
+    mark: str | None = None  # an event to mark on the chart here (the capacity finder's verdicts)
 
 
 class LoadHistory:
     def __init__(self, maxlen: int = 600) -> None:
         self.points: deque[LoadPoint] = deque(maxlen=maxlen)
         self._origin_ns: int | None = None
+        self._mark: str | None = None
+
+    def mark(self, label: str) -> None:
+        """Mark the next point (the chart draws a line there); marks made between two points share it."""
+        self._mark = label if self._mark is None else f"{self._mark} {label}"
 
     def add(self, snap: Snapshot, server_running: int | None = None, server_waiting: int | None = None) -> LoadPoint:
         if self._origin_ns is None:
@@ -40,7 +46,9 @@ class LoadHistory:
             server_running=server_running,
             server_waiting=server_waiting,
             sent_rps=snap.sent_rps if snap.settings.rate is not None else None,
+            mark=self._mark,
         )
+        self._mark = None
         self.points.append(point)
         return point
 

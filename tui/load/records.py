@@ -179,8 +179,9 @@ class RequestRecord:
 
     @property
     def truncated(self) -> bool:
-        """The server stopped at a token limit (num_predict / max_tokens, or the context), not by choice."""
-        return self.done_reason == "length"
+        """The server stopped at a token limit (num_predict / max_tokens, or the context), not by choice; a
+        length forced on purpose (--output-tokens) is the answer asked for, not a truncation."""
+        return self.done_reason == "length" and not self.forced_length
 
     @property
     def note(self) -> str | None:

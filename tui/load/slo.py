@@ -75,6 +75,8 @@ class Broken:
     def __str__(self) -> str:
         if self.name == "errors":
             return f"{self.value:.0f} failed request(s)"
+        if self.name == "requests":
+            return "no request finished while the level was held"
         unit = " tok/s" if self.name.startswith("stream_tps") else " s"
         relation = "<" if self.name.startswith("stream_tps") else ">"
         shown = "none measured" if self.value is None else f"{self.value:.3g}{unit}"

@@ -35,8 +35,13 @@ def plot_tps(points: Sequence[LoadPoint], width: int, height: int, span: int) ->
     plt.theme("clear")
     for (_, color), ys in zip(TPS_SERIES, series):
         plt.plot(xs, ys, color=color, marker="braille")
-    plt.ylim(0, max(max(ys) for ys in series) or 1)
+    top = max(max(ys) for ys in series) or 1
+    plt.ylim(0, top)
     plt.xlim(-span, 0)
+    for x, point in zip(xs, points):  # the capacity finder's verdicts and knee
+        if point.mark:
+            plt.vline(x, "red" if "✗" in point.mark else "orange" if "knee" in point.mark else "green")
+            plt.text(point.mark, x, top, color="white")
     return plt.build().rstrip("\n")
 
 
@@ -81,7 +86,8 @@ class LoadChart(TextBox):
         width, height = self.content_size
         span = width - LABEL - 6  # a point a second, a second a column, as in the count sparklines
         points = list(points)[-span:]
-        values = {(p.aggregate_tps, p.mean_stream_tps, p.concurrency, p.sent_rps, p.streaming, p.waiting) for p in points}
+        values = {(p.aggregate_tps, p.mean_stream_tps, p.concurrency, p.sent_rps, p.streaming, p.waiting, p.mark)
+                  for p in points}
         key = (width, height, values) if len(values) == 1 else None
         if key is not None and key == self._drawn:
             return  # flat curves look the same as the window slides: skip the build
