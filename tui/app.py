@@ -357,7 +357,7 @@ class TokentopApp(App):
                 search.record(level, missed)
                 self.history.mark(f"{level:g} {'✓' if not missed else '✗'}")
             self.history.mark(f"knee {search.capacity:g}")
-            self.say(search.summary(self.slo), title="capacity", timeout=60)
+            self.say(search.summary(self.slo).replace("\n", " "), title="capacity", timeout=60)
         except asyncio.CancelledError:
             self.say("capacity search stopped; your setting is back", title="capacity")
             raise
