@@ -104,7 +104,7 @@ class TokentopApp(App):
         Binding("r", "shape", "rate"),
         Binding("right_square_bracket", "words(1)", "words", key_display="]"),
         Binding("left_square_bracket", "words(-1)", "", show=False),
-        Binding("f", "find_capacity", "find capacity"),
+        Binding("f", "find_capacity", "capacity"),
         Binding("escape", "stop_finding", "", show=False),
         Binding("m", "mode", "mode"),
         Binding("M", "models", "model"),

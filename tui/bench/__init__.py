@@ -128,7 +128,9 @@ def validate(args: argparse.Namespace) -> tuple[list, list[int]]:
         if args.duration is None:
             raise UsageError("--rate needs --duration S: how long each rate sends")
     concurrency = parse_int_list(args.concurrency or "1,2,4", "--concurrency", MAX_CONCURRENCY)
-    words = parse_int_list(args.words or (str(CAPACITY_WORDS) if args.find_capacity else DEFAULT_WORDS), "--words")
+    if args.words is None:
+        args.words = str(CAPACITY_WORDS) if args.find_capacity else DEFAULT_WORDS
+    words = parse_int_list(args.words, "--words")
     try:  # the load's own values are checked where the app's are
         LoadSettings(concurrency=max(concurrency), words=max(words), mode=args.mode, max_tokens=args.max_tokens,
                      temperature=args.temperature, seed=args.seed, num_ctx=args.num_ctx,
