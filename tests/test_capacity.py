@@ -178,3 +178,20 @@ def test_bad_run_files_are_one_line_and_exit_2(capsys, tmp_path, content, messag
     status = main(["compare", str(good), str(bad)])
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and message in err and "bad.json" in err
+
+
+def test_charts_leave_plotext_clean_for_the_next_one():
+    """plotext keeps one global figure: a bench chart (two panels) must not leak into the app's chart."""
+    import plotext as plt
+
+    from tui.bench.charts import compare_chart, load_chart
+    from tui.load.history import LoadPoint
+    from tui.widgets.chart import plot_tps
+
+    rows = [{"concurrency": c, "words": 25, "decode_tps_mean": 60 / c, "aggregate_tps": 60.0, "ttft_p50_s": 0.1 * c,
+             "ttft_p99_s": 0.2 * c} for c in (1, 2, 4, 8)]
+    load_chart(rows, 100)
+    chart = plt.uncolorize(compare_chart([("run A", rows), ("run B", rows)], 100))
+    assert chart.count("└┬") == 2  # two panels, not three
+    points = [LoadPoint(t, 10.0, 5.0, 1, 1, 0) for t in range(-5, 1)]
+    assert "┤" in plot_tps(points, 60, 12, 60)  # on a linear axis from -60: no log scale left behind

@@ -15,6 +15,8 @@ from typing import Any
 
 import plotext as plt
 
+from tui.untrusted import visible
+
 COLOURS = ("cyan", "green", "orange", "magenta", "blue", "red", "yellow")
 WIDTH, HEIGHT = 120, 22
 
@@ -23,14 +25,32 @@ def _load_of(row: dict[str, Any]) -> float:
     return row["rate"] if "rate" in row else row["concurrency"]
 
 
-def _axis(loads: Sequence[float], label: str) -> None:
+def _log_scale(loads: Sequence[float]) -> bool:
+    return bool(loads) and min(loads) > 0 and max(loads) / min(loads) >= 8
+
+
+def _x(load: float, log: bool) -> float:
+    """Where a load sits on the x axis: log2 of it when the loads span a wide range (1, 2, 4, 8 … evenly
+    spaced). Ours, not plotext's xscale("log"), which a subplot keeps past clear_figure()."""
+    return math.log2(load) if log else load
+
+
+def _axis(loads: Sequence[float], label: str, log: bool) -> None:
     plt.xlabel(label)
-    if loads and min(loads) > 0 and max(loads) / min(loads) >= 8:
-        plt.xscale("log")  # 1, 2, 4, 8 … evenly spaced
-    plt.xticks(sorted(set(loads)), [f"{x:g}" for x in sorted(set(loads))])
+    ticks = sorted(set(loads))
+    plt.xticks([_x(x, log) for x in ticks], [f"{x:g}" for x in ticks])
+
+
+def _built() -> str:
+    """The chart, and plotext's figure cleared for whoever draws next (the app's chart shares it in tests)."""
+    chart = plt.build()
+    plt.main()
+    plt.clear_figure()
+    return chart
 
 
 def _start(width: int, height: int) -> None:
+    plt.main()  # the whole figure: clear_figure() clears only the active subplot
     plt.clear_figure()
     plt.plotsize(width, height)
     plt.theme("clear")
@@ -46,21 +66,20 @@ def load_chart(rows: Sequence[dict[str, Any]], width: int = WIDTH, height: int =
     for row in rows:
         by_words.setdefault(row["words"], []).append(row)
     loads = [_load_of(r) for r in rows]
-    plt.subplot(1, 1)
-    plt.title("tok/s (client clock)")
-    for colour, (words, group) in zip(_cycle(), sorted(by_words.items())):
-        xs = [_load_of(r) for r in group]
-        _line(xs, [r.get("decode_tps_mean") for r in group], colour, f"{words} per stream")
-        _line(xs, [r.get("aggregate_tps") for r in group], colour, f"{words} aggregate", dashed=True)
-    _axis(loads, label)
-    plt.subplot(1, 2)
-    plt.title("TTFT seconds (client clock)")
-    for colour, (words, group) in zip(_cycle(), sorted(by_words.items())):
-        xs = [_load_of(r) for r in group]
-        _line(xs, [r.get("ttft_p50_s") for r in group], colour, f"{words} p50")
-        _line(xs, [r.get("ttft_p99_s") for r in group], colour, f"{words} p99", dashed=True)
-    _axis(loads, label)
-    return plt.build()
+    log = _log_scale(loads)
+    names = []
+    for column, (title, solid, dashed) in enumerate((("tok/s (client clock)", "decode_tps_mean", "aggregate_tps"),
+                                                     ("TTFT s (client clock)", "ttft_p50_s", "ttft_p99_s")), 1):
+        plt.subplot(1, column)
+        plt.title(title)
+        for colour, (words, group) in zip(_cycle(), sorted(by_words.items())):
+            xs = [_x(_load_of(r), log) for r in group]
+            _line(xs, [r.get(solid) for r in group], colour)
+            _line(xs, [r.get(dashed) for r in group], colour, dashed=True)
+            if column == 1:
+                names.append((f"{words}", colour))
+        _axis(loads, label, log)
+    return _built() + "\n" + legend(names, "per word count (or prompt length): ⣿ per stream / p50, • aggregate / p99")
 
 
 def capacity_chart(results: dict[float, bool], figure: dict[float, float | None], name: str, limit: float,
@@ -69,9 +88,10 @@ def capacity_chart(results: dict[float, bool], figure: dict[float, float | None]
     _start(width, height)
     levels = sorted(results)
     plt.title(f"{name} by level (● met, ✗ broke), its limit, and the capacity {capacity:g}")
-    met = [(x, figure[x]) for x in levels if results[x] and figure.get(x) is not None]
-    broke = [(x, figure[x]) for x in levels if not results[x] and figure.get(x) is not None]
-    known = [(x, figure[x]) for x in levels if figure.get(x) is not None]
+    log = _log_scale(levels)
+    met = [(_x(x, log), figure[x]) for x in levels if results[x] and figure.get(x) is not None]
+    broke = [(_x(x, log), figure[x]) for x in levels if not results[x] and figure.get(x) is not None]
+    known = [(_x(x, log), figure[x]) for x in levels if figure.get(x) is not None]
     if known:
         plt.plot([x for x, _ in known], [y for _, y in known], color="gray")
     if met:
@@ -80,9 +100,9 @@ def capacity_chart(results: dict[float, bool], figure: dict[float, float | None]
         plt.scatter([x for x, _ in broke], [y for _, y in broke], color="red", marker="✗")
     plt.hline(limit, "orange")
     if capacity:
-        plt.vline(capacity, "cyan")
-    _axis(levels, unit)
-    return plt.build()
+        plt.vline(_x(capacity, log), "cyan")
+    _axis(levels, unit, log)
+    return _built()
 
 
 def compare_chart(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], width: int = WIDTH,
@@ -91,6 +111,7 @@ def compare_chart(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], width: i
     _start(width, height)
     plt.subplots(1, 2)
     loads = [_load_of(r) for _, rows in runs for r in rows]
+    log = _log_scale(loads)
     label = "rate (requests/s)" if any("rate" in r for _, rows in runs for r in rows) else "concurrent streams"
     for column, (key, title) in enumerate((("decode_tps_mean", "per-stream tok/s"), ("ttft_p99_s", "TTFT p99 s")), 1):
         plt.subplot(1, column)
@@ -100,9 +121,9 @@ def compare_chart(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], width: i
             for row in rows:  # one point a load: the first word count's
                 best.setdefault(_load_of(row), row)
             xs = sorted(best)
-            _line(xs, [best[x].get(key) for x in xs], colour, name)
-        _axis(loads, label)
-    return plt.build()
+            _line([_x(x, log) for x in xs], [best[x].get(key) for x in xs], colour)
+        _axis(loads, label, log)
+    return _built() + "\n" + legend([(name, colour) for (name, _), colour in zip(runs, _cycle())], "runs")
 
 
 def write_chart(chart: str, path: str) -> None:
@@ -119,11 +140,16 @@ def write_chart(chart: str, path: str) -> None:
     Path(path).write_text(plt.uncolorize(chart) + "\n", encoding="utf-8")
 
 
-def _line(xs: Sequence[float], ys: Sequence[float | None], colour: str, label: str, dashed: bool = False) -> None:
+def _line(xs: Sequence[float], ys: Sequence[float | None], colour: str, dashed: bool = False) -> None:
+    """A line without a plotext label: its legends crash on some plot sizes, so the legend is ours."""
     points = [(x, y) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
     if points:
-        plt.plot([x for x, _ in points], [y for _, y in points], color=colour, label=label,
-                 marker="dot" if dashed else "braille")
+        plt.plot([x for x, _ in points], [y for _, y in points], color=colour, marker="dot" if dashed else "braille")
+
+
+def legend(names: Sequence[tuple[str, str]], what: str) -> str:
+    """One line under a chart: each name in its line's colour."""
+    return f"{what}: " + "   ".join(plt.colorize(f"━━ {visible(name)}", colour) for name, colour in names)
 
 
 def _cycle():

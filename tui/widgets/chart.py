@@ -30,6 +30,7 @@ def plot_tps(points: Sequence[LoadPoint], width: int, height: int, span: int) ->
     t0 = points[-1].t_s
     xs = [p.t_s - t0 for p in points]
     series = [[p.aggregate_tps for p in points], [p.mean_stream_tps or 0.0 for p in points]]
+    plt.main()  # the whole figure, not a subplot another chart left active (clear_figure clears only that)
     plt.clear_figure()
     plt.plotsize(width, height)
     plt.theme("clear")

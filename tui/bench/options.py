@@ -1,0 +1,147 @@
+"""The bench's flags and their checks: what a run is asked to do, refused in one line when it cannot be."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from tui.bench.capacity import CONCURRENCY, KINDS, RATE
+from tui.bench.render import FORMATS
+from tui.flags import (
+    UsageError, add_server_arguments, add_workload_arguments, check_server_arguments, check_shared_prefix, read_prompts,
+)
+from tui.load.prompts import INPUT, MODES, OUTPUT, PROMPT_FILE, build_prompt
+from tui.load.settings import MAX_CONCURRENCY, MAX_RATE, LoadSettings
+from tui.load.slo import parse_slo
+from tui.load.synthetic import SYNTHETIC
+from tui.untrusted import one_line
+
+DEFAULT_WORDS = "25,50,100,400,800"
+CAPACITY_WORDS = 100  # --find-capacity's story length when --words is not given
+CAPACITY_HOLD_S = 20.0  # how long --find-capacity holds each level when --duration is not given
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_server_arguments(p)
+    add_workload_arguments(p)
+    p.add_argument("--mode", default=OUTPUT, choices=MODES,
+                   help="output: 'tell a story in N words:'; input: title of a ~480-word text")
+    p.add_argument("--concurrency",
+                   help=f"comma-separated request counts, each 1 to {MAX_CONCURRENCY} (default 1,2,4): a closed loop")
+    p.add_argument("--rate", metavar="R,…",
+                   help="comma-separated arrival rates in requests/s, one cell each (needs --duration): an open loop"
+                        " that sends each request at its planned time whatever the server does")
+    p.add_argument("--words", help=f"comma-separated word counts, output mode (default {DEFAULT_WORDS})")
+    p.add_argument("--rounds", type=int, default=1, help="repeat each cell R times (default 1)")
+    p.add_argument("--temperature", type=float, help="sampling temperature")
+    p.add_argument("--seed", type=int, help="sampling seed")
+    p.add_argument("--num-ctx", type=int, help="ollama context length (changing it reloads the model)")
+    p.add_argument("--duration", type=float, metavar="S",
+                   help="keep each cell's N streams busy for S seconds (each sends its next request as the last"
+                        " ends; then nothing new is sent and the requests in flight finish). Without it a cell is"
+                        " the article's: N requests at once, wait for all")
+    p.add_argument("--find-capacity", nargs="?", const=CONCURRENCY, choices=KINDS, metavar="concurrency|rate",
+                   help="find the most concurrent streams (or, with 'rate', requests/s) that meet --slo: steps up"
+                        f" 1, 2, 4 …, then bisects; each level held --duration seconds (default {CAPACITY_HOLD_S:g})")
+    p.add_argument("--format", default="table", choices=FORMATS, help="stdout format (default table)")
+    p.add_argument("--save", metavar="RUN.json", help="write a run file: the settings, server, model, machine, every"
+                                                     " cell and every request (tokentop compare reads them)")
+    p.add_argument("--plot", metavar="PATH", help="write the run's chart to PATH (.html: coloured HTML; else text)"
+                                                  " instead of showing it under the table")
+    p.add_argument("--out", metavar="FILE.jsonl", help="write one JSON line per request, as each ends")
+    p.add_argument("--sim", action="store_true", help="bench a built-in SIMULATED server instead of --url")
+    p.add_argument("--sim-speed", type=float, default=10.0, help="time multiplier of --sim (default 10)")
+
+
+def parse_int_list(text: str, flag: str, most: int | None = None) -> list[int]:
+    shown = one_line(text, 60)
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{flag} takes comma-separated whole numbers, not {shown!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise UsageError(f"{flag} takes whole numbers of 1 or more, not {shown!r}")
+    if most is not None and any(v > most for v in values):
+        raise UsageError(f"{flag} takes whole numbers of 1 to {most}, not {shown!r}")
+    _no_repeats(values, flag)
+    return values
+
+
+def parse_rates(text: str) -> list[float]:
+    shown = one_line(text, 60)
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--rate takes comma-separated requests per second, not {shown!r}") from None
+    if not values or not all(math.isfinite(v) and 0 < v <= MAX_RATE for v in values):
+        raise UsageError(f"--rate takes numbers of requests per second more than 0 and up to {MAX_RATE:g},"
+                         f" not {shown!r}")
+    _no_repeats(values, "--rate")
+    return values
+
+
+def _no_repeats(values: list, flag: str) -> None:
+    repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if repeated is not None:
+        raise UsageError(f"{flag} lists {repeated:g} twice (--rounds repeats a cell)")
+
+
+def validate(args: argparse.Namespace) -> tuple[list, list[int]]:
+    """(loads, words), or UsageError in one line. A load is a concurrency, or a rate with --rate."""
+    check_server_arguments(args)
+    args.rate_list = None
+    args.open_loop = args.rate is not None or args.find_capacity == RATE
+    if args.find_capacity:
+        if args.rate is not None or args.concurrency is not None:
+            raise UsageError("--find-capacity chooses the levels itself: leave out --concurrency and --rate")
+        if args.slo is None:
+            raise UsageError("--find-capacity needs --slo, e.g. --slo ttft_p99=2,stream_tps_p10=10")
+        if args.words is not None and "," in args.words:
+            raise UsageError("--find-capacity takes one --words value (the levels are the variable)")
+        if args.duration is None:
+            args.duration = CAPACITY_HOLD_S
+    elif args.rate is not None:
+        if args.concurrency is not None:
+            raise UsageError("choose --rate (an open loop) or --concurrency (a closed loop), not both")
+        args.rate_list = parse_rates(args.rate)
+        if args.duration is None:
+            raise UsageError("--rate needs --duration S: how long each rate sends")
+    concurrency = parse_int_list("1,2,4" if args.concurrency is None else args.concurrency, "--concurrency",
+                                 MAX_CONCURRENCY)
+    if args.words is None:
+        args.words = str(CAPACITY_WORDS) if args.find_capacity else DEFAULT_WORDS
+    words = parse_int_list(args.words, "--words")
+    try:  # the load's own values are checked where the app's are
+        LoadSettings(concurrency=max(concurrency), words=max(words), mode=args.mode, max_tokens=args.max_tokens,
+                     temperature=args.temperature, seed=args.seed, num_ctx=args.num_ctx,
+                     output_tokens=args.output_tokens, max_inflight=args.max_inflight).validated()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        args.slo_limits = parse_slo(args.slo) if args.slo is not None else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
+        raise UsageError(f"--duration must be a number of seconds more than 0, not {args.duration}")
+    if args.rounds < 1:
+        raise UsageError(f"--rounds must be 1 or more, not {args.rounds}")
+    if not (math.isfinite(args.sim_speed) and args.sim_speed > 0):
+        raise UsageError(f"--sim-speed must be a number more than 0, not {args.sim_speed}")
+    check_shared_prefix(args)
+    args.prompt_list = read_prompts(args)
+    if args.prompt_list is not None:
+        words = [len(args.prompt_list)]  # the file is the variable: its column says how many prompts it has
+    elif args.input_tokens is not None:
+        if args.input_tokens < 1:
+            raise UsageError(f"--input-tokens must be 1 or more, not {args.input_tokens}")
+        words = [args.input_tokens]  # the prompt's length is the variable
+    elif args.mode == INPUT:
+        words = [len(build_prompt(INPUT, 0).split())]  # the prompt's length is the variable
+    if args.find_capacity:
+        return [], words  # the search picks them
+    return args.rate_list or concurrency, words
+
+
+def prompt_kind(args: argparse.Namespace) -> str:
+    """What the prompts were, for the table's header."""
+    return PROMPT_FILE if args.prompt_list else SYNTHETIC if args.input_tokens else args.mode
