@@ -89,3 +89,64 @@ def test_unreachable_prometheus_and_credentials_are_one_line_and_never_printed(t
     assert credentials_from_env({"PROMETHEUS_USER": "me", "PROMETHEUS_PASSWORD": "pw"}) == (None, ("me", "pw"))
     with pytest.raises(PrometheusError, match="cannot read PROMETHEUS_TOKEN_FILE"):
         credentials_from_env({"PROMETHEUS_TOKEN_FILE": str(tmp_path / "missing")})
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory):
+    """A real Prometheus scraping DCGM text for two hosts (2 and 1 GPUs), node_exporter, two vLLM replicas and a
+    router that re-exports their names."""
+    from fake_exporters import Exporter, dcgm, node, vllm
+
+    binary = find_prometheus()
+    if binary is None:
+        if UNDER_CI:
+            pytest.fail("the Prometheus tests cannot be skipped under CI: run tests/get_prometheus.sh")
+        pytest.skip("prometheus is missing (bash tests/get_prometheus.sh)")
+    with Exporter(dcgm({"gpu-a": 2, "gpu-b": 1})) as gpus, Exporter(node(4)) as host, \
+            Exporter(vllm(8, 3)) as busy, Exporter(vllm(2, 0)) as calm, Exporter(vllm(10, 3)) as router:
+        jobs = {"dcgm": [gpus.target], "node": [host.target], "vllm": [busy.target, calm.target],
+                "vllm-router": [router.target]}
+        with PrometheusServer(binary, tmp_path_factory.mktemp("fleet"), jobs) as server:
+            yield server, busy.target, calm.target
+
+
+def test_the_fleet_probe_reads_every_gpu_host_and_replica(fleet):
+    import time
+
+    from tui.probes.fleet import FleetProbe
+
+    server, busy, calm = fleet
+    client = PrometheusClient(server.url)
+    try:
+        probe = FleetProbe(client)
+        deadline = time.monotonic() + 20
+        sample = probe.read()
+        while not any(h.cores for h in sample.hosts) and time.monotonic() < deadline:  # rate() needs two scrapes
+            time.sleep(0.5)
+            sample = probe.read()
+    finally:
+        client.close()
+    assert sample.error is None, sample.error
+    assert [(g.host, g.index) for g in sample.gpus] == [("gpu-a", "0"), ("gpu-a", "1"), ("gpu-b", "0")]
+    first = sample.gpus[0]
+    assert first.name == "NVIDIA A100-SXM4-80GB" and first.util == 90 and first.mem_total == 80 * 2**30
+    assert first.source == "dcgm" and 0 <= first.age_s < 10
+    assert sample.power_w == pytest.approx(300.5 + 301.5 + 300.5)
+    (host,) = sample.hosts
+    assert len(host.cores) == 4 and host.cpu == pytest.approx(0.5, abs=0.05) and host.ram_used == pytest.approx(0.25)
+    replicas = {r.instance: r for r in sample.replicas}
+    assert set(replicas) == {busy, calm}  # the router's re-exported names are not a replica
+    assert (replicas[busy].running, replicas[busy].waiting, replicas[busy].cache) == (8, 3, 0.42)
+    assert replicas[busy].model == "meta-llama/Llama-3.1-8B" and replicas[busy].kind == "vllm"
+    assert sample.down == () and not any("GPU" in n for n in sample.notes)
+
+
+def test_a_fleet_without_prometheus_is_one_calm_line():
+    from tui.probes.fleet import FleetProbe
+
+    client = PrometheusClient("http://127.0.0.1:9")
+    try:
+        sample = FleetProbe(client).read()
+    finally:
+        client.close()
+    assert sample.error.startswith("cannot reach Prometheus at http://127.0.0.1:9") and sample.gpus == ()

@@ -1,0 +1,186 @@
+"""The fleet as a team's Prometheus already sees it: every GPU of every host (DCGM's exporter or
+nvitop-exporter), every host's CPU and RAM (node_exporter), every LLM server replica's queue (their
+own /metrics), and the scrape targets that are down.
+
+`FleetProbe.read()` sends one batch of instant queries and never raises: what cannot be read becomes a
+note (which exporter seems absent) or `FleetSample.error`. Every reading keeps its age, because DCGM's
+exporter collects every 30 s by default and a stale value must not pass for a live one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from tui.probes.prometheus import PrometheusClient, PrometheusError, ScrapeTarget, Series
+from tui.probes.server import QUEUES
+
+MIB = 2**20
+# (field, DCGM exporter name, nvitop-exporter name)
+GPU_FIELDS = (
+    ("util", "DCGM_FI_DEV_GPU_UTIL", "gpu_utilization_Percentage"),
+    ("mem_used", "DCGM_FI_DEV_FB_USED", "gpu_memory_used_MiB"),
+    ("mem_free", "DCGM_FI_DEV_FB_FREE", "gpu_memory_free_MiB"),
+    ("power", "DCGM_FI_DEV_POWER_USAGE", "gpu_power_usage_W"),
+    ("temp", "DCGM_FI_DEV_GPU_TEMP", "gpu_temperature_C"),
+    ("sm_clock", "DCGM_FI_DEV_SM_CLOCK", "gpu_clock_sm_MHz"),
+)
+# irate, not rate: rate() divides by the whole window, so a series younger than it reads low (at 1 s scrapes
+# a half-busy core reads 98 % busy for its first seconds); irate is the last interval's, as top shows it.
+CPU_BUSY = '1 - sum without (mode) (irate(node_cpu_seconds_total{mode=~"idle|iowait|steal"}[1m]))'
+RAM_USED = "1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes"
+
+
+@dataclass(frozen=True)
+class FleetGpu:
+    host: str
+    index: str
+    name: str
+    util: float | None  # %
+    mem_used: float | None  # bytes
+    mem_total: float | None  # bytes
+    power: float | None  # W
+    temp: float | None  # °C
+    sm_clock: float | None  # MHz
+    age_s: float  # the oldest of its readings
+    source: str  # "dcgm" or "nvitop"
+
+
+@dataclass(frozen=True)
+class FleetHost:
+    host: str
+    cores: tuple[float, ...]  # busy share of each core, 0–1
+    ram_used: float | None  # share, 0–1
+
+    @property
+    def cpu(self) -> float | None:
+        return sum(self.cores) / len(self.cores) if self.cores else None
+
+
+@dataclass(frozen=True)
+class Replica:
+    instance: str
+    job: str
+    kind: str
+    model: str
+    running: float | None
+    waiting: float | None
+    cache: float | None  # KV cache use, 0–1
+
+
+@dataclass(frozen=True)
+class FleetSample:
+    gpus: tuple[FleetGpu, ...] = ()
+    hosts: tuple[FleetHost, ...] = ()
+    replicas: tuple[Replica, ...] = ()
+    down: tuple[ScrapeTarget, ...] = ()
+    notes: tuple[str, ...] = ()  # what seems absent or was cut
+    error: str | None = None  # Prometheus itself could not be read
+
+    @property
+    def power_w(self) -> float | None:
+        watts = [g.power for g in self.gpus if g.power is not None]
+        return sum(watts) if watts else None
+
+
+def host_of(labels: dict[str, str]) -> str:
+    """DCGM's `Hostname` (being renamed `hostname` upstream), nvitop's `hostname`, else the scrape `instance`."""
+    return labels.get("Hostname") or labels.get("hostname") or labels.get("instance") or "?"
+
+
+class FleetProbe:
+    def __init__(self, client: PrometheusClient) -> None:
+        self.client = client
+
+    def read(self) -> FleetSample:
+        try:
+            return self._read()
+        except PrometheusError as exc:
+            return FleetSample(error=str(exc))
+
+    def _read(self) -> FleetSample:
+        now, notes = time.time(), []
+        gpus = self._gpus(now, notes)
+        hosts = self._hosts(notes)
+        replicas = self._replicas(notes)
+        down = tuple(t for t in self.client.targets() if t.health == "down")
+        return FleetSample(tuple(gpus), tuple(hosts), tuple(replicas), down, tuple(notes))
+
+    def _query(self, expr: str, notes: list[str]) -> tuple[Series, ...]:
+        answer = self.client.query(expr)
+        if answer.truncated:
+            notes.append(f"{answer.truncated} more series of {expr.split('{')[0][:40]} left off")
+        return answer.series
+
+    def _gpus(self, now: float, notes: list[str]) -> list[FleetGpu]:
+        for source, column in (("dcgm", 1), ("nvitop", 2)):
+            readings: dict[tuple[str, str], dict[str, Series]] = {}
+            names: dict[tuple[str, str], str] = {}
+            for field in GPU_FIELDS:
+                for series in self._query(field[column], notes):
+                    labels = series.labels
+                    key = (host_of(labels), labels.get("gpu") or labels.get("index") or "?")
+                    readings.setdefault(key, {})[field[0]] = series
+                    names[key] = labels.get("modelName") or labels.get("devicename") or names.get(key, "GPU")
+            if readings:
+                return [_gpu(key, names[key], fields, now, source) for key, fields in sorted(readings.items())]
+        notes.append("no GPU metrics: neither DCGM's exporter (DCGM_FI_DEV_*) nor nvitop-exporter (gpu_*) is scraped")
+        return []
+
+    def _hosts(self, notes: list[str]) -> list[FleetHost]:
+        cores: dict[str, list[tuple[int, float]]] = {}
+        for series in self._query(CPU_BUSY, notes):
+            cpu = series.labels.get("cpu", "0")
+            cores.setdefault(host_of(series.labels), []).append((int(cpu) if cpu.isdigit() else 0, series.value))
+        ram = {host_of(s.labels): _finite(s.value) for s in self._query(RAM_USED, notes)}
+        if not cores and not ram:
+            notes.append("no host metrics: node_exporter (node_cpu_seconds_total) is not scraped")
+        return [FleetHost(host, tuple(max(0.0, min(1.0, v)) for _, v in sorted(cores.get(host, []))
+                                      if math.isfinite(v)), ram.get(host))
+                for host in sorted(set(cores) | set(ram))]
+
+    def _replicas(self, notes: list[str]) -> list[Replica]:
+        replicas = []
+        for kind, names in QUEUES.items():
+            running = {_key(s): s for s in self._query(names.running, notes)}
+            waiting = {_key(s): s for s in self._query(names.waiting, notes)}
+            cache: dict[tuple[str, str], Series] = {}
+            for name in names.cache:
+                if not cache:
+                    cache = {_key(s): s for s in self._query(name, notes)}
+            for key in sorted(set(running) | set(waiting)):
+                labels = (running.get(key) or waiting[key]).labels
+                if labels.get("job", "").lower().find("router") >= 0:
+                    continue  # a router re-exporting its replicas' names is not a replica
+                replicas.append(Replica(instance=key[0], job=labels.get("job", ""), kind=kind, model=key[1],
+                                        running=_value(running.get(key)), waiting=_value(waiting.get(key)),
+                                        cache=_value(cache.get(key))))
+        if not replicas:
+            notes.append("no LLM server metrics (vLLM, SGLang, TGI, llama.cpp) are scraped")
+        return replicas
+
+
+def _key(series: Series) -> tuple[str, str]:
+    return series.labels.get("instance", "?"), series.labels.get("model_name", "")
+
+
+def _value(series: Series | None) -> float | None:
+    return _finite(series.value) if series is not None else None
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _gpu(key: tuple[str, str], name: str, fields: dict[str, Series], now: float, source: str) -> FleetGpu:
+    def value(field: str, scale: float = 1.0) -> float | None:
+        series = fields.get(field)
+        number = _finite(series.value) if series is not None else None
+        return number * scale if number is not None else None
+
+    used, free = value("mem_used", MIB), value("mem_free", MIB)
+    return FleetGpu(host=key[0], index=key[1], name=name, util=value("util"), mem_used=used,
+                    mem_total=used + free if used is not None and free is not None else None, power=value("power"),
+                    temp=value("temp"), sm_clock=value("sm_clock"),
+                    age_s=max(0.0, now - min(s.at for s in fields.values())), source=source)
