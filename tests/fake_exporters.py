@@ -72,5 +72,6 @@ def vllm(running: int, waiting: int) -> Callable[[int], str]:
     def text(n: int) -> str:
         labels = 'model_name="meta-llama/Llama-3.1-8B"'
         return (f"vllm:num_requests_running{{{labels}}} {running}\nvllm:num_requests_waiting{{{labels}}} {waiting}\n"
-                f"vllm:kv_cache_usage_perc{{{labels}}} 0.42\n")
+                f"vllm:kv_cache_usage_perc{{{labels}}} 0.42\n"
+                f"vllm:generation_tokens_total{{{labels}}} {100 * running * n}\n")  # 100 a running request a scrape
     return text

@@ -137,6 +137,7 @@ def test_the_fleet_probe_reads_every_gpu_host_and_replica(fleet):
     replicas = {r.instance: r for r in sample.replicas}
     assert set(replicas) == {busy, calm}  # the router's re-exported names are not a replica
     assert (replicas[busy].running, replicas[busy].waiting, replicas[busy].cache) == (8, 3, 0.42)
+    assert replicas[busy].tokens_per_s == pytest.approx(800, rel=0.3)  # 800 a scrape, a scrape a second
     assert replicas[busy].model == "meta-llama/Llama-3.1-8B" and replicas[busy].kind == "vllm"
     assert sample.down == () and not any("GPU" in n for n in sample.notes)
 
@@ -150,3 +151,58 @@ def test_a_fleet_without_prometheus_is_one_calm_line():
     finally:
         client.close()
     assert sample.error.startswith("cannot reach Prometheus at http://127.0.0.1:9") and sample.gpus == ()
+
+
+def test_bench_with_prometheus_adds_the_fleets_power_and_each_replicas_queue(fleet, sim_factory, capsys):
+    import json
+
+    from tui.cli import main
+
+    server, busy, calm = fleet
+    sim = sim_factory(speed=20)
+    status = main(["bench", "--url", sim.url, "--concurrency", "2", "--words", "25", "--duration", "2",
+                   "--prometheus", server.url, "--format", "json"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    (row,) = json.loads(captured.out)["rows"]
+    assert row["fleet_power_w"] == pytest.approx(300.5 + 301.5 + 300.5)
+    assert row["fleet_j_per_token"] == pytest.approx(row["fleet_power_w"] / row["aggregate_tps"])
+    peaks = row["replica_queue_max"]
+    assert peaks == {f"{busy} meta-llama/Llama-3.1-8B": 3, f"{calm} meta-llama/Llama-3.1-8B": 0}
+    status = main(["bench", "--url", sim.url, "--concurrency", "1", "--words", "25", "--prometheus", server.url])
+    assert status == 0 and "Fleet" in capsys.readouterr().out  # the compact table shows Fleet J/token
+
+
+@pytest.mark.parametrize("url", ["gopher://x", "http://", "localhost:9090"])
+def test_a_bad_prometheus_url_is_one_line_and_exit_2(capsys, url):
+    from tui.cli import main
+
+    status = main(["bench", "--url", "http://127.0.0.1:9", "--prometheus", url])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and "--prometheus takes an http(s):// URL" in err
+
+
+async def test_the_app_shows_every_gpu_host_and_replica_from_prometheus(fleet, sim_factory):
+    from tui.cli import fleet_reader, make_app
+    from tui.load.discover import discover
+    from tui.load.settings import LoadSettings
+
+    server, busy, calm = fleet
+    target, info = discover(sim_factory(speed=20).url)
+    app = make_app(target, info, LoadSettings(concurrency=2, words=25), autostart=True,
+                   read_fleet=fleet_reader(server.url))
+
+    def text(selector: str) -> str:
+        return str(app.query_one(selector).render())
+
+    async with app.run_test(size=(160, 48)) as pilot:
+        for _ in range(200):
+            if "gpu-b" in text("#gpu") and busy in text("#server") and "CPU" in text("#host"):
+                break
+            await pilot.pause(0.05)
+        gpus, hosts, replicas = text("#gpu"), text("#host"), text("#server")
+        assert "gpu-a  2 GPUs · 602 W" in gpus and "gpu-b  1 GPU · 300 W" in gpus and "A100-SXM4-80GB" in gpus
+        assert "RAM  25%" in hosts
+        assert f"{busy} meta-llama/Llama-3.1-8B running 8 · waiting 3 · KV 42%" in replicas
+        assert calm in replicas and "router" not in replicas
+        assert app.query_one("#gpu").border_title == "GPUs (Prometheus)"

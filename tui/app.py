@@ -37,6 +37,7 @@ from tui.load.snapshot import Snapshot
 from tui.panes.gpu import GpuPane
 from tui.panes.host import HostPane
 from tui.panes.load import LoadPane
+from tui.probes.fleet import FleetSample
 from tui.probes.gpu import GpuReading
 from tui.probes.host import HostSample
 from tui.probes.server import ServerSample
@@ -72,6 +73,10 @@ class HostSampled(Sampled):
 
 
 class ServerSampled(Sampled):
+    pass
+
+
+class FleetSampled(Sampled):
     pass
 
 
@@ -117,11 +122,13 @@ class TokentopApp(App):
                  read_host: Callable[[], HostSample], read_server: Callable[[], ServerSample] | None = None,
                  autostart: bool = False, notice: str | None = None, refresh_hz: float = 2.0,
                  poll_s: float = 1.0, prompt_label: str | None = None, slo: dict[str, float] | None = None,
-                 hold_s: float = HOLD_S) -> None:
+                 hold_s: float = HOLD_S, read_fleet: Callable[[], FleetSample] | None = None) -> None:
         """`prompt_label`: what the prompts are when they are not the mode's (synthetic, or from a file).
         `slo` and `hold_s`: what `f` finds the capacity within, and how long it holds each level."""
         super().__init__()
         self.slo, self.hold_s = slo or DEFAULT_SLO, hold_s
+        self.read_fleet = read_fleet  # --prometheus: the fleet replaces the local GPU, host and server views
+        self.fleet: FleetSample | None = None
         self.hunt: CapacitySearch | None = None  # the capacity search `f` is running
         self.prompt_label = prompt_label
         self.last_rate = engine.settings.rate or 1.0  # what `r` goes back to
@@ -161,10 +168,13 @@ class TokentopApp(App):
         self._fit(self.size.width, self.size.height)
         self.run_worker(lambda: self._poll(self.engine.snapshot, EngineSampled, 1 / self.refresh_hz),
                         thread=True, group="engine")
-        self.run_worker(lambda: self._poll(self.read_gpu, GpuSampled), thread=True, group="gpu")
-        self.run_worker(lambda: self._poll(self.read_host, HostSampled), thread=True, group="host")
+        if self.read_fleet is None:  # with --prometheus the fleet is drawn instead of this machine
+            self.run_worker(lambda: self._poll(self.read_gpu, GpuSampled), thread=True, group="gpu")
+            self.run_worker(lambda: self._poll(self.read_host, HostSampled), thread=True, group="host")
         if self.read_server is not None:
             self.run_worker(lambda: self._poll(self.read_server, ServerSampled), thread=True, group="server")
+        if self.read_fleet is not None:
+            self.run_worker(lambda: self._poll(self.read_fleet, FleetSampled), thread=True, group="fleet")
         if self.notice:
             self.say(self.notice, timeout=15)
 
@@ -191,6 +201,14 @@ class TokentopApp(App):
         if panes := self._monitor_panes():
             panes[0].show(message.sample)
 
+    def on_fleet_sampled(self, message: FleetSampled) -> None:
+        self.fleet = message.sample
+        if panes := self._monitor_panes():
+            panes[0].show_fleet(message.sample)
+            panes[1].show_fleet(message.sample)
+        if self.snap is not None:
+            self._show_load(self.snap)
+
     def on_server_sampled(self, message: ServerSampled) -> None:
         self.server = message.sample
         if self.snap is not None:  # the server's view sits beside the client's: draw it now, not at the next snapshot
@@ -210,9 +228,11 @@ class TokentopApp(App):
                 self._told.add(problem)
                 self.say(problem, title="load", severity="error", timeout=30)
         power = sum(g.power for g in self.gpu.gpus if g.power) if self.gpu else None
+        if self.fleet is not None:  # the fleet's GPUs are the ones the load runs on
+            power = self.fleet.power_w
         # A snapshot taken before our newest update arrived would move the sliders back: show what we asked for.
         settings = snap.settings if snap.settings_version >= self.engine.settings_version else self.engine.settings
-        pane.show(snap, settings, self.server, self.observed_limit.update(snap), power or None)
+        pane.show(snap, settings, self.server, self.observed_limit.update(snap), power or None, self.fleet)
         if history and (self._history_ns is None or snap.taken_ns - self._history_ns >= NS):
             self._history_ns = snap.taken_ns
             server = self.server

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import signal
 import sys
 
@@ -78,6 +79,11 @@ def add_app_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hold", type=float, default=15.0, metavar="S",
                    help="how long the f key (find the capacity within --slo, default ttft_p99=2) holds each level"
                         " (default 15 s)")
+    p.add_argument("--prometheus", metavar="URL", default=os.environ.get("PROMETHEUS_URL"),
+                   help="show the fleet from this Prometheus instead of this machine (default $PROMETHEUS_URL): every"
+                        " GPU of every host (DCGM or nvitop-exporter), every host (node_exporter), every LLM server"
+                        " replica; credentials from PROMETHEUS_TOKEN(_FILE) or PROMETHEUS_USER and"
+                        " PROMETHEUS_PASSWORD(_FILE)")
     p.add_argument("--autostart", action="store_true", help="start streaming at once")
     p.add_argument("--out", metavar="FILE.jsonl", help="write one JSON line per finished request")
     p.add_argument("--sim", action="store_true", help="run against a built-in SIMULATED server (4 slots)")
@@ -92,15 +98,17 @@ def _die(message: str) -> int:
 
 
 def run_app(args: argparse.Namespace) -> int:
-    from tui.flags import UsageError, check_server_arguments, check_shared_prefix, read_prompts
+    from tui.flags import UsageError, check_prometheus_url, check_server_arguments, check_shared_prefix, read_prompts
     from tui.load.discover import DiscoveryError, discover
     from tui.load.settings import LoadSettings
     from tui.load.slo import parse_slo
+    from tui.probes.prometheus import PrometheusError
     from tui.load.synthetic import CalibrationError, calibrate
 
     concurrency = args.concurrency if args.concurrency is not None else (8 if args.demo else 1)
     try:
         check_server_arguments(args)
+        check_prometheus_url(args.prometheus)
         check_shared_prefix(args)
         prompts = read_prompts(args)
     except UsageError as exc:
@@ -158,11 +166,11 @@ def run_app(args: argparse.Namespace) -> int:
             open(args.out, "w").close()  # fail here, in one line, not in the engine's process
         app = make_app(target, info, settings, autostart=args.autostart or args.demo, out_path=args.out,
                        read_timeout=args.timeout, workers=args.workers, notice=notice, prompts=prompts,
-                       prompt_label=prompt_label, slo=slo, hold_s=args.hold)
+                       prompt_label=prompt_label, slo=slo, hold_s=args.hold, read_fleet=fleet_reader(args.prometheus))
         signal.signal(signal.SIGTERM, lambda signum, frame: app.exit())  # quit as `q` does: files whole
         app.run()
         return app.return_code or 0
-    except (DiscoveryError, CalibrationError, OSError) as exc:
+    except (DiscoveryError, CalibrationError, PrometheusError, OSError) as exc:
         return _die(str(exc))
     except KeyboardInterrupt:  # Ctrl-C while finding or starting the server
         return 130
@@ -201,6 +209,17 @@ def make_app(target, info, settings, *, autostart: bool = False, out_path: str |
         read_server = ServerProbe(info.url, info.kind, info.version, target.headers(), redact=target.redactor()).read
     return TokentopApp(engine=engine, info=info, read_gpu=read_gpu or GpuProbe().read, read_host=read_host,
                        read_server=read_server, autostart=autostart, **app_options)
+
+
+def fleet_reader(url: str | None):
+    """--prometheus's fleet probe's read, or None; unreadable credentials raise PrometheusError (one line)."""
+    if url is None:
+        return None
+    from tui.probes.fleet import FleetProbe
+    from tui.probes.prometheus import PrometheusClient, credentials_from_env
+
+    token, basic = credentials_from_env()
+    return FleetProbe(PrometheusClient(url, token, basic)).read
 
 
 def local_port(url: str) -> int | None:

@@ -64,6 +64,22 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
                         f" counted as held back (default {MAX_CONCURRENCY})")
 
 
+def check_prometheus_url(url: str | None) -> None:
+    from urllib.parse import urlsplit
+
+    from tui.untrusted import mask_url, one_line
+
+    if url is None:
+        return
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme.lower() in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UsageError(f"--prometheus takes an http(s):// URL, not {one_line(mask_url(url), 80)!r}")
+
+
 def check_shared_prefix(args: argparse.Namespace) -> None:
     if args.shared_prefix is None:
         return

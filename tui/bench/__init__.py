@@ -29,7 +29,9 @@ from tui.load.pool import default_workers
 from tui.load.records import JsonlWriter, RequestRecord
 from tui.load.slo import value_of
 from tui.load.synthetic import CalibrationError, calibrate
+from tui.probes.fleet import FleetProbe
 from tui.probes.gpu import GpuProbe
+from tui.probes.prometheus import PrometheusClient, PrometheusError, credentials_from_env
 from tui.probes.server import ServerProbe
 from tui.untrusted import one_line
 
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         out = JsonlWriter(args.out) if args.out else None  # only now: bad input must not wipe an old file
         meta = make_meta(info, args, loads, words)
         watch = Watch(ServerProbe(info.url, info.kind, info.version, target.headers(), redact=target.redactor()),
-                      GpuProbe())
+                      GpuProbe(), fleet=_fleet(args.prometheus))
         records: list[RequestRecord] = []
         search = CapacitySearch(args.find_capacity) if args.find_capacity else None
         interrupted = failed = False
@@ -113,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
         rows = rows_of(records, loads, words, args.slo_limits, rate=args.open_loop)
         for row in rows:
             watch.add_to(row)
+        if watch.fleet_error:
+            print(f"tokentop bench: fleet: {watch.fleet_error}", file=sys.stderr)
         answer = search.to_json() if search is not None else None
         sys.stdout.write(render(rows, meta, args.format, prompt_kind(args), answer))
         if search is not None and args.format not in ("json", "csv"):
@@ -137,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
             out.close()
         if watch is not None and watch.server is not None:
             watch.server.close()
+        if watch is not None and watch.fleet is not None:
+            watch.fleet.client.close()
         if sim is not None:
             sim.stop()
 
@@ -178,6 +184,24 @@ def _save(args: argparse.Namespace, meta: dict, rows: list[dict], records: list[
         return False
     print(f"saved: {one_line(args.save, 80)} ({len(rows)} cells, {len(records)} requests)", file=sys.stderr)
     return True
+
+
+def _fleet(url: str | None) -> FleetProbe | None:
+    """--prometheus's fleet probe; a Prometheus that cannot be read is said once, and the run goes on."""
+    if url is None:
+        return None
+    try:
+        token, basic = credentials_from_env()
+    except PrometheusError as exc:
+        print(f"tokentop bench: {exc}; the fleet columns will be empty", file=sys.stderr)
+        return None
+    probe = FleetProbe(PrometheusClient(url, token, basic))
+    first = probe.read()
+    if first.error:
+        print(f"tokentop bench: {first.error}; the fleet columns may stay empty", file=sys.stderr)
+    for note in first.notes:
+        print(f"tokentop bench: fleet: {note}", file=sys.stderr)
+    return probe
 
 
 def _load_of(row: dict) -> float:

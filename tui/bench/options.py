@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 
 from tui.bench.capacity import CONCURRENCY, KINDS, RATE
 from tui.bench.render import FORMATS
 from tui.flags import (
-    UsageError, add_server_arguments, add_workload_arguments, check_server_arguments, check_shared_prefix, read_prompts,
+    UsageError, add_server_arguments, add_workload_arguments, check_prometheus_url, check_server_arguments,
+    check_shared_prefix, read_prompts,
 )
 from tui.load.prompts import INPUT, MODES, OUTPUT, PROMPT_FILE, build_prompt
 from tui.load.settings import MAX_CONCURRENCY, MAX_RATE, LoadSettings
@@ -49,6 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", metavar="PATH", help="write the run's chart to PATH (.html: coloured HTML; else text)"
                                                   " instead of showing it under the table")
     p.add_argument("--out", metavar="FILE.jsonl", help="write one JSON line per request, as each ends")
+    p.add_argument("--prometheus", metavar="URL", default=os.environ.get("PROMETHEUS_URL"),
+                   help="also read the fleet from this Prometheus (default $PROMETHEUS_URL): every GPU's power"
+                        " (J/token across the fleet) and each replica's queue peak per cell; credentials from"
+                        " PROMETHEUS_TOKEN(_FILE) or PROMETHEUS_USER and PROMETHEUS_PASSWORD(_FILE)")
     p.add_argument("--sim", action="store_true", help="bench a built-in SIMULATED server instead of --url")
     p.add_argument("--sim-speed", type=float, default=10.0, help="time multiplier of --sim (default 10)")
 
@@ -89,6 +95,7 @@ def _no_repeats(values: list, flag: str) -> None:
 def validate(args: argparse.Namespace) -> tuple[list, list[int]]:
     """(loads, words), or UsageError in one line. A load is a concurrency, or a rate with --rate."""
     check_server_arguments(args)
+    check_prometheus_url(args.prometheus)
     args.rate_list = None
     args.open_loop = args.rate is not None or args.find_capacity == RATE
     if args.find_capacity:

@@ -40,6 +40,8 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("truncated", "Truncated", "d"),
     ("cold_starts", "Cold starts", "d"),
     ("gpu_power_w", "GPU W", ".0f"),
+    ("fleet_power_w", "Fleet GPU W", ".0f"),
+    ("fleet_j_per_token", "Fleet J/token", ".2f"),
     ("j_per_token", "J/token", ".2f"),
     ("tps_per_watt", "tok/s/W", ".3f"),
     ("request_rps", "Requests/s", ".2f"),
@@ -57,9 +59,10 @@ COLUMNS: list[tuple[str, str, str]] = [
 ]
 RATE_COLUMN = ("rate", "Rate (req/s)", "g")  # the first column of open-loop rows
 OPEN_LOOP_ONLY = ("sent_rps", "backlog_end", "backlog_growth_rps", "held_back", "unsent")
+FLEET_ONLY = ("fleet_power_w", "fleet_j_per_token")  # with --prometheus
 # The table's selection, after the article's five columns: enough to size a server, narrow enough for a terminal.
 COMPACT = ("sent_rps", "request_rps", "backlog_end", "backlog_growth_rps", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s",
-           "itl_p99_s", "aggregate_tps", "slo_met_share", "goodput_rps", "held_back", "unsent", "tokens_source",
+           "itl_p99_s", "aggregate_tps", "fleet_j_per_token", "slo_met_share", "goodput_rps", "held_back", "unsent", "tokens_source",
            "errors")
 SHOWN_WHEN_NONZERO = ("held_back", "unsent")  # in the compact table
 
@@ -83,6 +86,8 @@ LEGEND = (
     " serves when it does not); Held back = arrivals that waited at the client under --max-inflight; Unsent = those"
     " still waiting when the duration ended (never sent).\n"
     "GPU W = mean power of all GPUs during the cell (NVML); J/token and tok/s/W divide it by Aggregate tok/s.\n"
+    "Fleet GPU W (--prometheus) = mean power of every GPU Prometheus knows (DCGM or nvitop-exporter, server-side"
+    " readings), Fleet J/token = that over Aggregate tok/s; JSON rows add each replica's queue peak.\n"
     "Client CPU % = tokentop's own CPU per second of the cell (100 = one core); Client lag p90 = how late its event"
     " loop woke up: past 90 % or 5 ms the client, not the server, is the bottleneck, and a line under the table says so."
 )
@@ -143,6 +148,8 @@ def columns_for(rows: list[dict[str, Any]], fmt: str) -> list[tuple[str, str, st
     columns = [RATE_COLUMN if rate and key == "concurrency" else (key, header, f) for key, header, f in COLUMNS]
     if not rate:
         columns = [c for c in columns if c[0] not in OPEN_LOOP_ONLY]
+    if not any("fleet_power_w" in row for row in rows):
+        columns = [c for c in columns if c[0] not in FLEET_ONLY]
     if fmt != "table":
         return columns
     by_key = {key: (key, header, f) for key, header, f in columns}

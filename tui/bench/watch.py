@@ -1,5 +1,6 @@
 """What is measured beside the requests while each cell runs: the server's queue peak (its /metrics),
-GPU power (NVML), and tokentop's own cost (loop lag, CPU: is the client the bottleneck?)."""
+GPU power (NVML), with --prometheus the fleet's GPU power and each replica's queue peak, and tokentop's
+own cost (loop lag, CPU: is the client the bottleneck?)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from tui.load.selfcost import MIN_SPAN_S, ClientCost
 from tui.load.stats import mean
+from tui.probes.fleet import FleetProbe
 from tui.probes.gpu import GpuProbe
 from tui.probes.server import ServerProbe
 
@@ -25,9 +27,35 @@ class Watch:
     power: dict[Cell, list[float]] = field(default_factory=dict)
     client: dict[Cell, list[ClientCost]] = field(default_factory=dict)
     unsent: dict[Cell, int] = field(default_factory=dict)  # open loop: held back at the deadline, never sent
+    fleet: FleetProbe | None = None
+    fleet_power: dict[Cell, list[float]] = field(default_factory=dict)
+    replica_queue_max: dict[Cell, dict[str, float]] = field(default_factory=dict)
+    fleet_error: str | None = None  # the last reason the fleet could not be read
 
     async def cell(self, cell: Cell) -> None:
         server, gpu = self.server, self.gpu
+        fleet = asyncio.ensure_future(self._fleet(cell)) if self.fleet is not None else None
+        try:
+            await self._local(cell, server, gpu)
+        finally:
+            if fleet is not None:
+                fleet.cancel()
+
+    async def _fleet(self, cell: Cell) -> None:
+        """The fleet's GPU power and each replica's queue, one batch of queries at a time (each after the last)."""
+        while True:
+            sample = await asyncio.to_thread(self.fleet.read)
+            self.fleet_error = sample.error
+            if sample.power_w is not None:
+                self.fleet_power.setdefault(cell, []).append(sample.power_w)
+            peaks = self.replica_queue_max.setdefault(cell, {})
+            for replica in sample.replicas:
+                if replica.waiting is not None:
+                    name = f"{replica.instance} {replica.model}".strip()
+                    peaks[name] = max(peaks.get(name, 0.0), replica.waiting)
+            await asyncio.sleep(1.0)
+
+    async def _local(self, cell: Cell, server: ServerProbe | None, gpu: GpuProbe | None) -> None:
         while server or gpu:
             if server:
                 sample = await asyncio.to_thread(server.read)
@@ -57,6 +85,11 @@ class Watch:
         costs = [c for c in self.client.get(cell, []) if c.span_s >= MIN_SPAN_S]  # shorter says too little
         cpus = [c.cpu for c in costs if c.cpu is not None]
         lags = [c.lag_p90_ms for c in costs if c.lag_p90_ms is not None]
+        if self.fleet is not None:
+            fleet_watts = mean(self.fleet_power.get(cell, []))
+            row["fleet_power_w"] = fleet_watts
+            row["fleet_j_per_token"] = fleet_watts / tps if fleet_watts and tps else None
+            row["replica_queue_max"] = self.replica_queue_max.get(cell) or None
         row["client_cpu_pct"] = max(cpus) * 100 if cpus else None
         row["client_lag_p90_ms"] = max(lags) if lags else None
         warnings = [c.warning for c in costs if c.warning]

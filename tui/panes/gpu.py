@@ -9,6 +9,8 @@ from collections import deque
 
 from rich.text import Text
 
+from tui.panes import fleet
+from tui.probes.fleet import FleetSample
 from tui.probes.gpu import GpuReading, GpuSample
 from tui.untrusted import visible
 from tui.widgets.drawing import bar, fmt, human_bytes, load_style, size, sparkline
@@ -27,6 +29,12 @@ class GpuPane(TextBox):
         self._mem: dict[int, deque[float | None]] = {}
         self.server_pids: frozenset[int] = frozenset()  # the server process and its children
         self.compact = False
+        self._fleet: FleetSample | None = None  # with --prometheus: every GPU of every host instead
+
+    def show_fleet(self, sample: FleetSample) -> None:
+        self._fleet = sample
+        self.border_title = "GPUs (Prometheus)"
+        self.refresh_view()
 
     def show(self, reading: GpuReading) -> None:
         self._reading = reading
@@ -40,6 +48,9 @@ class GpuPane(TextBox):
         self.refresh_view()
 
     def refresh_view(self) -> None:
+        if self._fleet is not None:
+            self.show_text(fleet.gpu_text(self._fleet, max(30, self.content_size.width), self.compact))
+            return
         reading = self._reading
         if reading is None:
             self.show_text(Text("reading GPUs…", style=style("muted")))

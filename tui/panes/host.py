@@ -8,6 +8,8 @@ from collections import deque
 
 from rich.text import Text
 
+from tui.panes import fleet
+from tui.probes.fleet import FleetSample
 from tui.probes.host import HostSample
 from tui.untrusted import visible
 from tui.widgets.drawing import BLOCKS, bar, human_bytes, load_style, size, sparkline
@@ -27,6 +29,12 @@ class HostPane(TextBox):
         self._cpu: deque[float] = deque(maxlen=HISTORY)
         self._ram: deque[float] = deque(maxlen=HISTORY)
         self.compact = False
+        self._fleet: FleetSample | None = None  # with --prometheus: a row per host instead
+
+    def show_fleet(self, sample: FleetSample) -> None:
+        self._fleet = sample
+        self.border_title = "hosts (Prometheus)"
+        self.refresh_view()
 
     def show(self, sample: HostSample) -> None:
         self._sample = sample
@@ -38,6 +46,9 @@ class HostPane(TextBox):
         self.refresh_view()
 
     def refresh_view(self) -> None:
+        if self._fleet is not None:
+            self.show_text(fleet.host_text(self._fleet, max(30, self.content_size.width), self.compact))
+            return
         s = self._sample
         if s is None:
             self.show_text(Text("reading CPU and memory…", style=style("muted")))

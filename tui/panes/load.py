@@ -16,6 +16,8 @@ from tui.load.history import LoadPoint
 from tui.load.prompts import INPUT, TITLE_INSTRUCTION, WORD_STOPS
 from tui.load.settings import CONCURRENCY_STOPS, RATE_STOPS, LoadSettings
 from tui.load.snapshot import Snapshot
+from tui.panes import fleet
+from tui.probes.fleet import FleetSample
 from tui.probes.server import OLLAMA_PARALLEL_NOTE, ServerSample
 from tui.untrusted import visible
 from tui.widgets.chart import LoadChart
@@ -201,7 +203,8 @@ class LoadPane(Vertical):
             yield LoadChart(id="chart")
 
     def show(self, snap: Snapshot, settings: LoadSettings, server: ServerSample | None = None,
-             observed_limit: int | None = None, power_w: float | None = None) -> None:
+             observed_limit: int | None = None, power_w: float | None = None,
+             fleet_sample: FleetSample | None = None) -> None:
         """`settings`: what the engine runs with (the sliders and the mode line follow it)."""
         self.query_one("#concurrency", Slider).show_value(settings.concurrency)
         self.show_shape(settings.rate)
@@ -210,7 +213,10 @@ class LoadPane(Vertical):
             self._mode, self._words = settings.mode, settings.words
             self.show_mode(settings.mode, settings.words)
         self.query_one("#summary", TextBox).show_text(summary_text(snap, power_w, self.compact))
-        self.query_one("#server", TextBox).show_text(server_text(server, snap, observed_limit, self.compact))
+        if fleet_sample is not None:  # --prometheus: every replica instead of the one server
+            self.query_one("#server", TextBox).show_text(fleet.replica_text(fleet_sample, self.compact))
+        else:
+            self.query_one("#server", TextBox).show_text(server_text(server, snap, observed_limit, self.compact))
         self.query_one("#queue", TextBox).show_text(queue_text(snap, server))
         # Every visible row changes on every redraw (timers, rates): once a second keeps an SSH link light.
         if self._rows_ns is None or snap.taken_ns - self._rows_ns >= ROWS_EVERY_NS or len(snap.streams) != self._rows_n:

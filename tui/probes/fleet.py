@@ -30,6 +30,12 @@ GPU_FIELDS = (
 # a half-busy core reads 98 % busy for its first seconds); irate is the last interval's, as top shows it.
 CPU_BUSY = '1 - sum without (mode) (irate(node_cpu_seconds_total{mode=~"idle|iowait|steal"}[1m]))'
 RAM_USED = "1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes"
+# generated tokens per second, server-reported, by server kind (TGI exports no such counter or gauge)
+TOKENS_PER_S = {
+    "vllm": "irate(vllm:generation_tokens_total[1m])",
+    "sglang": "sglang:gen_throughput",
+    "llama.cpp": "irate(llamacpp:tokens_predicted_total[1m])",
+}
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,7 @@ class Replica:
     running: float | None
     waiting: float | None
     cache: float | None  # KV cache use, 0–1
+    tokens_per_s: float | None = None  # generated, as the server counts them
 
 
 @dataclass(frozen=True)
@@ -149,13 +156,14 @@ class FleetProbe:
             for name in names.cache:
                 if not cache:
                     cache = {_key(s): s for s in self._query(name, notes)}
+            speed = {_key(s): s for s in self._query(TOKENS_PER_S[kind], notes)} if kind in TOKENS_PER_S else {}
             for key in sorted(set(running) | set(waiting)):
                 labels = (running.get(key) or waiting[key]).labels
                 if labels.get("job", "").lower().find("router") >= 0:
                     continue  # a router re-exporting its replicas' names is not a replica
                 replicas.append(Replica(instance=key[0], job=labels.get("job", ""), kind=kind, model=key[1],
                                         running=_value(running.get(key)), waiting=_value(waiting.get(key)),
-                                        cache=_value(cache.get(key))))
+                                        cache=_value(cache.get(key)), tokens_per_s=_value(speed.get(key))))
         if not replicas:
             notes.append("no LLM server metrics (vLLM, SGLang, TGI, llama.cpp) are scraped")
         return replicas

@@ -1,0 +1,127 @@
+"""The fleet as the panes draw it (`--prometheus`): GPUs grouped by host, a row per host, a row per replica.
+
+Pure functions from a `FleetSample` (read by the app in a thread worker) to text; every name and label
+came from Prometheus and is shown as plain text. A reading older than STALE_S says its age in the
+alarm colour: DCGM's exporter collects every 30 s by default, and an old value must not pass for live.
+"""
+
+from __future__ import annotations
+
+from itertools import groupby
+
+from rich.text import Text
+
+from tui.probes.fleet import FleetSample
+from tui.untrusted import visible
+from tui.widgets.drawing import BLOCKS, bar, fmt, load_style, size
+from tui.widgets.palette import style
+
+STALE_S = 45.0
+FRESH_S = 5.0  # younger readings say no age at all
+
+
+def _calm(sample: FleetSample) -> Text | None:
+    """Prometheus's own trouble, in one line, instead of the fleet."""
+    if sample.error:
+        return Text(visible(sample.error), style=style("error"))
+    return None
+
+
+def _age(text: Text, age_s: float) -> None:
+    if age_s >= STALE_S:
+        text.append(f"  {age_s:.0f} s old", style=style("alarm"))
+    elif age_s >= FRESH_S:
+        text.append(f"  {age_s:.0f} s ago", style=style("muted"))
+
+
+def gpu_text(sample: FleetSample, width: int, compact: bool = False) -> Text:
+    if (calm := _calm(sample)) is not None:
+        return calm
+    text = Text()
+    for host, gpus in groupby(sample.gpus, key=lambda g: g.host):
+        gpus = list(gpus)
+        watts = [g.power for g in gpus if g.power is not None]
+        if text:
+            text.append("\n")
+        text.append(visible(host), style="bold")
+        text.append(f"  {len(gpus)} GPU{'s' if len(gpus) != 1 else ''}")
+        if watts:
+            text.append(f" · {sum(watts):.0f} W", style=style("accent"))
+        for gpu in gpus:
+            frac = gpu.mem_used / gpu.mem_total if gpu.mem_used is not None and gpu.mem_total else None
+            text.append(f"\n {visible(gpu.index):>2} ")
+            if not compact:
+                text.append(visible(gpu.name.removeprefix("NVIDIA "))[:22], style=style("title"))
+            text.append("  util ")
+            text.append(f"{fmt(gpu.util, '.0f', 'N/A'):>3}%", style=load_style(gpu.util))
+            text.append("  mem ")
+            if not compact and width >= 90:
+                filled, empty = bar(frac, 10)
+                text.append(filled, style=load_style(None if frac is None else frac * 100))
+                text.append(empty, style=style("bar-empty"))
+                text.append(" ")
+            text.append(f"{size(gpu.mem_used)}/{size(gpu.mem_total)} GiB  {fmt(gpu.power, '.0f', 'N/A')} W")
+            if not compact:
+                text.append(f"  {fmt(gpu.temp, '.0f', 'N/A')}°C  SM {fmt(gpu.sm_clock, '.0f', 'N/A')} MHz")
+            _age(text, gpu.age_s)
+    if not sample.gpus:
+        text.append("no GPUs in Prometheus", style=style("quiet"))
+    _notes(text, sample, "GPU")
+    return text
+
+
+def host_text(sample: FleetSample, width: int, compact: bool = False) -> Text:
+    if (calm := _calm(sample)) is not None:
+        return calm
+    text = Text()
+    name_width = min(24, max((len(h.host) for h in sample.hosts), default=4))
+    for host in sample.hosts:
+        if text:
+            text.append("\n")
+        text.append(f"{visible(host.host)[:name_width]:<{name_width}} ", style="bold")
+        cpu = None if host.cpu is None else host.cpu * 100
+        text.append(f"CPU {fmt(cpu, '3.0f', 'N/A')}% ", style=load_style(cpu))
+        room = width - name_width - 24
+        if host.cores and room > 4 and not compact:
+            for share in host.cores[:room]:  # a block per core, its height the load
+                text.append(BLOCKS[min(len(BLOCKS) - 1, int(share * len(BLOCKS)))], style=load_style(share * 100))
+            text.append(" ")
+        ram = None if host.ram_used is None else host.ram_used * 100
+        text.append(f"RAM {fmt(ram, '3.0f', 'N/A')}%", style=load_style(ram))
+    if not sample.hosts:
+        text.append("no hosts in Prometheus", style=style("quiet"))
+    _notes(text, sample, "host")
+    return text
+
+
+def replica_text(sample: FleetSample, compact: bool = False) -> Text:
+    """The load pane's server view for the fleet: every replica's queue, by instance and model."""
+    text = Text("fleet says ", style="bold")
+    if (calm := _calm(sample)) is not None:
+        return text + calm
+    if not sample.replicas:
+        text.append("no LLM server replicas in Prometheus", style=style("quiet"))
+    for i, replica in enumerate(sample.replicas):
+        if i:
+            text.append("  ·  " if compact else "\n           ")
+        text.append(visible(replica.instance), style=style("title"))
+        if replica.model and not compact:
+            text.append(f" {visible(replica.model)}", style=style("quiet"))
+        text.append(f" running {fmt(replica.running, '.0f', '?')}", style=style("streaming"))
+        text.append(f" · waiting {fmt(replica.waiting, '.0f', '?')}",
+                    style=style("waiting") if replica.waiting else "")
+        if replica.cache is not None:
+            text.append(f" · KV {replica.cache:.0%}")
+        if replica.tokens_per_s is not None:
+            text.append(f" · {replica.tokens_per_s:.0f} tok/s (server)")
+    for target in sample.down:
+        why = "" if compact else f": {visible(target.last_error)}"
+        text.append(("  ·  " if compact else "\n           ") + f"{visible(target.job)} {visible(target.instance)} down{why}",
+                    style=style("error"))
+    return text
+
+
+def _notes(text: Text, sample: FleetSample, about: str) -> None:
+    for note in sample.notes:
+        if about in note:
+            text.append("\n" + visible(note), style=style("quiet"))
