@@ -3,6 +3,7 @@ import os
 
 import pytest
 
+from tui import files
 from tui.load import prompt_file
 from tui.load.prompt_file import PromptFileError, PromptSource, load_prompts, read_prompt_file
 
@@ -102,7 +103,7 @@ def test_unreadable_file(tmp_path, monkeypatch):
     if os.geteuid() == 0:  # root reads a mode-0 file anyway, so the refusal is simulated
         def refuse(*args, **kwargs):
             raise PermissionError(13, "Permission denied", path)
-        monkeypatch.setattr(prompt_file, "open", refuse, raising=False)
+        monkeypatch.setattr(files, "open", refuse, raising=False)
     assert error_of(path) == f"{path}: permission denied"
 
 

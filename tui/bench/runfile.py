@@ -24,6 +24,7 @@ from tui import __version__
 from tui.load.client import Target
 from tui.load.discover import ServerInfo
 from tui.load.records import RequestRecord
+from tui.files import read_text_file
 from tui.untrusted import Redactor, one_line, url_password
 
 FORMAT = "tokentop-run"
@@ -133,18 +134,7 @@ def _cell_key(row: dict[str, Any]) -> bool:
 def load_run(path: str) -> dict[str, Any]:
     """A run file's document, or RunFileError in one line."""
     shown = one_line(path, 80)
-    try:
-        if os.path.getsize(path) > MAX_BYTES:
-            raise RunFileError(f"{shown}: over {MAX_BYTES >> 20} MiB, not a run file")
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RunFileError(f"{shown}: no such file") from None
-    except IsADirectoryError:
-        raise RunFileError(f"{shown}: a directory, not a run file") from None
-    except UnicodeDecodeError:
-        raise RunFileError(f"{shown}: not UTF-8 text, not a run file") from None
-    except OSError as exc:
-        raise RunFileError(f"{shown}: cannot read ({exc.strerror or exc})") from None
+    text = read_text_file(path, shown, MAX_BYTES, RunFileError)
     try:
         document = json.loads(text)
     except (ValueError, RecursionError) as exc:

@@ -14,6 +14,7 @@ import os
 import random
 from typing import Any
 
+from tui.files import read_text_file
 from tui.untrusted import one_line
 
 MAX_BYTES = 512 << 20
@@ -48,34 +49,10 @@ def _not_json(name: str, error: Exception, lineno: int | None) -> PromptFileErro
     return PromptFileError(f"{where}: not JSON ({one_line(reason, 100)})")
 
 
-def _read_text(path: str, name: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            # The read is capped too: a pipe or a growing file reports no true size.
-            data = b"" if size > MAX_BYTES else f.read(MAX_BYTES + 1)
-    except FileNotFoundError:
-        raise PromptFileError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise PromptFileError(f"{name}: a directory, not a file") from None
-    except PermissionError:
-        raise PromptFileError(f"{name}: permission denied") from None
-    except OSError as e:
-        raise PromptFileError(f"{name}: cannot read ({one_line(e.strerror or e, 100)})") from None
-    size = max(size, len(data))
-    if size > MAX_BYTES:
-        raise PromptFileError(f"{name}: too big ({size:,} bytes; the limit is {MAX_BYTES >> 20} MiB)")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        lineno = data.count(b"\n", 0, e.start) + 1
-        raise PromptFileError(f"{name} line {lineno}: not UTF-8 (byte 0x{data[e.start]:02x})") from None
-
-
 def read_prompt_file(path: str | os.PathLike[str]) -> tuple[list[str], int]:
     """The file's prompts in file order, and how many of its lines (array items) had none."""
     name = one_line(os.fspath(path))
-    text = _read_text(path, name)
+    text = read_text_file(path, name, MAX_BYTES, PromptFileError)
     if not text.strip():
         raise PromptFileError(f"{name}: empty")
     if text.lstrip().startswith("["):
