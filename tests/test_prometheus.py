@@ -183,14 +183,14 @@ def test_a_bad_prometheus_url_is_one_line_and_exit_2(capsys, url):
 
 
 async def test_the_app_shows_every_gpu_host_and_replica_from_prometheus(fleet, sim_factory):
-    from tui.cli import fleet_reader, make_app
+    from tui.cli import fleet_probe, make_app
     from tui.load.discover import discover
     from tui.load.settings import LoadSettings
 
     server, busy, calm = fleet
     target, info = discover(sim_factory(speed=20).url)
     app = make_app(target, info, LoadSettings(concurrency=2, words=25), autostart=True,
-                   read_fleet=fleet_reader(server.url))
+                   fleet=fleet_probe(server.url))
 
     def text(selector: str) -> str:
         return str(app.query_one(selector).render())
@@ -206,3 +206,34 @@ async def test_the_app_shows_every_gpu_host_and_replica_from_prometheus(fleet, s
         assert f"{busy} meta-llama/Llama-3.1-8B running 8 · waiting 3 · KV 42%" in replicas
         assert calm in replicas and "router" not in replicas
         assert app.query_one("#gpu").border_title == "GPUs (Prometheus)"
+        await pilot.press("h")  # the one host's cores, one bar each
+        assert " 3 ████░░░░  50%" in text("#host")
+
+
+def test_the_fleet_history_comes_from_prometheus_memory(fleet):
+    import time
+
+    from tui.probes.fleet import FleetProbe
+
+    client = PrometheusClient(fleet[0].url)
+    try:
+        time.sleep(2)  # a few scrapes of history
+        history = FleetProbe(client).history(seconds=60, step=1)
+    finally:
+        client.close()
+    assert set(history) == {("gpu-a", "0"), ("gpu-a", "1"), ("gpu-b", "0")}
+    known = [v for v in history[("gpu-a", "1")] if not math.isnan(v)]
+    assert len(known) >= 2 and set(known) == {91.0}
+
+
+def test_every_bench_format_carries_each_replicas_queue_peak(fleet, sim_factory, capsys):
+    from tui.cli import main
+
+    server, busy, calm = fleet
+    sim = sim_factory(speed=50)
+    for fmt in ("wide", "markdown", "csv"):
+        status = main(["bench", "--url", sim.url, "--concurrency", "1", "--words", "25", "--duration", "1.5",
+                       "--prometheus", server.url, "--format", fmt])  # long enough for a read of the fleet
+        out = capsys.readouterr().out
+        assert status == 0 and f"{busy} meta-llama/Llama-3.1-8B 3" in out and "Fleet GPU W" in out.replace(
+            "fleet_power_w", "Fleet GPU W"), fmt

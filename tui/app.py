@@ -37,7 +37,7 @@ from tui.load.snapshot import Snapshot
 from tui.panes.gpu import GpuPane
 from tui.panes.host import HostPane
 from tui.panes.load import LoadPane
-from tui.probes.fleet import FleetSample
+from tui.probes.fleet import FleetProbe, FleetSample
 from tui.probes.gpu import GpuReading
 from tui.probes.host import HostSample
 from tui.probes.server import ServerSample
@@ -80,6 +80,10 @@ class FleetSampled(Sampled):
     pass
 
 
+class FleetHistory(Sampled):
+    """Each GPU's utilisation over the last minutes, read once at the start."""
+
+
 class EngineSampled(Sampled):
     """The engine's snapshot, a few times a second: the one the load pane and the history draw."""
 
@@ -112,6 +116,7 @@ class TokentopApp(App):
         Binding("f", "find_capacity", "capacity"),
         Binding("escape", "stop_finding", "", show=False),
         Binding("m", "mode", "mode"),
+        Binding("h", "next_host", "", show=False),
         Binding("M", "models", "model"),
         Binding("s", "screenshot", "screenshot"),
         Binding("e", "export", "export"),
@@ -122,12 +127,12 @@ class TokentopApp(App):
                  read_host: Callable[[], HostSample], read_server: Callable[[], ServerSample] | None = None,
                  autostart: bool = False, notice: str | None = None, refresh_hz: float = 2.0,
                  poll_s: float = 1.0, prompt_label: str | None = None, slo: dict[str, float] | None = None,
-                 hold_s: float = HOLD_S, read_fleet: Callable[[], FleetSample] | None = None) -> None:
+                 hold_s: float = HOLD_S, fleet: FleetProbe | None = None) -> None:
         """`prompt_label`: what the prompts are when they are not the mode's (synthetic, or from a file).
         `slo` and `hold_s`: what `f` finds the capacity within, and how long it holds each level."""
         super().__init__()
         self.slo, self.hold_s = slo or DEFAULT_SLO, hold_s
-        self.read_fleet = read_fleet  # --prometheus: the fleet replaces the local GPU, host and server views
+        self.fleet_probe = fleet  # --prometheus: the fleet replaces the local GPU, host and server views
         self.fleet: FleetSample | None = None
         self.hunt: CapacitySearch | None = None  # the capacity search `f` is running
         self.prompt_label = prompt_label
@@ -168,13 +173,13 @@ class TokentopApp(App):
         self._fit(self.size.width, self.size.height)
         self.run_worker(lambda: self._poll(self.engine.snapshot, EngineSampled, 1 / self.refresh_hz),
                         thread=True, group="engine")
-        if self.read_fleet is None:  # with --prometheus the fleet is drawn instead of this machine
+        if self.fleet_probe is None:  # with --prometheus the fleet is drawn instead of this machine
             self.run_worker(lambda: self._poll(self.read_gpu, GpuSampled), thread=True, group="gpu")
             self.run_worker(lambda: self._poll(self.read_host, HostSampled), thread=True, group="host")
         if self.read_server is not None:
             self.run_worker(lambda: self._poll(self.read_server, ServerSampled), thread=True, group="server")
-        if self.read_fleet is not None:
-            self.run_worker(lambda: self._poll(self.read_fleet, FleetSampled), thread=True, group="fleet")
+        if self.fleet_probe is not None:
+            self.run_worker(self._watch_fleet, thread=True, group="fleet")
         if self.notice:
             self.say(self.notice, timeout=15)
 
@@ -200,6 +205,22 @@ class TokentopApp(App):
         self.gpu = message.sample
         if panes := self._monitor_panes():
             panes[0].show(message.sample)
+
+    def action_next_host(self) -> None:
+        """--prometheus: draw the next host's cores one by one."""
+        if self.fleet_probe is None or not (panes := self._monitor_panes()):
+            return
+        chosen = panes[1].choose_next_host()
+        self.say(f"cores of {chosen}" if chosen else "a row per host", title="hosts")
+
+    def _watch_fleet(self) -> None:
+        """The last minutes from Prometheus's own memory first (the sparklines start full), then live readings."""
+        self.post_message(FleetHistory(self.fleet_probe.history()))
+        self._poll(self.fleet_probe.read, FleetSampled)
+
+    def on_fleet_history(self, message: FleetHistory) -> None:
+        if panes := self._monitor_panes():
+            panes[0].seed_fleet_history(message.sample)
 
     def on_fleet_sampled(self, message: FleetSampled) -> None:
         self.fleet = message.sample

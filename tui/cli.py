@@ -166,7 +166,7 @@ def run_app(args: argparse.Namespace) -> int:
             open(args.out, "w").close()  # fail here, in one line, not in the engine's process
         app = make_app(target, info, settings, autostart=args.autostart or args.demo, out_path=args.out,
                        read_timeout=args.timeout, workers=args.workers, notice=notice, prompts=prompts,
-                       prompt_label=prompt_label, slo=slo, hold_s=args.hold, read_fleet=fleet_reader(args.prometheus))
+                       prompt_label=prompt_label, slo=slo, hold_s=args.hold, fleet=fleet_probe(args.prometheus))
         signal.signal(signal.SIGTERM, lambda signum, frame: app.exit())  # quit as `q` does: files whole
         app.run()
         return app.return_code or 0
@@ -211,15 +211,15 @@ def make_app(target, info, settings, *, autostart: bool = False, out_path: str |
                        read_server=read_server, autostart=autostart, **app_options)
 
 
-def fleet_reader(url: str | None):
-    """--prometheus's fleet probe's read, or None; unreadable credentials raise PrometheusError (one line)."""
+def fleet_probe(url: str | None):
+    """--prometheus's fleet probe, or None; unreadable credentials raise PrometheusError (one line)."""
     if url is None:
         return None
     from tui.probes.fleet import FleetProbe
     from tui.probes.prometheus import PrometheusClient, credentials_from_env
 
     token, basic = credentials_from_env()
-    return FleetProbe(PrometheusClient(url, token, basic)).read
+    return FleetProbe(PrometheusClient(url, token, basic))
 
 
 def local_port(url: str) -> int | None:

@@ -42,6 +42,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("gpu_power_w", "GPU W", ".0f"),
     ("fleet_power_w", "Fleet GPU W", ".0f"),
     ("fleet_j_per_token", "Fleet J/token", ".2f"),
+    ("replica_queue_max", "Replica queue max", "peaks"),
     ("j_per_token", "J/token", ".2f"),
     ("tps_per_watt", "tok/s/W", ".3f"),
     ("request_rps", "Requests/s", ".2f"),
@@ -59,7 +60,7 @@ COLUMNS: list[tuple[str, str, str]] = [
 ]
 RATE_COLUMN = ("rate", "Rate (req/s)", "g")  # the first column of open-loop rows
 OPEN_LOOP_ONLY = ("sent_rps", "backlog_end", "backlog_growth_rps", "held_back", "unsent")
-FLEET_ONLY = ("fleet_power_w", "fleet_j_per_token")  # with --prometheus
+FLEET_ONLY = ("fleet_power_w", "fleet_j_per_token", "replica_queue_max")  # with --prometheus
 # The table's selection, after the article's five columns: enough to size a server, narrow enough for a terminal.
 COMPACT = ("sent_rps", "request_rps", "backlog_end", "backlog_growth_rps", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s",
            "itl_p99_s", "aggregate_tps", "fleet_j_per_token", "slo_met_share", "goodput_rps", "held_back", "unsent", "tokens_source",
@@ -137,6 +138,8 @@ def make_meta(info: ServerInfo, args: argparse.Namespace, loads: list, words: li
 def _cell(value: Any, fmt: str) -> str:
     if value is None:
         return "-"
+    if fmt == "peaks":  # {replica: its queue's peak}
+        return visible("; ".join(f"{name} {peak:g}" for name, peak in value.items()))
     if fmt == "s":
         return str(value)
     return format(value, fmt)
@@ -177,7 +180,7 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str
         writer = csv.writer(buf, lineterminator="\n")
         model = visible(meta["model"])  # a server's text: control characters made visible
         writer.writerow(["model"] + [key for key, _, _ in columns] + ["error_kinds", "client_warning"])
-        writer.writerows([[model] + [row.get(key) for key, _, _ in columns]
+        writer.writerows([[model] + [_cell(row.get(key), f) if f == "peaks" else row.get(key) for key, _, f in columns]
                           + [";".join(row.get("error_kinds") or []), row.get("client_warning") or ""]
                           for row in rows])
         return buf.getvalue()

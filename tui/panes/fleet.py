@@ -7,13 +7,14 @@ alarm colour: DCGM's exporter collects every 30 s by default, and an old value m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import groupby
 
 from rich.text import Text
 
 from tui.probes.fleet import FleetSample
 from tui.untrusted import visible
-from tui.widgets.drawing import BLOCKS, bar, fmt, load_style, size
+from tui.widgets.drawing import BLOCKS, bar, fmt, load_style, size, sparkline
 from tui.widgets.palette import style
 
 STALE_S = 45.0
@@ -34,7 +35,9 @@ def _age(text: Text, age_s: float) -> None:
         text.append(f"  {age_s:.0f} s ago", style=style("muted"))
 
 
-def gpu_text(sample: FleetSample, width: int, compact: bool = False) -> Text:
+def gpu_text(sample: FleetSample, width: int, compact: bool = False,
+             history: dict[tuple[str, str], Sequence[float | None]] | None = None) -> Text:
+    """`history`: each GPU's utilisation so far; each host's line draws its GPUs' mean as a sparkline."""
     if (calm := _calm(sample)) is not None:
         return calm
     text = Text()
@@ -47,6 +50,10 @@ def gpu_text(sample: FleetSample, width: int, compact: bool = False) -> Text:
         text.append(f"  {len(gpus)} GPU{'s' if len(gpus) != 1 else ''}")
         if watts:
             text.append(f" · {sum(watts):.0f} W", style=style("accent"))
+        spark = min(40, width - len(host) - 30)
+        if history and spark >= 5 and not compact:
+            series = [history.get((g.host, g.index), ()) for g in gpus]
+            text.append("  util " + sparkline(mean_by_time(series, spark), spark, top=100), style=style("accent"))
         for gpu in gpus:
             frac = gpu.mem_used / gpu.mem_total if gpu.mem_used is not None and gpu.mem_total else None
             text.append(f"\n {visible(gpu.index):>2} ")
@@ -70,7 +77,17 @@ def gpu_text(sample: FleetSample, width: int, compact: bool = False) -> Text:
     return text
 
 
-def host_text(sample: FleetSample, width: int, compact: bool = False) -> Text:
+def mean_by_time(series: Sequence[Sequence[float | None]], last: int) -> list[float | None]:
+    """The mean of several histories at each of the `last` steps, aligned at their ends."""
+    means = []
+    for back in range(last, 0, -1):
+        known = [s[-back] for s in series if len(s) >= back and s[-back] is not None]
+        means.append(sum(known) / len(known) if known else None)
+    return means
+
+
+def host_text(sample: FleetSample, width: int, compact: bool = False, chosen: str | None = None) -> Text:
+    """A row per host; the `chosen` one (the h key) also gets a bar per core, as `top` then `1` shows it."""
     if (calm := _calm(sample)) is not None:
         return calm
     text = Text()
@@ -88,10 +105,26 @@ def host_text(sample: FleetSample, width: int, compact: bool = False) -> Text:
             text.append(" ")
         ram = None if host.ram_used is None else host.ram_used * 100
         text.append(f"RAM {fmt(ram, '3.0f', 'N/A')}%", style=load_style(ram))
+        if host.host == chosen:
+            _core_bars(text, host.cores, width)
     if not sample.hosts:
         text.append("no hosts in Prometheus", style=style("quiet"))
     _notes(text, sample, "host")
     return text
+
+
+CORE_CELL = 18  # "nn ████████ 100%" and a gap
+
+
+def _core_bars(text: Text, cores: Sequence[float], width: int) -> None:
+    columns = max(1, width // CORE_CELL)
+    for i, share in enumerate(cores):
+        text.append("\n" if i % columns == 0 else "  ")
+        filled, empty = bar(share, CORE_CELL - 10)
+        text.append(f"{i:>2} ")
+        text.append(filled, style=load_style(share * 100))
+        text.append(empty, style=style("bar-empty"))
+        text.append(f" {share * 100:3.0f}%")
 
 
 def replica_text(sample: FleetSample, compact: bool = False) -> Text:
@@ -122,6 +155,7 @@ def replica_text(sample: FleetSample, compact: bool = False) -> Text:
 
 
 def _notes(text: Text, sample: FleetSample, about: str) -> None:
+    """The notes about this pane's exporters; the GPU pane also says which queries were cut short."""
     for note in sample.notes:
-        if about in note:
+        if about in note or (about == "GPU" and "left off" in note):
             text.append("\n" + visible(note), style=style("quiet"))

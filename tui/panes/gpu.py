@@ -5,6 +5,7 @@ It renders `GpuReading`s it is handed (read by the app in a thread worker); it n
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 from rich.text import Text
@@ -30,10 +31,21 @@ class GpuPane(TextBox):
         self.server_pids: frozenset[int] = frozenset()  # the server process and its children
         self.compact = False
         self._fleet: FleetSample | None = None  # with --prometheus: every GPU of every host instead
+        self._fleet_util: dict[tuple[str, str], deque[float | None]] = {}
 
     def show_fleet(self, sample: FleetSample) -> None:
         self._fleet = sample
         self.border_title = "GPUs (Prometheus)"
+        for gpu in sample.gpus:
+            self._fleet_util.setdefault((gpu.host, gpu.index), deque(maxlen=HISTORY)).append(gpu.util)
+        self.refresh_view()
+
+    def seed_fleet_history(self, history: dict[tuple[str, str], list[float]]) -> None:
+        """What Prometheus remembers of each GPU's utilisation, before the live readings."""
+        for key, values in history.items():
+            seeded = deque((None if math.isnan(v) else v for v in values), maxlen=HISTORY)
+            seeded.extend(self._fleet_util.get(key, ()))
+            self._fleet_util[key] = seeded
         self.refresh_view()
 
     def show(self, reading: GpuReading) -> None:
@@ -49,7 +61,8 @@ class GpuPane(TextBox):
 
     def refresh_view(self) -> None:
         if self._fleet is not None:
-            self.show_text(fleet.gpu_text(self._fleet, max(30, self.content_size.width), self.compact))
+            self.show_text(fleet.gpu_text(self._fleet, max(30, self.content_size.width), self.compact,
+                                          self._fleet_util))
             return
         reading = self._reading
         if reading is None:

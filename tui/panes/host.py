@@ -30,6 +30,17 @@ class HostPane(TextBox):
         self._ram: deque[float] = deque(maxlen=HISTORY)
         self.compact = False
         self._fleet: FleetSample | None = None  # with --prometheus: a row per host instead
+        self.chosen: str | None = None  # the host whose cores are drawn one by one (the h key)
+
+    def choose_next_host(self) -> str | None:
+        """The next host's cores, then none again; returns the host now chosen."""
+        hosts = [h.host for h in self._fleet.hosts] if self._fleet else []
+        if not hosts:
+            return None
+        at = hosts.index(self.chosen) + 1 if self.chosen in hosts else 0
+        self.chosen = hosts[at] if at < len(hosts) else None
+        self.refresh_view()
+        return self.chosen
 
     def show_fleet(self, sample: FleetSample) -> None:
         self._fleet = sample
@@ -47,7 +58,7 @@ class HostPane(TextBox):
 
     def refresh_view(self) -> None:
         if self._fleet is not None:
-            self.show_text(fleet.host_text(self._fleet, max(30, self.content_size.width), self.compact))
+            self.show_text(fleet.host_text(self._fleet, max(30, self.content_size.width), self.compact, self.chosen))
             return
         s = self._sample
         if s is None:

@@ -100,6 +100,20 @@ class FleetProbe:
     def __init__(self, client: PrometheusClient) -> None:
         self.client = client
 
+    def history(self, seconds: float = 600.0, step: float = 5.0) -> dict[tuple[str, str], list[float]]:
+        """Each GPU's utilisation (%) over the last `seconds`, from Prometheus's own memory: the chart starts
+        full instead of empty. Empty when it cannot be read (the live readings say why)."""
+        end = time.time()
+        for column in (1, 2):  # DCGM's names, else nvitop-exporter's
+            try:
+                found = self.client.query_range(GPU_FIELDS[0][column], end - seconds, end, step)
+            except PrometheusError:
+                return {}
+            if found:
+                return {(host_of(labels), labels.get("gpu") or labels.get("index") or "?"): values
+                        for labels, values in found}
+        return {}
+
     def read(self) -> FleetSample:
         try:
             return self._read()

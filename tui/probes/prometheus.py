@@ -88,6 +88,20 @@ class PrometheusClient:
         series = [_series(item.get("metric") or {}, item.get("value")) for item in result if isinstance(item, dict)]
         return Answer(tuple(series[:MAX_SERIES]), max(0, len(series) - MAX_SERIES))
 
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[tuple[dict[str, str], list[float]]]:
+        """A range query: each series' labels and its values, step by step (NaN where it had none)."""
+        data = self._get("/api/v1/query_range", {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}",
+                                                 "step": f"{step:g}"})
+        if data.get("resultType") != "matrix" or not isinstance(data.get("result"), list):
+            raise PrometheusError(f"{one_line(expr, 60)}: not a matrix")
+        found = []
+        for item in data["result"][:MAX_SERIES]:
+            if not isinstance(item, dict) or not isinstance(item.get("values"), list):
+                continue
+            points = [_series({}, pair) for pair in item["values"]]
+            found.append((_series(item.get("metric") or {}, None).labels, [p.value for p in points]))
+        return found
+
     def targets(self) -> list[ScrapeTarget]:
         data = self._get("/api/v1/targets", {"state": "active"})
         found = []
