@@ -237,3 +237,69 @@ def test_every_bench_format_carries_each_replicas_queue_peak(fleet, sim_factory,
         out = capsys.readouterr().out
         assert status == 0 and f"{busy} meta-llama/Llama-3.1-8B 3" in out and "Fleet GPU W" in out.replace(
             "fleet_power_w", "Fleet GPU W"), fmt
+
+
+def answering(status: int, body: bytes):
+    """A loopback server that answers every request with `status` and `body` (what Prometheus must not be)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_refused_credentials_and_too_many_series_are_said_in_one_line():
+    import json
+
+    refusing = answering(401, b'{"error": "unauthorized"}')
+    many = {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {"instance": f"h{i}"}, "value": [1764028800, "1"]} for i in range(2500)]}}
+    crowded = answering(200, json.dumps(many).encode())
+    try:
+        client = PrometheusClient(f"http://127.0.0.1:{refusing.server_address[1]}", token="tok-secret99")
+        with pytest.raises(PrometheusError, match="refused the credentials") as caught:
+            client.query("up")
+        assert "tok-secret99" not in str(caught.value)
+        client.close()
+        client = PrometheusClient(f"http://127.0.0.1:{crowded.server_address[1]}")
+        answer = client.query("up")
+        client.close()
+        assert len(answer.series) == 2000 and answer.truncated == 500
+    finally:
+        refusing.shutdown()
+        crowded.shutdown()
+
+
+def test_a_missing_exporter_is_named(prometheus):
+    from tui.probes.fleet import FleetProbe
+
+    client = PrometheusClient(prometheus[0].url)  # it scrapes only the sim: no GPU or host exporter
+    try:
+        sample = FleetProbe(client).read()
+    finally:
+        client.close()
+    assert sample.gpus == () and sample.hosts == ()
+    assert any("neither DCGM's exporter" in n for n in sample.notes)
+    assert any("node_exporter" in n for n in sample.notes)
+    assert [r.kind for r in sample.replicas] == ["llama.cpp"]  # the sim's own /metrics, llama.cpp's names
+    assert [t.job for t in sample.down] == ["gone"]
+
+
+def test_the_app_refuses_a_bad_prometheus_url_in_one_line(capsys):
+    from tui.cli import main
+
+    assert main(["--url", "http://127.0.0.1:9", "--prometheus", "ftp://x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--prometheus takes an http(s):// URL" in err
