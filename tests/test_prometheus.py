@@ -120,8 +120,11 @@ def test_the_fleet_probe_reads_every_gpu_host_and_replica(fleet):
     try:
         probe = FleetProbe(client)
         deadline = time.monotonic() + 20
+        def ready(sample) -> bool:  # irate() needs two scrapes of each target, and targets are scraped apart
+            return any(h.cores for h in sample.hosts) and all(r.tokens_per_s is not None for r in sample.replicas)
+
         sample = probe.read()
-        while not any(h.cores for h in sample.hosts) and time.monotonic() < deadline:  # rate() needs two scrapes
+        while not ready(sample) and time.monotonic() < deadline:
             time.sleep(0.5)
             sample = probe.read()
     finally:
