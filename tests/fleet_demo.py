@@ -10,6 +10,7 @@ the load fills live; scraped every second (tests/get_prometheus.sh fetches Prome
 
 from __future__ import annotations
 
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from tui.servers.simproc import SimProcess
 
 
 def main() -> int:
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))  # stop as Ctrl-C does
     binary = find_prometheus()
     if binary is None:
         print("prometheus is missing: bash tests/get_prometheus.sh")

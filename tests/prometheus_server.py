@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 
+from tui.servers.child import spawn
 from tui.servers.llama import free_port
 
 UNPACKED = Path.home() / ".cache" / "tokentop" / "prometheus" / "usr" / "bin" / "prometheus"
@@ -46,7 +47,8 @@ class PrometheusServer:
             lines += [f"  - job_name: {job}", "    static_configs:", f"      - targets: [{', '.join(targets)}]"]
         config.write_text("\n".join(lines) + "\n")
         log = open(self.folder / "prometheus.log", "w")
-        self.process = subprocess.Popen(
+        # spawned with a parent-death signal: a test or demo killed mid-way leaves no Prometheus behind
+        self.process = spawn(
             [str(self.binary), f"--config.file={config}", f"--storage.tsdb.path={self.folder / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
