@@ -10,16 +10,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Exporter:
-    """`with Exporter(text_fn) as e: e.target` — serves text_fn(scrape number) on /metrics."""
+    """`with Exporter(text_fn) as e: e.target` — serves text_fn(scrape number) on /metrics (or on any
+    path, with another status, for a server that is not what it should be)."""
 
-    def __init__(self, text: Callable[[int], str]) -> None:
+    def __init__(self, text: Callable[[int], str], status: int = 200, content_type: str = "text/plain; version=0.0.4"
+                 ) -> None:
         scrapes = itertools.count()
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
                 body = text(next(scrapes)).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

@@ -242,47 +242,24 @@ def test_every_bench_format_carries_each_replicas_queue_peak(fleet, sim_factory,
             "fleet_power_w", "Fleet GPU W"), fmt
 
 
-def answering(status: int, body: bytes):
-    """A loopback server that answers every request with `status` and `body` (what Prometheus must not be)."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 def test_refused_credentials_and_too_many_series_are_said_in_one_line():
     import json
 
-    refusing = answering(401, b'{"error": "unauthorized"}')
+    from fake_exporters import Exporter
+
     many = {"status": "success", "data": {"resultType": "vector", "result": [
         {"metric": {"instance": f"h{i}"}, "value": [1764028800, "1"]} for i in range(2500)]}}
-    crowded = answering(200, json.dumps(many).encode())
-    try:
-        client = PrometheusClient(f"http://127.0.0.1:{refusing.server_address[1]}", token="tok-secret99")
+    with Exporter(lambda n: '{"error": "unauthorized"}', 401, "application/json") as refusing, \
+            Exporter(lambda n: json.dumps(many), 200, "application/json") as crowded:
+        client = PrometheusClient(f"http://{refusing.target}", token="tok-secret99")
         with pytest.raises(PrometheusError, match="refused the credentials") as caught:
             client.query("up")
         assert "tok-secret99" not in str(caught.value)
         client.close()
-        client = PrometheusClient(f"http://127.0.0.1:{crowded.server_address[1]}")
+        client = PrometheusClient(f"http://{crowded.target}")
         answer = client.query("up")
         client.close()
         assert len(answer.series) == 2000 and answer.truncated == 500
-    finally:
-        refusing.shutdown()
-        crowded.shutdown()
 
 
 def test_a_missing_exporter_is_named(prometheus):

@@ -22,7 +22,7 @@ from tui.bench.capacity import RATE, CapacitySearch, find
 from tui.bench.cells import GIL_SWITCH_S, WorkerDied, run_cells
 from tui.bench.options import add_arguments, prompt_kind, validate
 from tui.bench.render import make_meta, render, rows_of
-from tui.bench.watch import Watch
+from tui.bench.watch import Watch, load_of
 from tui.flags import UsageError
 from tui.load.discover import DiscoveryError, discover
 from tui.load.pool import default_workers
@@ -152,7 +152,7 @@ def _chart(rows: list[dict], search: CapacitySearch | None, args: argparse.Names
     width = min(shutil.get_terminal_size().columns, charts.WIDTH) if sys.stdout.isatty() else charts.WIDTH
     if search is not None:
         name = next(iter(args.slo_limits))
-        figure = {_load_of(row): value_of(row, name) for row in rows}
+        figure = {load_of(row): value_of(row, name) for row in rows}
         chart = charts.capacity_chart({level: not missed for level, missed in search.results.items()}, figure, name,
                                       args.slo_limits[name], search.capacity,
                                       "requests/s" if search.kind == RATE else "concurrent streams", width)
@@ -202,10 +202,6 @@ def _fleet(url: str | None) -> FleetProbe | None:
     for note in first.notes:
         print(f"tokentop bench: fleet: {note}", file=sys.stderr)
     return probe
-
-
-def _load_of(row: dict) -> float:
-    return row["rate"] if "rate" in row else row["concurrency"]
 
 
 def _die(message: str) -> int:

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import math
 import os
+from itertools import cycle
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import plotext as plt
 
+from tui.bench.watch import load_of
+
 from tui.untrusted import visible
 
 COLOURS = ("cyan", "green", "orange", "magenta", "blue", "red", "yellow")
 WIDTH, HEIGHT = 120, 22
-
-
-def _load_of(row: dict[str, Any]) -> float:
-    return row["rate"] if "rate" in row else row["concurrency"]
 
 
 def _log_scale(loads: Sequence[float]) -> bool:
@@ -65,15 +64,15 @@ def load_chart(rows: Sequence[dict[str, Any]], width: int = WIDTH, height: int =
     by_words: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         by_words.setdefault(row["words"], []).append(row)
-    loads = [_load_of(r) for r in rows]
+    loads = [load_of(r) for r in rows]
     log = _log_scale(loads)
     names = []
     for column, (title, solid, dashed) in enumerate((("tok/s (client clock)", "decode_tps_mean", "aggregate_tps"),
                                                      ("TTFT s (client clock)", "ttft_p50_s", "ttft_p99_s")), 1):
         plt.subplot(1, column)
         plt.title(title)
-        for colour, (words, group) in zip(_cycle(), sorted(by_words.items())):
-            xs = [_x(_load_of(r), log) for r in group]
+        for colour, (words, group) in zip(cycle(COLOURS), sorted(by_words.items())):
+            xs = [_x(load_of(r), log) for r in group]
             _line(xs, [r.get(solid) for r in group], colour)
             _line(xs, [r.get(dashed) for r in group], colour, dashed=True)
             if column == 1:
@@ -110,20 +109,20 @@ def compare_chart(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], width: i
     """Per-stream decode tok/s (left) and TTFT p99 (right) against the load: a colour per run."""
     _start(width, height)
     plt.subplots(1, 2)
-    loads = [_load_of(r) for _, rows in runs for r in rows]
+    loads = [load_of(r) for _, rows in runs for r in rows]
     log = _log_scale(loads)
     label = "rate (requests/s)" if any("rate" in r for _, rows in runs for r in rows) else "concurrent streams"
     for column, (key, title) in enumerate((("decode_tps_mean", "per-stream tok/s"), ("ttft_p99_s", "TTFT p99 s")), 1):
         plt.subplot(1, column)
         plt.title(title)
-        for colour, (name, rows) in zip(_cycle(), runs):
+        for colour, (name, rows) in zip(cycle(COLOURS), runs):
             best: dict[float, dict[str, Any]] = {}
             for row in rows:  # one point a load: the first word count's
-                best.setdefault(_load_of(row), row)
+                best.setdefault(load_of(row), row)
             xs = sorted(best)
             _line([_x(x, log) for x in xs], [best[x].get(key) for x in xs], colour)
         _axis(loads, label, log)
-    return _built() + "\n" + legend([(name, colour) for (name, _), colour in zip(runs, _cycle())], "runs")
+    return _built() + "\n" + legend([(name, colour) for (name, _), colour in zip(runs, cycle(COLOURS))], "runs")
 
 
 def write_chart(chart: str, path: str) -> None:
@@ -150,8 +149,3 @@ def _line(xs: Sequence[float], ys: Sequence[float | None], colour: str, dashed: 
 def legend(names: Sequence[tuple[str, str]], what: str) -> str:
     """One line under a chart: each name in its line's colour."""
     return f"{what}: " + "   ".join(plt.colorize(f"━━ {visible(name)}", colour) for name, colour in names)
-
-
-def _cycle():
-    while True:
-        yield from COLOURS

@@ -15,6 +15,7 @@ from typing import Any
 
 from tui.bench import charts
 from tui.bench.runfile import RunFileError, load_run
+from tui.bench.watch import load_of
 from tui.untrusted import one_line, visible
 
 FORMATS = ("table", "markdown", "csv")
@@ -56,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     if capacities:
         out.append(capacities)
     sys.stdout.write("\n".join(part for part in out if part) + "\n")
+    if not (args.plot or colour):
+        return 0
     chart = charts.compare_chart([(name, doc["rows"]) for name, (_, doc) in zip(names, runs)])
     if args.plot:
         try:
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"tokentop compare: cannot write --plot {one_line(args.plot, 80)}: {exc.strerror or exc}",
                   file=sys.stderr)
             return 1
-    elif colour:
+    else:
         sys.stdout.write(chart + "\n")
     return 0
 
@@ -117,7 +120,7 @@ def _shown(value: Any) -> str:
 
 
 def _load(row: dict[str, Any]) -> tuple[str, float]:
-    return ("rate", row["rate"]) if "rate" in row else ("concurrency", row["concurrency"])
+    return ("rate" if "rate" in row else "concurrency"), load_of(row)
 
 
 def cells(names: list[str], docs: list[dict[str, Any]], fmt: str, colour: bool) -> str:

@@ -156,7 +156,8 @@ def columns_for(rows: list[dict[str, Any]], fmt: str) -> list[tuple[str, str, st
     if fmt != "table":
         return columns
     by_key = {key: (key, header, f) for key, header, f in columns}
-    compact = [key for key in COMPACT if key in by_key and key in {k for row in rows for k in row}]
+    present = {k for row in rows for k in row}
+    compact = [key for key in COMPACT if key in by_key and key in present]
     compact = [key for key in compact if key not in SHOWN_WHEN_NONZERO or any(row.get(key) for row in rows)]
     return columns[:5] + [by_key[key] for key in compact]
 

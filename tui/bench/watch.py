@@ -17,6 +17,11 @@ from tui.probes.server import ServerProbe
 Cell = tuple[float, int]  # (load, words): the load is a concurrency, or a rate in an open loop
 
 
+def load_of(row: dict[str, Any]) -> float:
+    """A row's load: its rate in an open loop, else its concurrency."""
+    return row["rate"] if "rate" in row else row["concurrency"]
+
+
 @dataclass
 class Watch:
     """What the server and the GPUs say while each cell runs: the server's queue peak, GPU power."""
@@ -73,7 +78,7 @@ class Watch:
             await asyncio.sleep(0.2)
 
     def add_to(self, row: dict[str, Any]) -> None:
-        cell = (row["rate"] if "rate" in row else row["concurrency"], row["words"])
+        cell = (load_of(row), row["words"])
         row["server_queue_max"] = self.queue_max.get(cell)
         if "rate" in row:
             row["unsent"] = self.unsent.get(cell, 0)
