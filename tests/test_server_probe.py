@@ -15,15 +15,15 @@ from tui.load.engine import LoadEngine
 from tui.load.settings import LoadSettings
 from tui.probes.server import ServerProbe, detect
 
-# GET /metrics of each kind: llama.cpp's recorded from the real llama-server under load; vLLM's,
-# SGLang's and TGI's written from their sources in their exporters' exact format (see each file's head).
+# GET /metrics of each kind: llama.cpp's and vLLM's recorded from the real servers under load; SGLang's
+# and TGI's written from their sources in their exporters' exact format (see each file's head).
 DATA = Path(__file__).parent / "data"
 EXPOSITION = {kind: (DATA / f"{name}_metrics.txt").read_text()
               for kind, name in [("llama.cpp", "llamacpp"), ("vllm", "vllm"), ("sglang", "sglang"), ("tgi", "tgi")]}
 ROUTES = {
     "ollama": {"/api/version": {"version": "0.12.3"}},
     "llama.cpp": {"/props": {"total_slots": 4, "build_info": "b7000-abc"}},
-    "vllm": {"/version": {"version": "0.11.0"}},
+    "vllm": {"/version": {"version": "0.32.0"}},
     "sglang": {"/get_server_info": {"version": "0.5.4"}},
     "tgi": {"/info": {"model_id": "m", "version": "3.3.6"}},
 }
@@ -38,14 +38,14 @@ def transport(kind: str) -> httpx.MockTransport:
     return httpx.MockTransport(handle)
 
 
-@pytest.mark.parametrize("kind,version", [("ollama", "0.12.3"), ("llama.cpp", "b7000-abc"), ("vllm", "0.11.0"),
+@pytest.mark.parametrize("kind,version", [("ollama", "0.12.3"), ("llama.cpp", "b7000-abc"), ("vllm", "0.32.0"),
                                           ("sglang", "0.5.4"), ("tgi", "3.3.6"), ("openai-compatible", None)])
 def test_detects_each_kind(kind, version):
     with httpx.Client(transport=transport(kind)) as client:
         assert detect(client, "http://server") == (kind, version)
 
 
-@pytest.mark.parametrize("kind,running,waiting,cache", [("llama.cpp", 4, 1, None), ("vllm", 3, 5, 0.42),
+@pytest.mark.parametrize("kind,running,waiting,cache", [("llama.cpp", 4, 1, None), ("vllm", 4, 4, pytest.approx(0.0221, abs=1e-4)),
                                                          ("sglang", 2, 7, 0.1), ("tgi", 8, 3, None)])
 def test_queue_from_each_kind_of_metrics(kind, running, waiting, cache):
     sample = ServerProbe("http://server", kind, transport=transport(kind)).read()

@@ -117,6 +117,7 @@ class TokentopApp(App):
         Binding("escape", "stop_finding", "", show=False),
         Binding("m", "mode", "mode"),
         Binding("h", "next_host", "", show=False),
+        Binding("p", "server_processes", "", show=False),
         Binding("M", "models", "model"),
         Binding("s", "screenshot", "screenshot"),
         Binding("e", "export", "export"),
@@ -212,6 +213,14 @@ class TokentopApp(App):
             return
         chosen = panes[1].choose_next_host()
         self.say(f"cores of {chosen}" if chosen else "a row per host", title="hosts")
+
+    def action_server_processes(self) -> None:
+        """A line per process of the server's family in the host pane, or the sums alone again."""
+        if self.fleet_probe is not None or not (panes := self._monitor_panes()):
+            return
+        host = panes[1]
+        host.show_members = not host.show_members
+        host.refresh_view()
 
     def _watch_fleet(self) -> None:
         """The last minutes from Prometheus's own memory first (the sparklines start full), then live readings."""

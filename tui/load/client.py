@@ -220,13 +220,17 @@ def _apply(record: RequestRecord, event, t: int) -> bool:
     if event.error:
         _fail(record, event.error_kind or "server", event.error)
         return False
-    if event.content or event.reasoning:
+    before = record.server_output_tokens or 0
+    # With per-chunk usage a chunk whose count rises carries tokens even when its text is empty: vLLM sends
+    # "" for a token that ends inside a UTF-8 character (an emoji's first bytes). A finishing chunk's count
+    # is the total, not a rise.
+    counted = event.tokens_so_far is not None and event.tokens_so_far > before and event.done_reason is None
+    if event.content or event.reasoning or counted:
         if record.first_token_ns is None:
             record.first_token_ns = t
         record.last_token_ns = t
-        if event.output_tokens is not None and len(record.chunk_tokens) == len(record.chunk_ns):
-            # per-chunk usage (vLLM's continuous_usage_stats): the count so far, so this chunk's is the rise
-            record.chunk_tokens.append(max(0, event.output_tokens - (record.server_output_tokens or 0)))
+        if event.tokens_so_far is not None and len(record.chunk_tokens) == len(record.chunk_ns):
+            record.chunk_tokens.append(max(0, event.tokens_so_far - before))  # this chunk's: the rise
         record.chunk_ns.append(t)
     if event.output_tokens:
         record.server_output_tokens = event.output_tokens

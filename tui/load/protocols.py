@@ -37,6 +37,7 @@ class Event:
     final: bool = False
     done_reason: str | None = None
     output_tokens: int | None = None  # server-reported (eval_count / usage.completion_tokens)
+    tokens_so_far: int | None = None  # per-chunk usage (continuous_usage_stats): the count in a chunk with choices
     prompt_tokens: int | None = None
     timings: dict[str, Any] | None = None  # ollama durations (ns) or llama.cpp `timings`, kept whole
     error: str | None = None
@@ -230,6 +231,8 @@ def openai_event(obj: dict[str, Any]) -> Event:
     if isinstance(usage, dict):
         event.output_tokens = count(usage.get("completion_tokens"))
         event.prompt_tokens = count(usage.get("prompt_tokens"))
+        if choices:
+            event.tokens_so_far = event.output_tokens
     if isinstance(obj.get("timings"), dict):
         event.timings = numbers_only(obj["timings"])
     return event

@@ -10,7 +10,7 @@ from rich.text import Text
 
 from tui.panes import fleet
 from tui.probes.fleet import FleetSample
-from tui.probes.host import HostSample
+from tui.probes.host import HostSample, ProcessSample
 from tui.untrusted import visible
 from tui.widgets.drawing import BLOCKS, bar, human_bytes, load_style, size, sparkline
 from tui.widgets.palette import style
@@ -31,6 +31,7 @@ class HostPane(TextBox):
         self.compact = False
         self._fleet: FleetSample | None = None  # with --prometheus: a row per host instead
         self.chosen: str | None = None  # the host whose cores are drawn one by one (the h key)
+        self.show_members = False  # the p key: a line per process of the server's family
 
     def choose_next_host(self) -> str | None:
         """The next host's cores, then none again; returns the host now chosen."""
@@ -89,11 +90,25 @@ class HostPane(TextBox):
         if s.server is None:
             text.append("process not found on this machine", style=style("muted"))
         else:
-            p = s.server
-            text.append(f"{visible(p.name)} pid {p.pid}", style=style("server"))
-            text.append(f" · CPU {p.cpu_percent:.0f}% · RSS {human_bytes(p.rss)}")
-            text.append(f" (by {p.found_by})", style=style("muted"))
+            self._server(text, s.server)
         self.show_text(text)
+
+    def _server(self, text: Text, p: ProcessSample) -> None:
+        """The family's sums on one line; with `p`, a line per member (its starter first)."""
+        text.append(f"{visible(p.name)} pid {p.pid}", style=style("server"))
+        others = len(p.members) - 1
+        if others > 0:
+            text.append(f" +{others} process{'es' if others > 1 else ''}", style=style("server"))
+        text.append(f" · CPU {p.cpu_percent:.0f}% · RSS {human_bytes(p.rss)}")
+        text.append(f" (by {p.found_by})", style=style("muted"))
+        if not self.show_members:
+            if others > 0 and not self.compact:
+                text.append("  p lists them", style=style("muted"))
+            return
+        for m in p.members:
+            text.append(f"\n  {m.pid:>7} ", style=style("muted"))
+            text.append(f"{m.cpu_percent:5.0f}% {human_bytes(m.rss):>9}  ")
+            text.append(visible(m.name), style=style("server"))
 
     @staticmethod
     def _bar(text: Text, fraction: float, width: int = 10) -> None:

@@ -1,5 +1,5 @@
-"""CPU, memory and the server process from psutil. read() is cheap (the app calls it once a second
-from a thread worker); the slow search for the server's process runs in a background thread."""
+"""CPU, memory and the server's process family from psutil. read() is cheap (the app calls it once a
+second from a thread worker); the slow search for the server's processes runs in a background thread."""
 
 from __future__ import annotations
 
@@ -12,20 +12,25 @@ from dataclasses import dataclass
 
 import psutil
 
+from tui.probes.family import Family, Member, family_pids
+
 log = logging.getLogger(__name__)
 
 SERVER_NAMES = ("ollama", "llama-server", "vllm", "sglang", "text-generation-launcher")
-SEARCH_EVERY_S = 5.0  # at most one process search this often while the server is not found
+SEARCH_EVERY_S = 5.0  # at most one process search this often (the family's membership is re-read as often)
 
 
 @dataclass(frozen=True)
 class ProcessSample:
+    """The server's process family (tui.probes.family): its starter's pid and name, and the family's sums."""
+
     pid: int
     name: str
-    cpu_percent: float  # % of one core (can exceed 100)
-    rss: int  # bytes
+    cpu_percent: float  # % of one core (can exceed 100), summed over the family
+    rss: int  # bytes, summed over the family (pages shared between members count once per member)
     found_by: str  # "port" or "name"
-    family: tuple[int, ...] = ()  # its pid and its descendants' (ollama serve → its model runners)
+    family: tuple[int, ...] = ()  # every member's pid, the starter's first
+    members: tuple[Member, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,8 @@ class HostProbe:
     def __init__(self, server_port: int | None = None, server_names=SERVER_NAMES) -> None:
         self.server_port = server_port
         self.server_names = frozenset(server_names)
-        self._proc: psutil.Process | None = None
+        self._family: Family | None = None
+        self._owner: psutil.Process | None = None  # the process found by port or name
         self._found_by = ""
         self._searched_at = -math.inf
         self._searching = False
@@ -103,6 +109,7 @@ class HostProbe:
         psutil.cpu_percent(percpu=True, interval=None)  # the first call has no baseline and says 0
 
     def find_server(self) -> psutil.Process | None:
+        """The server's process (by port, else by name), and its family read anew."""
         proc, how = None, ""
         if self.server_port:
             pid = _listening_pid(self.server_port)
@@ -112,14 +119,25 @@ class HostProbe:
                 except psutil.Error:
                     pass
         if proc is None and self.server_names:
-            proc, how = _named_process(self.server_names), "name"
+            owner = self._owner
+            if self._found_by == "name" and owner is not None and owner.is_running():
+                proc, how = owner, "name"  # still there: spare the scan of every command line
+            else:
+                proc, how = _named_process(self.server_names), "name"
+        pids: tuple[int, ...] = ()
         if proc is not None:
             try:
-                proc.cpu_percent(None)  # prime: the next call measures from here
+                pids = family_pids(proc)
             except psutil.Error:
                 proc = None
         with self._lock:
-            self._proc, self._found_by = proc, how
+            if not pids:
+                self._family = None
+            elif self._family is None:
+                self._family = Family(pids)
+            else:
+                self._family.update(pids)  # members already known keep their CPU baseline
+            self._owner, self._found_by = (proc, how) if pids else (None, "")
             self._searched_at = time.monotonic()
             self._searching = False
         return proc
@@ -142,30 +160,16 @@ class HostProbe:
                 self._searched_at = time.monotonic()
 
     def _server(self) -> ProcessSample | None:
-        with self._lock:
-            proc, how = self._proc, self._found_by
-        if proc is not None:
-            try:
-                if not proc.is_running():  # also catches a reused pid
-                    raise psutil.NoSuchProcess(proc.pid)
-                with proc.oneshot():
-                    name = proc.name()
-                    cpu = proc.cpu_percent(None)
-                    try:
-                        rss = proc.memory_info().rss
-                    except psutil.AccessDenied:
-                        rss = 0
-                    family = (proc.pid, *_children(proc))
-                return ProcessSample(proc.pid, name, cpu, rss, how, family)
-            except psutil.NoSuchProcess:  # ZombieProcess included
-                with self._lock:
-                    if self._proc is proc:
-                        self._proc, self._searched_at = None, -math.inf
-            except psutil.Error:
-                return ProcessSample(proc.pid, "?", 0.0, 0, how, (proc.pid,))
         if self.server_port or self.server_names:
-            self._search_soon()
-        return None
+            self._search_soon()  # found or not: a family gains and loses members (ollama loads a runner)
+        with self._lock:
+            family, how = self._family, self._found_by
+            members = family.read() if family is not None else ()
+        if not members:
+            return None
+        starter = members[0]
+        return ProcessSample(starter.pid, starter.name, sum(m.cpu_percent for m in members),
+                             sum(m.rss for m in members), how, tuple(m.pid for m in members), members)
 
     def read(self) -> HostSample:
         try:
@@ -199,9 +203,3 @@ class HostProbe:
             server=self._server(),
         )
 
-
-def _children(proc: psutil.Process) -> list[int]:
-    try:
-        return [child.pid for child in proc.children(recursive=True)]
-    except psutil.Error:
-        return []
