@@ -38,23 +38,23 @@ async def test_concurrency_slider_and_keys_steer_the_engine(sim_factory):
     app = sim_app(sim_factory(speed=20), autostart=False, concurrency=1, words=25)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press("+", "+")
-        assert app.engine.settings.concurrency == 3
+        await until(lambda: app.engine.settings.concurrency == 3, pilot)  # the slider's message comes after
         slider = app.query_one("#concurrency", Slider)
         slider.focus()
         await pilot.press("right")
-        assert app.engine.settings.concurrency == 4
+        await until(lambda: app.engine.settings.concurrency == 4, pilot)
         await pilot.press("end")
-        assert app.engine.settings.concurrency == MAX_CONCURRENCY
+        await until(lambda: app.engine.settings.concurrency == MAX_CONCURRENCY, pilot)
         await pilot.press("home")
-        assert app.engine.settings.concurrency == 0
+        await until(lambda: app.engine.settings.concurrency == 0, pilot)
         # A click on the track's far end moves the knob there.
         await pilot.click(slider, offset=(slider.size.width - 4, 0))
-        assert app.engine.settings.concurrency == MAX_CONCURRENCY
+        await until(lambda: app.engine.settings.concurrency == MAX_CONCURRENCY, pilot)
         await pilot.press("home", "+", "+")  # back to a load this machine runs in a test
         await pilot.press("]")
-        assert app.engine.settings.words == 50
+        await until(lambda: app.engine.settings.words == 50, pilot)
         await pilot.press("m")
-        assert app.engine.settings.mode == "input"
+        await until(lambda: app.engine.settings.mode == "input", pilot)
         await pilot.press("space")
         await until(lambda: app.engine.running, pilot)
 
@@ -183,3 +183,28 @@ async def test_an_out_file_that_fails_is_said_in_the_summary(sim_factory):
         assert "No space left on device" in text and "▶ running" in text  # the load goes on
         await until(lambda: app.engine.snapshot().completed >= 3, pilot)
         await pilot.press("q")
+
+
+async def test_p_lists_the_server_family_and_hides_it_again(sim_factory):
+    from dataclasses import replace
+
+    from test_snapshots import fixed_host
+    from tui.probes.family import Member
+
+    members = (Member(2412, "python", 3.0, 700 * 2**20, "python -m vllm.entrypoints.openai.api_server"),
+               Member(2456, "VLLM::EngineCore", 91.0, 660 * 2**20),
+               Member(2496, "VLLM::Worker\x1b[31m", 100.0, 2 * 2**30))
+    server = replace(fixed_host().server, pid=2412, name="vllm", cpu_percent=194.0, family=(2412, 2456, 2496),
+                     members=members)
+    sim = sim_factory(speed=20)
+    target, info = discover(sim.url)
+    app = make_app(target, info, LoadSettings(concurrency=0), read_host=lambda: replace(fixed_host(), server=server))
+    async with app.run_test(size=(160, 48)) as pilot:
+        line = await until(lambda: "vllm pid" in (t := pane_text(app, "#host")) and t, pilot)
+        assert "vllm pid 2412 +2 · CPU 194%" in line and "p: all 3" in line and "EngineCore" not in line
+        await pilot.press("p")
+        listed = await until(lambda: "EngineCore" in (t := pane_text(app, "#host")) and t, pilot)
+        assert "python -m vllm.entrypoints" in listed and "91%" in listed
+        assert "VLLM::Worker␛[31m" in listed  # a control character shown, never obeyed
+        await pilot.press("p")
+        await until(lambda: "EngineCore" not in pane_text(app, "#host"), pilot)

@@ -14,7 +14,8 @@ import pytest
 
 from fakes import GiB, FakeDevice, FakeProcess, fake_gpu_reading
 from tui.probes.gpu import NO_DRIVER, GpuProbe, GpuReading
-from tui.probes.host import HostProbe, _matches
+from tui.probes.family import family_pids, label
+from tui.probes.host import HostProbe, _listening_pid, _matches
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,6 +126,7 @@ def child(argv):
 
 LISTEN = "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); " \
          "print(s.getsockname()[1], flush=True); time.sleep(60)"
+LISTEN_COMMAND = f'{sys.executable} -c "{LISTEN}"' 
 
 
 def test_host_probe_finds_the_server_by_port():
@@ -175,3 +177,68 @@ def test_host_sample_is_sane():
     assert 0 <= sample.mem_used <= sample.mem_total and sample.mem_cached >= 0
     assert 0 <= sample.swap_used <= sample.swap_total or sample.swap_total == 0
     assert sample.server is None
+
+
+# A server started alone in its own session (as a shell's job or a service is): a launcher whose child owns the
+# port and has a sibling (TGI's launcher, router and shard), and a worker whose parent exited (re-parented
+# to init, still in the group).
+FAMILY = """
+import os, socket, subprocess, sys, time
+if sys.argv[1:] == ["router"]:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+    print(s.getsockname()[1], flush=True); time.sleep(60)
+elif sys.argv[1:] == ["orphan-parent"]:
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]); os._exit(0)
+else:
+    router = subprocess.Popen([sys.executable, __file__, "router"], stdout=subprocess.PIPE, text=True)
+    shard = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    subprocess.run([sys.executable, __file__, "orphan-parent"])
+    print(router.stdout.readline().strip(), shard.pid, flush=True); time.sleep(60)
+"""
+
+
+@contextlib.contextmanager
+def session(argv):
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait(timeout=10)
+
+
+def test_the_server_is_its_whole_process_family(tmp_path):
+    script = tmp_path / "launcher.py"
+    script.write_text(FAMILY)
+    with session([sys.executable, str(script)]) as launcher:
+        port, shard = (int(word) for word in launcher.stdout.readline().split())
+        owner = _listening_pid(port)
+        assert owner not in (None, launcher.pid)
+        pids = family_pids(psutil.Process(owner))
+        assert pids[0] == launcher.pid  # climbed from the port's owner to the launcher
+        orphans = [p for p in pids if psutil.Process(p).ppid() != launcher.pid and p != launcher.pid]
+        assert owner in pids and shard in pids and len(orphans) == 1  # the re-parented worker, by its group
+        assert os.getpid() not in pids
+
+        probe = HostProbe(server_port=port, server_names=())
+        probe.find_server()
+        time.sleep(0.2)
+        sample = probe.read().server
+        assert sample.pid == launcher.pid and sample.family == pids and len(sample.members) == 4
+        assert sample.rss == sum(m.rss for m in sample.members) and sample.cpu_percent >= 0
+        assert sample.name == "launcher.py"  # what the interpreter runs
+
+
+def test_the_climb_stops_at_a_shell_and_leaves_it_out(tmp_path):
+    with session(["bash", "-c", LISTEN_COMMAND + "; true"]) as shell:  # `; true`: bash cannot exec
+        port = int(shell.stdout.readline())
+        owner = _listening_pid(port)
+        assert owner != shell.pid
+        assert family_pids(psutil.Process(owner)) == (owner,)
+
+
+def test_labels_say_what_an_interpreter_runs():
+    assert label("python", ["/v/bin/python", "-m", "vllm.entrypoints.openai.api_server", "--model", "m"]) == "vllm"
+    assert label("python3", ["python3", "/usr/local/bin/sglang", "serve"]) == "sglang"
+    assert label("python", ["python", "-c", "print(1)"]) == "python"
+    assert label("ollama", ["/usr/bin/ollama", "runner"]) == "ollama"

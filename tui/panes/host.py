@@ -90,25 +90,33 @@ class HostPane(TextBox):
         if s.server is None:
             text.append("process not found on this machine", style=style("muted"))
         else:
-            self._server(text, s.server)
+            self._server(text, s.server, width)
         self.show_text(text)
 
-    def _server(self, text: Text, p: ProcessSample) -> None:
+    def _server(self, text: Text, p: ProcessSample, width: int) -> None:
         """The family's sums on one line; with `p`, a line per member (its starter first)."""
-        text.append(f"{visible(p.name)} pid {p.pid}", style=style("server"))
+        line = Text()
+        line.append(f"{visible(p.name)} pid {p.pid}", style=style("server"))
         others = len(p.members) - 1
         if others > 0:
-            text.append(f" +{others} process{'es' if others > 1 else ''}", style=style("server"))
-        text.append(f" · CPU {p.cpu_percent:.0f}% · RSS {human_bytes(p.rss)}")
-        text.append(f" (by {p.found_by})", style=style("muted"))
+            line.append(f" +{others}", style=style("server"))
+        line.append(f" · CPU {p.cpu_percent:.0f}% · RSS {human_bytes(p.rss)}")
+        line.append(f" (by {p.found_by})", style=style("muted"))
+        hint = f"  p: all {len(p.members)}"
+        if others > 0 and not self.show_members and len("server ") + len(line) + len(hint) <= width:
+            line.append(hint, style=style("muted"))
+        text.append_text(line)
         if not self.show_members:
-            if others > 0 and not self.compact:
-                text.append("  p lists them", style=style("muted"))
             return
         for m in p.members:
-            text.append(f"\n  {m.pid:>7} ", style=style("muted"))
-            text.append(f"{m.cpu_percent:5.0f}% {human_bytes(m.rss):>9}  ")
-            text.append(visible(m.name), style=style("server"))
+            row = Text(f"  {m.pid:>7} ", style=style("muted"))
+            row.append(f"{m.cpu_percent:5.0f}% {human_bytes(m.rss):>9}  ")
+            row.append(visible(m.name), style=style("server"))
+            if m.command:
+                row.append("  " + visible(m.command), style=style("muted"))
+            row.truncate(width, overflow="ellipsis")
+            text.append("\n")
+            text.append_text(row)
 
     @staticmethod
     def _bar(text: Text, fraction: float, width: int = 10) -> None:

@@ -26,9 +26,20 @@ STARTERS = frozenset({
 @dataclass(frozen=True)
 class Member:
     pid: int
-    name: str
+    name: str  # its own (vLLM names its processes VLLM::EngineCore, VLLM::Worker)
     cpu_percent: float  # % of one core since the last read
     rss: int  # bytes; 0 where it may not be read
+    command: str = ""  # its command line, as read when it joined ("" where it may not be read)
+
+
+def label(name: str, cmdline: list[str]) -> str:
+    """What an interpreter runs: `python -m vllm.entrypoints…` is vllm, `python /usr/bin/sglang …` sglang."""
+    if not name.startswith("python") or len(cmdline) < 2:
+        return name
+    if "-m" in cmdline[:-1]:
+        return cmdline[cmdline.index("-m") + 1].split(".")[0] or name
+    script = cmdline[1]
+    return os.path.basename(script) if not script.startswith("-") else name
 
 
 def own_lineage() -> frozenset[int]:
@@ -46,6 +57,13 @@ def _group(pid: int) -> int | None:
         return os.getpgid(pid)
     except OSError:
         return None
+
+
+def _is_starter(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).name() in STARTERS
+    except psutil.Error:
+        return True  # gone, or not ours to read: not counted
 
 
 def family_root(proc: psutil.Process, mine: frozenset[int]) -> psutil.Process:
@@ -77,9 +95,19 @@ def family_pids(proc: psutil.Process, mine: frozenset[int] | None = None) -> tup
     if group is not None and group != os.getpgrp():  # a group of our own would be tokentop's job
         seen = set(pids)
         for other in psutil.pids():
-            if other not in seen and other not in mine and other > 1 and _group(other) == group:
+            if other not in seen and other not in mine and other > 1 and _group(other) == group \
+                    and not _is_starter(other):
                 pids.append(other)
     return tuple(pids)
+
+
+def _shown_command(cmdline: list[str], name: str) -> str:
+    """The command line with its program's folder left out; "" when it only repeats the name (a title set by
+    setproctitle, padded with spaces)."""
+    if not cmdline:
+        return ""
+    command = " ".join([os.path.basename(cmdline[0]), *cmdline[1:]]).strip()
+    return "" if command == name else command
 
 
 class Family:
@@ -87,6 +115,7 @@ class Family:
 
     def __init__(self, pids: tuple[int, ...]) -> None:
         self._procs: dict[int, psutil.Process] = {}
+        self._commands: dict[int, list[str]] = {}
         self.update(pids)
 
     def update(self, pids: tuple[int, ...]) -> None:
@@ -100,8 +129,18 @@ class Family:
                     proc.cpu_percent(None)  # prime: the next read measures from here
                 except psutil.Error:
                     continue
+                try:
+                    self._commands[pid] = proc.cmdline()
+                except psutil.Error:
+                    self._commands[pid] = []
             procs[pid] = proc
         self._procs = procs
+        self._commands = {pid: self._commands.get(pid, []) for pid in procs}
+
+    def starter_label(self, name: str) -> str:
+        """The first member's name, or what it runs when it is an interpreter."""
+        first = next(iter(self._procs), None)
+        return label(name, self._commands.get(first, [])) if first is not None else name
 
     @property
     def pids(self) -> tuple[int, ...]:
@@ -125,5 +164,5 @@ class Family:
                 continue
             except psutil.Error:
                 name, cpu, rss = "?", 0.0, 0
-            members.append(Member(pid, name, cpu, rss))
+            members.append(Member(pid, name, cpu, rss, _shown_command(self._commands.get(pid, []), name)))
         return tuple(members)

@@ -25,7 +25,7 @@ class ProcessSample:
     """The server's process family (tui.probes.family): its starter's pid and name, and the family's sums."""
 
     pid: int
-    name: str
+    name: str  # what the starter runs: "vllm" for `python -m vllm.entrypoints.openai.api_server`
     cpu_percent: float  # % of one core (can exceed 100), summed over the family
     rss: int  # bytes, summed over the family (pages shared between members count once per member)
     found_by: str  # "port" or "name"
@@ -165,10 +165,11 @@ class HostProbe:
         with self._lock:
             family, how = self._family, self._found_by
             members = family.read() if family is not None else ()
-        if not members:
-            return None
-        starter = members[0]
-        return ProcessSample(starter.pid, starter.name, sum(m.cpu_percent for m in members),
+            if not members:
+                return None
+            starter = members[0]
+            name = family.starter_label(starter.name) if family.pids[:1] == (starter.pid,) else starter.name
+        return ProcessSample(starter.pid, name, sum(m.cpu_percent for m in members),
                              sum(m.rss for m in members), how, tuple(m.pid for m in members), members)
 
     def read(self) -> HostSample:

@@ -6,6 +6,7 @@ Posts `Slider.Changed` whenever the value changes, by key, mouse or code.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 from rich.text import Text
@@ -16,6 +17,11 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from tui.widgets.palette import style
+
+# How long a value the slider posted wins over the value it is shown from elsewhere: until the engine says the
+# same, or this long (the engine may refuse or clamp it). Without it, a refresh between a key press and the
+# handling of its Changed puts the old value back and a second quick press is lost.
+POSTED_WINS_S = 1.0
 
 
 class Slider(Widget, can_focus=True):
@@ -51,6 +57,7 @@ class Slider(Widget, can_focus=True):
         self.label = label
         self.shown = shown
         self._dragging = False
+        self._posted: tuple[float, float] | None = None  # (value, when) of the last Changed not yet shown back
         super().__init__(id=id)
         self.set_reactive(Slider.index, self._nearest(value))
 
@@ -65,6 +72,11 @@ class Slider(Widget, can_focus=True):
     def show_value(self, value: float) -> None:
         """Show a value set elsewhere (the engine runs with it) without posting Changed; a value between the
         stops becomes a stop of its own."""
+        if self._posted is not None:
+            posted, when = self._posted
+            if value != posted and time.monotonic() - when < POSTED_WINS_S:
+                return
+            self._posted = None
         if value == self.value or self._dragging:
             return
         if value not in self.values:
@@ -80,6 +92,7 @@ class Slider(Widget, can_focus=True):
 
     def watch_index(self, old: int, new: int) -> None:
         if old != new:
+            self._posted = (self.values[new], time.monotonic())
             self.post_message(self.Changed(self, self.values[new]))
 
     def action_step(self, delta: int) -> None:
