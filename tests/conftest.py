@@ -10,7 +10,7 @@ import pytest
 
 from tui.servers.local import LlamaServer, find_llama_server, find_smollm
 from tui.servers.sim import SimConfig, SimThread
-from vllm_server import VllmServer, find_vllm
+from vllm_server import VllmServer, find_vllm, group_members
 
 UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -47,6 +47,8 @@ def vllm_server(tmp_path_factory):
         pytest.skip(f"{missing} is missing")
     with VllmServer(*found, tmp_path_factory.mktemp("vllm")) as server:
         yield server
+    left = group_members(server.process.pid)
+    assert not left, f"vLLM processes outlived their server: {left}"
 
 
 @pytest.fixture

@@ -121,3 +121,21 @@ class Loader:
 
     def __exit__(self, *exc):
         self.engine.stop()
+
+
+async def test_the_app_shows_vllms_queue_beside_the_clients_and_its_whole_family(vllm_server):
+    from tui.cli import make_app
+
+    target, info = discover(vllm_server.url)
+    app = make_app(target, info, LoadSettings(concurrency=8, words=200, max_tokens=400), autostart=True)
+    async with app.run_test(size=(160, 48)) as pilot:
+        for _ in range(600):  # up to 30 s: 8 streams start, 4 are served, vLLM's /metrics is read
+            load, host = str(app.query_one("#server").render()), str(app.query_one("#host").render())
+            if "processing 4 · queued 4" in load and "client sees waiting 4" in load and "vllm pid" in host:
+                break
+            await pilot.pause(0.05)
+        assert "server says processing 4 · queued 4" in load and "client sees waiting 4" in load, load
+        assert f"vllm pid {vllm_server.process.pid} +" in host, host
+        await pilot.press("p")
+        await pilot.pause(0.5)
+        assert "VLLM::Worker" in str(app.query_one("#host").render())
