@@ -32,14 +32,19 @@ class Member:
     command: str = ""  # its command line, as read when it joined ("" where it may not be read)
 
 
+def interpreted(cmdline: list[str]) -> str | None:
+    """What a command runs after its program: the package of `-m package.module`, else its first argument's
+    base name (an interpreter's script); None when that is an option."""
+    if "-m" in cmdline[:-1]:
+        return cmdline[cmdline.index("-m") + 1].split(".")[0] or None
+    if len(cmdline) < 2 or cmdline[1].startswith("-"):
+        return None
+    return os.path.basename(cmdline[1])
+
+
 def label(name: str, cmdline: list[str]) -> str:
     """What an interpreter runs: `python -m vllm.entrypoints…` is vllm, `python /usr/bin/sglang …` sglang."""
-    if not name.startswith("python") or len(cmdline) < 2:
-        return name
-    if "-m" in cmdline[:-1]:
-        return cmdline[cmdline.index("-m") + 1].split(".")[0] or name
-    script = cmdline[1]
-    return os.path.basename(script) if not script.startswith("-") else name
+    return (interpreted(cmdline) or name) if name.startswith("python") else name
 
 
 def own_lineage() -> frozenset[int]:
@@ -141,10 +146,6 @@ class Family:
         """The first member's name, or what it runs when it is an interpreter."""
         first = next(iter(self._procs), None)
         return label(name, self._commands.get(first, [])) if first is not None else name
-
-    @property
-    def pids(self) -> tuple[int, ...]:
-        return tuple(self._procs)
 
     def read(self) -> tuple[Member, ...]:
         """Each living member, in family order; a member that ended is dropped."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from tui.probes.family import Family, Member, family_pids
+from tui.probes.family import Family, Member, family_pids, interpreted, own_lineage
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,7 @@ def _matches(info: dict, names: frozenset[str]) -> bool:
         return True
     cmdline = info.get("cmdline") or []
     # The binary, the script an interpreter runs, or `python -m package.module`.
-    words = [os.path.basename(arg) for arg in cmdline[:2]]
-    if "-m" in cmdline[:-1]:
-        words.append(cmdline[cmdline.index("-m") + 1].split(".")[0])
+    words = [os.path.basename(cmdline[0]), interpreted(cmdline)] if cmdline else []
     return any(word in names for word in words)
 
 
@@ -102,6 +100,7 @@ class HostProbe:
         self.server_names = frozenset(server_names)
         self._family: Family | None = None
         self._owner: psutil.Process | None = None  # the process found by port or name
+        self._mine = own_lineage()  # tokentop and its ancestors: never the server's family
         self._found_by = ""
         self._searched_at = -math.inf
         self._searching = False
@@ -110,24 +109,13 @@ class HostProbe:
 
     def find_server(self) -> psutil.Process | None:
         """The server's process (by port, else by name), and its family read anew."""
-        proc, how = None, ""
-        if self.server_port:
-            pid = _listening_pid(self.server_port)
-            if pid:
-                try:
-                    proc, how = psutil.Process(pid), "port"
-                except psutil.Error:
-                    pass
-        if proc is None and self.server_names:
-            owner = self._owner
-            if self._found_by == "name" and owner is not None and owner.is_running():
-                proc, how = owner, "name"  # still there: spare the scan of every command line
-            else:
-                proc, how = _named_process(self.server_names), "name"
+        proc, how = self._owner, self._found_by
+        if proc is None or not proc.is_running():  # still there: spare the port's and the names' scans
+            proc, how = self._locate()
         pids: tuple[int, ...] = ()
         if proc is not None:
             try:
-                pids = family_pids(proc)
+                pids = family_pids(proc, self._mine)
             except psutil.Error:
                 proc = None
         with self._lock:
@@ -141,6 +129,18 @@ class HostProbe:
             self._searched_at = time.monotonic()
             self._searching = False
         return proc
+
+    def _locate(self) -> tuple[psutil.Process | None, str]:
+        if self.server_port:
+            pid = _listening_pid(self.server_port)
+            if pid:
+                try:
+                    return psutil.Process(pid), "port"
+                except psutil.Error:
+                    pass
+        if self.server_names:
+            return _named_process(self.server_names), "name"
+        return None, ""
 
     def _search_soon(self) -> None:
         with self._lock:
@@ -168,7 +168,7 @@ class HostProbe:
             if not members:
                 return None
             starter = members[0]
-            name = family.starter_label(starter.name) if family.pids[:1] == (starter.pid,) else starter.name
+            name = family.starter_label(starter.name)
         return ProcessSample(starter.pid, name, sum(m.cpu_percent for m in members),
                              sum(m.rss for m in members), how, tuple(m.pid for m in members), members)
 
