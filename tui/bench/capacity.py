@@ -36,11 +36,6 @@ class CapacitySearch:
 
     # --- the two ends -------------------------------------------------------------------------------
     @property
-    def met(self) -> float | None:
-        """The highest level that met the SLO."""
-        return max((level for level, missed in self.results.items() if not missed), default=None)
-
-    @property
     def breaks_at(self) -> float | None:
         """The lowest level that broke it."""
         return min((level for level, missed in self.results.items() if missed), default=None)

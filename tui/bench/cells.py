@@ -24,7 +24,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -37,7 +37,7 @@ from tui.load.records import NS, RequestRecord
 from tui.load.selfcost import ClientCost, CostMonitor
 from tui.load.synthetic import SYNTHETIC
 from tui.load.synthetic import text as synthetic_text
-from tui.load.settings import LoadSettings, request_spec, share
+from tui.load.settings import LoadSettings, arrivals, first_arrival_ns, request_spec, share
 
 Finished = Callable[[RequestRecord], None]
 GIL_SWITCH_S = 0.0005  # the loop takes the GIL back from other threads (probes, progress bar) within 0.5 ms
@@ -135,7 +135,7 @@ async def _open_loop(client: StreamClient, target: Target, args: argparse.Namesp
     ceiling = max(1, share(args.max_inflight, worker, workers))
     start = time.perf_counter_ns()
     deadline = start + int(args.duration * NS)
-    planned = start + (int(NS * worker / rate) if args.arrival == "constant" else 0)
+    planned = start + first_arrival_ns(args.arrival, rate, worker)
     inflight: set[asyncio.Task] = set()
     held: deque[int] = deque()
     counter = itertools.count()
@@ -173,12 +173,6 @@ async def _open_loop(client: StreamClient, target: Target, args: argparse.Namesp
         await asyncio.gather(*list(inflight), return_exceptions=True)
         raise
     return unsent
-
-
-def arrivals(kind: str, rate: float, rng: random.Random) -> Iterator[float]:
-    """Seconds between arrivals: exponential gaps (Poisson arrivals) or equal ones."""
-    while True:
-        yield rng.expovariate(rate) if kind == "poisson" else 1 / rate
 
 
 async def run_cells(target: Target, args: argparse.Namespace, loads: list, words: list[int],

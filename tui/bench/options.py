@@ -96,7 +96,7 @@ def validate(args: argparse.Namespace) -> tuple[list, list[int]]:
     """(loads, words), or UsageError in one line. A load is a concurrency, or a rate with --rate."""
     check_server_arguments(args)
     check_prometheus_url(args.prometheus)
-    args.rate_list = None
+    rates = None
     args.open_loop = args.rate is not None or args.find_capacity == RATE
     if args.find_capacity:
         if args.rate is not None or args.concurrency is not None:
@@ -110,7 +110,7 @@ def validate(args: argparse.Namespace) -> tuple[list, list[int]]:
     elif args.rate is not None:
         if args.concurrency is not None:
             raise UsageError("choose --rate (an open loop) or --concurrency (a closed loop), not both")
-        args.rate_list = parse_rates(args.rate)
+        rates = parse_rates(args.rate)
         if args.duration is None:
             raise UsageError("--rate needs --duration S: how long each rate sends")
     concurrency = parse_int_list("1,2,4" if args.concurrency is None else args.concurrency, "--concurrency",
@@ -146,7 +146,7 @@ def validate(args: argparse.Namespace) -> tuple[list, list[int]]:
         words = [len(build_prompt(INPUT, 0).split())]  # the prompt's length is the variable
     if args.find_capacity:
         return [], words  # the search picks them
-    return args.rate_list or concurrency, words
+    return rates or concurrency, words
 
 
 def prompt_kind(args: argparse.Namespace) -> str:

@@ -32,7 +32,7 @@ from tui.load.prompt_file import PromptSource
 from tui.load.prompts import PROMPT_FILE
 from tui.load.records import NS, RequestRecord
 from tui.load.selfcost import CostMonitor
-from tui.load.settings import LoadSettings, request_spec, share
+from tui.load.settings import LoadSettings, arrivals, first_arrival_ns, request_spec, share
 from tui.load.snapshot import DONE, ERROR, STREAMING, WAITING, Snapshot, StreamView
 from tui.load.stats import mean, percentile, slope
 from tui.load.synthetic import SYNTHETIC
@@ -200,7 +200,7 @@ class LoadEngine:
             streaming=len(streaming),
             completed=self._completed,
             errors=self._errors,
-            aggregate_tps=window_chunks / self._window_s(now),
+            aggregate_tps=window_chunks / window,
             mean_stream_tps=(sum(v.live_tps for v in streaming) / len(streaming)) if streaming else None,
             ttft_p50_s=percentile(ttfts, 50),
             truncated=self._truncated,
@@ -308,11 +308,8 @@ class LoadEngine:
 
     async def _arrive(self, rate: float, arrival: str) -> None:
         """Plan arrivals at `rate` (this worker's share of it) and send each when it is due."""
-        share_rate = rate / self._workers_n  # split this way Poisson arrivals stay Poisson
-        rng = random.Random()
-        planned = time.perf_counter_ns()
-        if arrival == "constant":
-            planned += int(NS * self._worker / rate)  # the workers' arrivals interleave
+        gaps = arrivals(arrival, rate / self._workers_n, random.Random())  # split so, Poisson stays Poisson
+        planned = time.perf_counter_ns() + first_arrival_ns(arrival, rate, self._worker)
         while True:
             await asyncio.sleep(max(0.0, (planned - time.perf_counter_ns()) / NS))
             if self._open_now < max(1, share(self._settings.max_inflight, self._worker, self._workers_n)):
@@ -320,7 +317,7 @@ class LoadEngine:
             else:
                 self._held.append(planned)
                 self._held_total += 1
-            planned += int(NS * (rng.expovariate(share_rate) if arrival == "poisson" else 1 / share_rate))
+            planned += int(NS * next(gaps))
 
     def _launch(self, planned: int, held: bool) -> None:
         index = OPEN_BASE + self._open_count

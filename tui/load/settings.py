@@ -6,6 +6,8 @@ One place for them, so the app, the bench and every engine refuse the same bad v
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tui.load.prompts import MODES, build_prompt
@@ -17,6 +19,17 @@ CONCURRENCY_STOPS = (*range(17), 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 12
                      320, 384, 448, 512, 640, 768, 896, 1024)
 MAX_RATE = 10_000.0  # requests/s: more than any one client machine sends
 ARRIVALS = ("poisson", "constant")
+
+
+def arrivals(kind: str, rate: float, rng: random.Random) -> Iterator[float]:
+    """Seconds between arrivals: exponential gaps (Poisson arrivals) or equal ones."""
+    while True:
+        yield rng.expovariate(rate) if kind == "poisson" else 1 / rate
+
+
+def first_arrival_ns(kind: str, rate: float, worker: int) -> int:
+    """Where a worker's arrivals start: constant ones interleave across the workers, Poisson ones need not."""
+    return int(1e9 * worker / rate) if kind == "constant" else 0
 # The app's rate slider, requests/s: steps that feel even on a log scale (about 1, 1.5, 2, 3, 5, 7 a decade).
 RATE_STOPS = (0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0, 70.0, 100.0)
 

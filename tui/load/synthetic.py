@@ -9,6 +9,7 @@ lengths: tokens = overhead + per_word × W.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 
@@ -42,9 +43,15 @@ class CalibrationError(Exception):
 def text(words: int, rng: random.Random, shared: int = 0) -> str:
     """`words` words after the instruction; the first `shared` of them the same in every prompt (a prefix a
     cache can reuse, on purpose: --shared-prefix), the rest drawn from `rng`."""
+    prefix = _shared_words(min(shared, words))
+    return INSTRUCTION + " " + " ".join([*prefix, *(rng.choice(WORDS) for _ in range(words - len(prefix)))])
+
+
+@functools.lru_cache(maxsize=8)
+def _shared_words(n: int) -> tuple[str, ...]:
+    """The first n words of every prompt with a shared prefix: drawn once (a request's path does not redo it)."""
     prefix = random.Random("tokentop shared prefix")
-    return INSTRUCTION + " " + " ".join(
-        (prefix if i < shared else rng).choice(WORDS) for i in range(words))
+    return tuple(prefix.choice(WORDS) for _ in range(n))
 
 
 @dataclass(frozen=True)
