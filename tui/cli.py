@@ -216,10 +216,8 @@ def fleet_probe(url: str | None):
     if url is None:
         return None
     from tui.probes.fleet import FleetProbe
-    from tui.probes.prometheus import PrometheusClient, credentials_from_env
 
-    token, basic = credentials_from_env()
-    return FleetProbe(PrometheusClient(url, token, basic))
+    return FleetProbe.for_url(url)
 
 
 def local_port(url: str) -> int | None:

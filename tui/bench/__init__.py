@@ -31,7 +31,7 @@ from tui.load.slo import value_of
 from tui.load.synthetic import CalibrationError, calibrate
 from tui.probes.fleet import FleetProbe
 from tui.probes.gpu import GpuProbe
-from tui.probes.prometheus import PrometheusClient, PrometheusError, credentials_from_env
+from tui.probes.prometheus import PrometheusError
 from tui.probes.server import ServerProbe
 from tui.untrusted import one_line
 
@@ -191,11 +191,10 @@ def _fleet(url: str | None) -> FleetProbe | None:
     if url is None:
         return None
     try:
-        token, basic = credentials_from_env()
+        probe = FleetProbe.for_url(url)
     except PrometheusError as exc:
         print(f"tokentop bench: {exc}; the fleet columns will be empty", file=sys.stderr)
         return None
-    probe = FleetProbe(PrometheusClient(url, token, basic))
     first = probe.read()
     if first.error:
         print(f"tokentop bench: {first.error}; the fleet columns may stay empty", file=sys.stderr)

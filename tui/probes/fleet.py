@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from tui.probes.prometheus import PrometheusClient, PrometheusError, ScrapeTarget, Series
+from tui.probes.prometheus import PrometheusClient, PrometheusError, ScrapeTarget, Series, credentials_from_env
 from tui.probes.server import QUEUES
 
 MIB = 2**20
@@ -99,6 +99,14 @@ def host_of(labels: dict[str, str]) -> str:
 class FleetProbe:
     def __init__(self, client: PrometheusClient) -> None:
         self.client = client
+        self._gpu_source = "dcgm"  # the GPU exporter that answered last; DCGM's first until one has
+
+    @classmethod
+    def for_url(cls, url: str) -> FleetProbe:
+        """The probe of the Prometheus at `url`, with the credentials the environment gives; unreadable ones
+        raise PrometheusError (one line)."""
+        token, basic = credentials_from_env()
+        return cls(PrometheusClient(url, token, basic))
 
     def history(self, seconds: float = 600.0, step: float = 5.0) -> dict[tuple[str, str], list[float]]:
         """Each GPU's utilisation (%) over the last `seconds`, from Prometheus's own memory: the chart starts
@@ -110,8 +118,7 @@ class FleetProbe:
             except PrometheusError:
                 return {}
             if found:
-                return {(host_of(labels), labels.get("gpu") or labels.get("index") or "?"): values
-                        for labels, values in found}
+                return {_gpu_key(labels): values for labels, values in found}
         return {}
 
     def read(self) -> FleetSample:
@@ -135,16 +142,18 @@ class FleetProbe:
         return answer.series
 
     def _gpus(self, now: float, notes: list[str]) -> list[FleetGpu]:
-        for source, column in (("dcgm", 1), ("nvitop", 2)):
+        sources = sorted((("dcgm", 1), ("nvitop", 2)), key=lambda source: source[0] != self._gpu_source)
+        for source, column in sources:  # the exporter that answered last time first: its queries only
             readings: dict[tuple[str, str], dict[str, Series]] = {}
             names: dict[tuple[str, str], str] = {}
             for field in GPU_FIELDS:
                 for series in self._query(field[column], notes):
                     labels = series.labels
-                    key = (host_of(labels), labels.get("gpu") or labels.get("index") or "?")
+                    key = _gpu_key(labels)
                     readings.setdefault(key, {})[field[0]] = series
                     names[key] = labels.get("modelName") or labels.get("devicename") or names.get(key, "GPU")
             if readings:
+                self._gpu_source = source
                 return [_gpu(key, names[key], fields, now, source) for key, fields in sorted(readings.items())]
         notes.append("no GPU metrics: neither DCGM's exporter (DCGM_FI_DEV_*) nor nvitop-exporter (gpu_*) is scraped")
         return []
@@ -167,9 +176,10 @@ class FleetProbe:
             running = {_key(s): s for s in self._query(names.running, notes)}
             waiting = {_key(s): s for s in self._query(names.waiting, notes)}
             cache: dict[tuple[str, str], Series] = {}
-            for name in names.cache:
-                if not cache:
-                    cache = {_key(s): s for s in self._query(name, notes)}
+            for name in names.cache:  # the current name, then an older one
+                cache = {_key(s): s for s in self._query(name, notes)}
+                if cache:
+                    break
             speed = {_key(s): s for s in self._query(TOKENS_PER_S[kind], notes)} if kind in TOKENS_PER_S else {}
             for key in sorted(set(running) | set(waiting)):
                 labels = (running.get(key) or waiting[key]).labels
@@ -195,10 +205,14 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _gpu_key(labels: dict[str, str]) -> tuple[str, str]:
+    """(host, GPU index): the same for a live reading and its history, so the two join."""
+    return host_of(labels), labels.get("gpu") or labels.get("index") or "?"
+
+
 def _gpu(key: tuple[str, str], name: str, fields: dict[str, Series], now: float, source: str) -> FleetGpu:
     def value(field: str, scale: float = 1.0) -> float | None:
-        series = fields.get(field)
-        number = _finite(series.value) if series is not None else None
+        number = _value(fields.get(field))
         return number * scale if number is not None else None
 
     used, free = value("mem_used", MIB), value("mem_free", MIB)
