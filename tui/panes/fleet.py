@@ -14,7 +14,7 @@ from rich.text import Text
 
 from tui.probes.fleet import FleetSample
 from tui.untrusted import visible
-from tui.widgets.drawing import BLOCKS, bar, fmt, load_style, size, sparkline
+from tui.widgets.drawing import append_bar, core_bars, fmt, load_block, load_style, size, sparkline
 from tui.widgets.palette import style
 
 STALE_S = 45.0
@@ -63,9 +63,7 @@ def gpu_text(sample: FleetSample, width: int, compact: bool = False,
             text.append(f"{fmt(gpu.util, '.0f', 'N/A'):>3}%", style=load_style(gpu.util))
             text.append("  mem ")
             if not compact and width >= 90:
-                filled, empty = bar(frac, 10)
-                text.append(filled, style=load_style(None if frac is None else frac * 100))
-                text.append(empty, style=style("bar-empty"))
+                append_bar(text, frac, 10)
                 text.append(" ")
             text.append(f"{size(gpu.mem_used)}/{size(gpu.mem_total)} GiB  {fmt(gpu.power, '.0f', 'N/A')} W")
             if not compact:
@@ -101,30 +99,16 @@ def host_text(sample: FleetSample, width: int, compact: bool = False, chosen: st
         room = width - name_width - 24
         if host.cores and room > 4 and not compact:
             for share in host.cores[:room]:  # a block per core, its height the load
-                text.append(BLOCKS[min(len(BLOCKS) - 1, int(share * len(BLOCKS)))], style=load_style(share * 100))
+                text.append(load_block(share * 100), style=load_style(share * 100))
             text.append(" ")
         ram = None if host.ram_used is None else host.ram_used * 100
         text.append(f"RAM {fmt(ram, '3.0f', 'N/A')}%", style=load_style(ram))
         if host.host == chosen:
-            _core_bars(text, host.cores, width)
+            core_bars(text, [share * 100 for share in host.cores], width)
     if not sample.hosts:
         text.append("no hosts in Prometheus", style=style("quiet"))
     _notes(text, sample, "host")
     return text
-
-
-CORE_CELL = 18  # "nn ████████ 100%" and a gap
-
-
-def _core_bars(text: Text, cores: Sequence[float], width: int) -> None:
-    columns = max(1, width // CORE_CELL)
-    for i, share in enumerate(cores):
-        text.append("\n" if i % columns == 0 else "  ")
-        filled, empty = bar(share, CORE_CELL - 10)
-        text.append(f"{i:>2} ")
-        text.append(filled, style=load_style(share * 100))
-        text.append(empty, style=style("bar-empty"))
-        text.append(f" {share * 100:3.0f}%")
 
 
 def replica_text(sample: FleetSample, compact: bool = False) -> Text:

@@ -14,7 +14,7 @@ from tui.panes import fleet
 from tui.probes.fleet import FleetSample
 from tui.probes.gpu import GpuReading, GpuSample
 from tui.untrusted import visible
-from tui.widgets.drawing import bar, fmt, human_bytes, load_style, size, sparkline
+from tui.widgets.drawing import append_bar, fmt, human_bytes, load_style, size, sparkline
 from tui.widgets.palette import style
 from tui.widgets.textbox import TextBox
 
@@ -92,10 +92,8 @@ class GpuPane(TextBox):
         elif spark:
             text.append("  " + sparkline(self._util[gpu.index], spark, top=100), style=style("accent"))
         if not self.compact:
-            filled, empty = bar(frac, max(10, min(30, width - 26 - spark)))
             text.append("\n  mem ")
-            text.append(filled, style=load_style(None if frac is None else frac * 100))
-            text.append(empty, style=style("bar-empty"))
+            append_bar(text, frac, max(10, min(30, width - 26 - spark)))
             text.append(f" {size(gpu.memory_used)}/{size(gpu.memory_total)} GiB")
             if spark:
                 text.append("  " + sparkline(self._mem[gpu.index], spark, top=100), style=style("note"))

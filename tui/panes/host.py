@@ -12,12 +12,12 @@ from tui.panes import fleet
 from tui.probes.fleet import FleetSample
 from tui.probes.host import HostSample, ProcessSample
 from tui.untrusted import visible
-from tui.widgets.drawing import BLOCKS, bar, human_bytes, load_style, size, sparkline
+from tui.widgets.drawing import (CORE_CELL, append_bar, core_bars, human_bytes, load_block, load_style, size,
+                                 sparkline)
 from tui.widgets.palette import style
 from tui.widgets.textbox import TextBox
 
 HISTORY = 120
-CORE_CELL = 18  # "nn ████████ 100%" plus a gap
 MAX_CORE_ROWS = 8
 
 
@@ -77,14 +77,14 @@ class HostPane(TextBox):
         ram = s.mem_used / s.mem_total if s.mem_total else 0.0
         text.append("\nRAM  ", style="bold")
         if not self.compact:
-            self._bar(text, ram)
+            append_bar(text, ram, 10)
         text.append(f" {size(s.mem_used)}/{size(s.mem_total)} GiB · avail {size(s.mem_available)}"
                     f" · cache {size(s.mem_cached)}")
         if spark and not self.compact:
             text.append("  " + sparkline(self._ram, max(0, spark - 16), top=100), style=style("note"))
         if s.swap_total and not self.compact:
             text.append("\nswap ", style="bold")
-            self._bar(text, s.swap_used / s.swap_total)
+            append_bar(text, s.swap_used / s.swap_total, 10)
             text.append(f" {size(s.swap_used)}/{size(s.swap_total)} GiB")
         text.append("\nserver ", style="bold")
         if s.server is None:
@@ -118,23 +118,12 @@ class HostPane(TextBox):
             text.append("\n")
             text.append_text(row)
 
-    @staticmethod
-    def _bar(text: Text, fraction: float, width: int = 10) -> None:
-        filled, empty = bar(fraction, width)
-        text.append(filled, style=load_style(fraction * 100))
-        text.append(empty, style=style("bar-empty"))
-
     def _cores(self, text: Text, cores: tuple[float, ...], width: int) -> None:
-        columns = max(1, width // CORE_CELL)
-        if len(cores) > columns * (2 if self.compact else MAX_CORE_ROWS):
+        if len(cores) > max(1, width // CORE_CELL) * (2 if self.compact else MAX_CORE_ROWS):
             # Too many cores for a bar each: one block per core, its height the load.
             for i, pct in enumerate(cores):
                 if i % (width - 4) == 0:
                     text.append("\n    ")
-                text.append(BLOCKS[min(len(BLOCKS) - 1, int(pct / 100 * len(BLOCKS)))], style=load_style(pct))
+                text.append(load_block(pct), style=load_style(pct))
             return
-        for i, pct in enumerate(cores):
-            text.append("\n" if i % columns == 0 else "  ")
-            text.append(f"{i:>2} ")
-            self._bar(text, pct / 100, CORE_CELL - 10)
-            text.append(f" {pct:3.0f}%")
+        core_bars(text, cores, width)

@@ -1,10 +1,11 @@
-"""Tiny text drawings the panes share: sparklines, bars, and human-readable sizes."""
+"""Tiny text drawings the panes share: sparklines, bars, core bars, and human-readable sizes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from rich.style import Style
+from rich.text import Text
 
 from tui.widgets.palette import style
 
@@ -60,3 +61,28 @@ def load_style(percent: float | None) -> Style:
     if percent is None:
         return style("muted")
     return style("load-high" if percent >= 90 else "load-mid" if percent >= 60 else "load-low")
+
+
+def append_bar(text: Text, fraction: float | None, width: int) -> None:
+    """A bar `width` cells wide, coloured by its load (muted when unknown)."""
+    filled, empty = bar(fraction, width)
+    text.append(filled, style=load_style(None if fraction is None else fraction * 100))
+    text.append(empty, style=style("bar-empty"))
+
+
+def load_block(percent: float) -> str:
+    """One block character whose height is the load: a core when there are too many for a bar each."""
+    return BLOCKS[min(len(BLOCKS) - 1, int(percent / 100 * len(BLOCKS)))]
+
+
+CORE_CELL = 18  # "nn ████████ 100%" plus a gap
+
+
+def core_bars(text: Text, percents: Sequence[float], width: int) -> None:
+    """A bar per core, as many to a line as `width` holds (like `top` then `1`)."""
+    columns = max(1, width // CORE_CELL)
+    for i, pct in enumerate(percents):
+        text.append("\n" if i % columns == 0 else "  ")
+        text.append(f"{i:>2} ")
+        append_bar(text, pct / 100, CORE_CELL - 10)
+        text.append(f" {pct:3.0f}%")
