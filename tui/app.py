@@ -33,6 +33,7 @@ from tui.load.discover import ServerInfo
 from tui.load.history import LoadHistory, ObservedLimit
 from tui.load.prompts import INPUT, OUTPUT
 from tui.load.records import NS, write_jsonl
+from tui.load.slo import slo_text
 from tui.load.snapshot import Snapshot
 from tui.panes.gpu import GpuPane
 from tui.panes.host import HostPane
@@ -383,8 +384,7 @@ class TokentopApp(App):
             return
         settings = self.engine.settings
         self.hunt = CapacitySearch(RATE if settings.rate is not None else CONCURRENCY)
-        wanted = ", ".join(f"{name}={limit:g}" for name, limit in self.slo.items())
-        self.say(f"finding the capacity within {wanted}, {self.hold_s:g} s a level (Esc stops)", title="capacity")
+        self.say(f"finding the capacity within {slo_text(self.slo)}, {self.hold_s:g} s a level (Esc stops)", title="capacity")
         self.run_worker(self._find(settings, self.engine.running), group="capacity", exclusive=True)
 
     def action_stop_finding(self) -> None:
@@ -397,8 +397,9 @@ class TokentopApp(App):
         try:
             while (level := search.next_level()) is not None:
                 self.engine.update(**{search.kind: level})
-                pane.show_shape(level if search.kind == RATE else None)
-                pane.query_one("#rate" if search.kind == RATE else "#concurrency", Slider).show_value(level)
+                pane.show_shape(level if search.kind == RATE else None)  # the rate slider shows its level
+                if search.kind == CONCURRENCY:
+                    pane.query_one("#concurrency", Slider).show_value(level)
                 self.engine.resume()
                 since = time.perf_counter_ns()
                 await asyncio.sleep(self.hold_s)

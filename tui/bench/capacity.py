@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tui.load.settings import MAX_CONCURRENCY, MAX_RATE
-from tui.load.slo import Broken
+from tui.load.slo import Broken, slo_text
 
 CONCURRENCY, RATE = "concurrency", "rate"
 KINDS = (CONCURRENCY, RATE)
@@ -82,7 +82,7 @@ class CapacitySearch:
 
     def summary(self, slo: dict[str, float]) -> str:
         """The answer in a sentence or two."""
-        wanted = ", ".join(f"{name}={limit:g}" for name, limit in slo.items())
+        wanted = slo_text(slo)
         breaks = self.breaks_at
         if self.capacity == 0:
             head = f"Capacity: 0 — even {self.unit(breaks)} breaks the SLO ({wanted})" if breaks is not None else (

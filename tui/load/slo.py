@@ -47,6 +47,11 @@ def parse_slo(text: str) -> dict[str, float]:
     return slo
 
 
+def slo_text(slo: dict[str, float]) -> str:
+    """The SLO as the user writes it: ttft_p99=2, stream_tps_p10=10."""
+    return ", ".join(f"{name}={limit:g}" for name, limit in slo.items())
+
+
 def per_request(slo: dict[str, float] | None) -> dict[str, float]:
     """The names a single request is held to (the goodput's)."""
     return {name: limit for name, limit in (slo or {}).items() if name in REQUEST_FIGURES}
