@@ -98,10 +98,9 @@ def _die(message: str) -> int:
 
 
 def run_app(args: argparse.Namespace) -> int:
-    from tui.flags import UsageError, check_prometheus_url, check_server_arguments, check_shared_prefix, read_prompts
+    from tui.flags import UsageError, check_prometheus_url, check_server_arguments, check_workload_arguments
     from tui.load.discover import DiscoveryError, discover
     from tui.load.settings import LoadSettings
-    from tui.load.slo import parse_slo
     from tui.probes.prometheus import PrometheusError
     from tui.load.synthetic import CalibrationError, calibrate
 
@@ -109,18 +108,11 @@ def run_app(args: argparse.Namespace) -> int:
     try:
         check_server_arguments(args)
         check_prometheus_url(args.prometheus)
-        check_shared_prefix(args)
-        prompts = read_prompts(args)
+        slo, prompts = check_workload_arguments(args)
     except UsageError as exc:
         return _die(str(exc))
-    if args.input_tokens is not None and args.input_tokens < 1:
-        return _die(f"--input-tokens must be 1 or more, not {args.input_tokens}")
     if not (math.isfinite(args.hold) and args.hold > 0):
         return _die(f"--hold must be a number of seconds more than 0, not {args.hold}")
-    try:
-        slo = parse_slo(args.slo) if args.slo is not None else None
-    except ValueError as exc:
-        return _die(str(exc))
     if args.demo and (args.sim or args.url):
         return _die("--demo starts its own server: leave out --url and --sim")
     max_tokens = args.max_tokens

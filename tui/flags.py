@@ -80,6 +80,21 @@ def check_prometheus_url(url: str | None) -> None:
         raise UsageError(f"--prometheus takes an http(s):// URL, not {one_line(mask_url(url), 80)!r}")
 
 
+def check_workload_arguments(args: argparse.Namespace) -> tuple[dict[str, float] | None, list[str] | None]:
+    """(--slo's limits, --prompts FILE's prompts), or UsageError in one line: the app's and the bench's checks."""
+    from tui.load.slo import parse_slo
+
+    check_shared_prefix(args)
+    prompts = read_prompts(args)
+    if args.input_tokens is not None and args.input_tokens < 1:
+        raise UsageError(f"--input-tokens must be 1 or more, not {args.input_tokens}")
+    try:
+        slo = parse_slo(args.slo) if args.slo is not None else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return slo, prompts
+
+
 def check_shared_prefix(args: argparse.Namespace) -> None:
     if args.shared_prefix is None:
         return

@@ -10,11 +10,10 @@ from tui.bench.capacity import CONCURRENCY, KINDS, RATE
 from tui.bench.render import FORMATS
 from tui.flags import (
     UsageError, add_server_arguments, add_workload_arguments, check_prometheus_url, check_server_arguments,
-    check_shared_prefix, read_prompts,
+    check_workload_arguments,
 )
 from tui.load.prompts import INPUT, MODES, OUTPUT, PROMPT_FILE, build_prompt
 from tui.load.settings import MAX_CONCURRENCY, MAX_RATE, LoadSettings
-from tui.load.slo import parse_slo
 from tui.load.synthetic import SYNTHETIC
 from tui.untrusted import one_line
 
@@ -124,23 +123,16 @@ def validate(args: argparse.Namespace) -> tuple[list, list[int]]:
                      output_tokens=args.output_tokens, max_inflight=args.max_inflight).validated()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    try:
-        args.slo_limits = parse_slo(args.slo) if args.slo is not None else None
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
     if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
         raise UsageError(f"--duration must be a number of seconds more than 0, not {args.duration}")
     if args.rounds < 1:
         raise UsageError(f"--rounds must be 1 or more, not {args.rounds}")
     if not (math.isfinite(args.sim_speed) and args.sim_speed > 0):
         raise UsageError(f"--sim-speed must be a number more than 0, not {args.sim_speed}")
-    check_shared_prefix(args)
-    args.prompt_list = read_prompts(args)
+    args.slo_limits, args.prompt_list = check_workload_arguments(args)
     if args.prompt_list is not None:
         words = [len(args.prompt_list)]  # the file is the variable: its column says how many prompts it has
     elif args.input_tokens is not None:
-        if args.input_tokens < 1:
-            raise UsageError(f"--input-tokens must be 1 or more, not {args.input_tokens}")
         words = [args.input_tokens]  # the prompt's length is the variable
     elif args.mode == INPUT:
         words = [len(build_prompt(INPUT, 0).split())]  # the prompt's length is the variable
