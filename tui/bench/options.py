@@ -17,8 +17,8 @@ from tui.load.settings import MAX_CONCURRENCY, MAX_RATE, LoadSettings
 from tui.load.synthetic import SYNTHETIC
 from tui.untrusted import one_line
 
-DEFAULT_WORDS = "25,50,100,400,800"
-CAPACITY_WORDS = 100  # --find-capacity's story length when --words is not given
+DEFAULT_WORDS = "25,50,100,400,800"  # the article's table, for a plain run
+ONE_WORDS = 100  # the story length when a flag makes the load (or the length) the variable, not --words
 CAPACITY_HOLD_S = 20.0  # how long --find-capacity holds each level when --duration is not given
 
 
@@ -32,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", metavar="R,…",
                    help="comma-separated arrival rates in requests/s, one cell each (needs --duration): an open loop"
                         " that sends each request at its planned time whatever the server does")
-    p.add_argument("--words", help=f"comma-separated word counts, output mode (default {DEFAULT_WORDS})")
+    p.add_argument("--words", help=f"comma-separated word counts, output mode (default {DEFAULT_WORDS}; {ONE_WORDS}"
+                                   " with --rate, --duration, --find-capacity or --output-tokens)")
     p.add_argument("--rounds", type=int, default=1, help="repeat each cell R times (default 1)")
     p.add_argument("--temperature", type=float, help="sampling temperature")
     p.add_argument("--seed", type=int, help="sampling seed")
@@ -114,8 +115,13 @@ def validate(args: argparse.Namespace) -> tuple[list, list[int]]:
             raise UsageError("--rate needs --duration S: how long each rate sends")
     concurrency = parse_int_list("1,2,4" if args.concurrency is None else args.concurrency, "--concurrency",
                                  MAX_CONCURRENCY)
+    args.words_defaulted = None  # the flag that made the default one word count, said in the plan
     if args.words is None:
-        args.words = str(CAPACITY_WORDS) if args.find_capacity else DEFAULT_WORDS
+        args.words_defaulted = next((flag for flag, given in (
+            ("--find-capacity", args.find_capacity), ("--rate", args.rate is not None),
+            ("--duration", args.duration is not None), ("--output-tokens", args.output_tokens is not None)) if given),
+            None)
+        args.words = str(ONE_WORDS) if args.words_defaulted else DEFAULT_WORDS
     words = parse_int_list(args.words, "--words")
     try:  # the load's own values are checked where the app's are
         LoadSettings(concurrency=max(concurrency), words=max(words), mode=args.mode, max_tokens=args.max_tokens,

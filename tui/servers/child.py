@@ -49,3 +49,15 @@ def spawn(cmd: list[str], **kwargs) -> subprocess.Popen:
         if _spawner is None:
             _spawner = ThreadPoolExecutor(1, thread_name_prefix="tokentop-spawner")
     return _spawner.submit(subprocess.Popen, cmd, **kwargs).result()
+
+
+def how_it_ended(program: str, returncode: int) -> str:
+    """A child's end in words: "llama-server exited with status 1", "… was killed by SIGILL (illegal instruction)"."""
+    if returncode >= 0:
+        return f"{program} exited with status {returncode}"
+    try:
+        sig = signal.Signals(-returncode)
+    except ValueError:
+        return f"{program} was killed by signal {-returncode}"
+    cause = (signal.strsignal(sig) or "").lower()
+    return f"{program} was killed by {sig.name}" + (f" ({cause})" if cause else "")

