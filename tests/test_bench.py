@@ -186,19 +186,26 @@ def test_gpu_power_per_cell_gives_joules_per_token(sim_factory):
 
     from fakes import FakeDevice
     from tui.bench.cells import run_cells
+    from tui.bench.options import add_arguments, validate
     from tui.bench.render import rows_of
     from tui.bench.watch import Watch
     from tui.load.discover import discover
+    from tui.load.engine import LoadEngine
     from tui.probes.gpu import GpuProbe
 
     sim = sim_factory(speed=5)
     target, _ = discover(sim.url)
-    args = argparse.Namespace(mode="output", max_tokens=None, temperature=None, seed=None, num_ctx=None,
-                              output_tokens=None, rounds=1, timeout=10.0, open_loop=False,
-                              duration=None, max_inflight=1024)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    run = validate(parser.parse_args(["--concurrency", "2", "--words", "50"]))
     records = []
     watch = Watch(gpu=GpuProbe(devices=lambda: [FakeDevice(0), FakeDevice(1)]))
-    asyncio.run(run_cells(target, args, [2], [50], records.append, watch))
+    engine = LoadEngine(target, run.settings)
+    engine.start()
+    try:
+        asyncio.run(run_cells(engine, run, records.extend, watch, lambda status: None))
+    finally:
+        engine.stop()
     (row,) = rows_of(records, [2], [50])
     watch.add_to(row)
     assert row["gpu_power_w"] == pytest.approx(298 + 61, rel=0.01)
@@ -315,7 +322,7 @@ def test_the_plan_counts_what_runs(sim_factory, capsys, argv, plan):
     assert status == 0 and err.splitlines()[0].startswith(plan)
 
 
-def test_the_plan_of_a_capacity_search(monkeypatch, capsys):
+def test_the_plan_of_a_capacity_search():
     import argparse
 
     from tui.bench.options import add_arguments, validate
@@ -324,8 +331,7 @@ def test_the_plan_of_a_capacity_search(monkeypatch, capsys):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args(["--find-capacity", "--slo", "ttft_p99=2", "--duration", "10"])
-    loads, words = validate(args)
-    assert plan_text(args, loads, words) == (
+    assert plan_text(validate(args), args) == (
         "plan: find the most streams within ttft_p99=2, 100 words (the default with --find-capacity; --words sets"
         " another): levels 1, 2, 4 … until one breaks, then a bisection, each held 10 s (a capacity of 16 takes about"
         " 9 levels: 1 min 30 s)")

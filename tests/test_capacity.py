@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tui.bench.capacity import CONCURRENCY, RATE, CapacitySearch
+from tui.load.capacity import CONCURRENCY, RATE, CapacitySearch
 from tui.cli import main
 from tui.load.slo import Broken, broken, parse_slo
 

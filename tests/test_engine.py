@@ -154,7 +154,7 @@ def test_openai_protocol_and_live_rates(sim_factory, engine_for):
 
 
 def test_engine_process_keeps_the_newest_records_and_out_keeps_all(sim_factory, tmp_path):
-    from tui.load.remote import EngineProcess
+    from tui.load.process import EngineProcess
 
     sim = sim_factory(parallel=4, speed=50)
     out = tmp_path / "all.jsonl"

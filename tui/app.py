@@ -28,7 +28,7 @@ from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import Footer, Static
 
-from tui.bench.capacity import CONCURRENCY, RATE, CapacitySearch, judge
+from tui.load.capacity import CONCURRENCY, RATE, CapacitySearch, judge
 from tui.load.discover import ServerInfo
 from tui.load.history import LoadHistory, ObservedLimit
 from tui.load.prompts import INPUT, OUTPUT

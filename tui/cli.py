@@ -182,7 +182,7 @@ def make_app(target, info, settings, *, autostart: bool = False, out_path: str |
     from tui.app import TokentopApp
     from tui.load.settings import MAX_CONCURRENCY
     from tui.load.pool import EnginePool, default_workers
-    from tui.load.remote import EngineProcess
+    from tui.load.process import EngineProcess
     from tui.probes.gpu import GpuProbe
     from tui.probes.host import HostProbe
     from tui.probes.server import ServerProbe

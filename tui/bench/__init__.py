@@ -11,24 +11,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import shutil
 import signal
 import sys
-from collections.abc import Callable
 
 from tui.bench import charts, runfile
-from tui.bench.capacity import RATE, CapacitySearch, find
-from tui.bench.cells import GIL_SWITCH_S, WorkerDied, run_cells
-from tui.bench.options import add_arguments, prompt_kind, validate
+from tui.bench.cells import run_cell, run_cells
+from tui.bench.options import add_arguments, validate
 from tui.bench.plan import plan_text
 from tui.bench.render import make_meta, render, rows_of
 from tui.bench.watch import Watch, load_of
+from tui.bench.workload import BenchRun
 from tui.flags import UsageError
+from tui.load.capacity import RATE, CapacitySearch, search_capacity
+from tui.load.contract import Engine, EngineStopped
 from tui.load.discover import DiscoveryError, discover
-from tui.load.pool import default_workers
-from tui.load.records import JsonlWriter, RequestRecord
-from tui.load.slo import value_of
+from tui.load.engine import LoadEngine
+from tui.load.pool import EnginePool, default_workers
+from tui.load.records import RequestRecord
+from tui.load.settings import GIL_SWITCH_S
+from tui.load.slo import Broken, value_of
+from tui.load.snapshot import PhaseStatus
 from tui.load.synthetic import CalibrationError, calibrate
 from tui.probes.fleet import FleetProbe
 from tui.probes.gpu import GpuProbe
@@ -41,12 +44,11 @@ __all__ = ["add_arguments", "run"]
 
 def run(args: argparse.Namespace) -> int:
     sys.setswitchinterval(GIL_SWITCH_S)
-    sim = None
+    sim = engine = watch = None
     try:
-        loads, words = validate(args)
+        bench = validate(args)
     except UsageError as exc:
         return _die(str(exc))
-    out = watch = None
     try:
         url = args.url
         if args.sim:
@@ -55,92 +57,32 @@ def run(args: argparse.Namespace) -> int:
             sim = SimProcess(speed=args.sim_speed).start()
             url = sim.url
         target, info = discover(url, args.api, args.model)
-        args.synthetic_words, args.synthetic_shared_words = None, 0
         if args.input_tokens is not None:
             calibration = calibrate(target, args.seed or 0, args.timeout)
-            args.synthetic_words = calibration.words_for(args.input_tokens)
-            if args.shared_prefix:
-                args.synthetic_shared_words = calibration.shared_words_for(args.shared_prefix)
-            print(f"calibrated: {args.synthetic_words} words = {args.input_tokens} prompt tokens as the server counts"
-                  f" them ({calibration.overhead:.0f} for its template, {calibration.per_word:.2f} a word)",
+            bench = bench.with_synthetic(calibration.words_for(args.input_tokens),
+                                         calibration.shared_words_for(args.shared_prefix or 0))
+            print(f"calibrated: {bench.settings.input_words} words = {args.input_tokens} prompt tokens as the server"
+                  f" counts them ({calibration.overhead:.0f} for its template, {calibration.per_word:.2f} a word)",
                   file=sys.stderr)
-        out = JsonlWriter(args.out) if args.out else None  # only now: bad input must not wipe an old file
-        print(plan_text(args, loads, words), file=sys.stderr)
-        meta = make_meta(info, args, loads, words)
+        if args.out:
+            open(args.out, "w").close()  # only now: bad input must not wipe an old file
+        meta = make_meta(info, args, bench)
+        print(plan_text(bench, args), file=sys.stderr)
         watch = Watch(ServerProbe(info.url, info.kind, info.version, target.headers(), redact=target.redactor()),
                       GpuProbe(), fleet=_fleet(args.prometheus))
-        records: list[RequestRecord] = []
-        search = CapacitySearch(args.find_capacity) if args.find_capacity else None
-        interrupted = failed = False
-        terminated = []  # SIGTERM: stop as Ctrl-C does (print what finished), then exit 143
-
-        def on_sigterm(signum: int, frame: object) -> None:
-            terminated.append(signum)
-            signal.raise_signal(signal.SIGINT)
-
-        previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
-        try:
-            total = None if args.duration else sum(c * args.rounds for c in loads) * len(words)
-            with _progress(total) as advance:
-                def finished(record: RequestRecord) -> None:
-                    nonlocal out, failed
-                    records.append(record)
-                    if out is not None:
-                        try:
-                            out.write(record)
-                        except OSError as exc:  # e.g. a full disk: say so once, keep measuring
-                            print(f"tokentop bench: --out is no longer written ({exc}); the table will still"
-                                  " print", file=sys.stderr)
-                            with contextlib.suppress(OSError):
-                                out.close()
-                            out, failed = None, True
-                    advance()
-
-                most = args.max_inflight if args.open_loop else max(loads or [1])
-                workers = args.workers or default_workers(most)
-                if search is not None:
-                    said = lambda line: print(line, file=sys.stderr)  # noqa: E731
-                    asyncio.run(find(search, target, args, words[0], finished, watch, workers, records, said))
-                else:
-                    asyncio.run(run_cells(target, args, loads, words, finished, watch, workers))
-        except WorkerDied as exc:  # what finished before is still worth its table
-            print(f"tokentop bench: {exc}; the table shows what finished", file=sys.stderr)
-            failed = True
-        except KeyboardInterrupt:
-            interrupted = True
-            print(f"{'terminated' if terminated else 'interrupted'}: {len(records)} finished request(s) kept",
-                  file=sys.stderr)
-        finally:
-            signal.signal(signal.SIGTERM, previous_sigterm)
-        if search is not None:
-            loads = sorted(search.results)
-        rows = rows_of(records, loads, words, args.slo_limits, rate=args.open_loop)
-        for row in rows:
-            watch.add_to(row)
-        if watch.fleet_error:
-            print(f"tokentop bench: fleet: {watch.fleet_error}", file=sys.stderr)
-        answer = search.to_json() if search is not None else None
-        sys.stdout.write(render(rows, meta, args.format, prompt_kind(args), answer))
-        if search is not None and args.format not in ("json", "csv"):
-            sys.stdout.write(search.summary(args.slo_limits) + "\n")
-        if args.save:
-            failed |= not _save(args, meta, rows, records, answer, target, info, watch)
-        if rows and (args.plot or (args.format == "table" and sys.stdout.isatty())):
-            failed |= not _chart(rows, search, args)
-        sys.stdout.flush()
-        if interrupted:
-            return 143 if terminated else 130
-        if records and all(r.error_kind for r in records):
-            print(f"tokentop bench: every request failed ({len(records)}); see the Errors column", file=sys.stderr)
-            return 1
-        return 1 if failed else 0
+        engine = _engine(target, bench, args)
+        engine.start()
+        outcome = _drive(engine, bench, watch)
+        engine.stop()
+        outcome.collect(engine.new_records())  # the requests cut short by a stop, recorded as cancelled
+        return _report(args, bench, meta, outcome, watch, target, info)
     except (DiscoveryError, CalibrationError, OSError) as exc:
         return _die(str(exc))
     except KeyboardInterrupt:  # Ctrl-C while finding the server
         return 130
     finally:
-        if out is not None:
-            out.close()
+        if engine is not None:
+            engine.stop()
         if watch is not None and watch.server is not None:
             watch.server.close()
         if watch is not None and watch.fleet is not None:
@@ -149,14 +91,116 @@ def run(args: argparse.Namespace) -> int:
             sim.stop()
 
 
-def _chart(rows: list[dict], search: CapacitySearch | None, args: argparse.Namespace) -> bool:
+def _engine(target, bench: BenchRun, args: argparse.Namespace) -> Engine:
+    """The app's engine: in this process with one worker, else a pool of engine processes."""
+    workers = args.workers or default_workers(bench.most_in_flight)
+    options = dict(out_path=args.out, read_timeout=args.timeout, prompts=bench.prompts)
+    if workers == 1:
+        return LoadEngine(target, bench.settings, **options)
+    return EnginePool(target, bench.settings, workers=workers, **options)
+
+
+class Outcome:
+    """What a run left: every finished request, how it ended, and the capacity search's answer."""
+
+    def __init__(self, total: int | None) -> None:
+        self.records: list[RequestRecord] = []
+        self.search: CapacitySearch | None = None
+        self.interrupted = self.terminated = self.failed = False
+        self._progress = _progress(total)
+        self._told: set[str] = set()
+
+    def collect(self, records: list[RequestRecord]) -> None:
+        self.records += records
+        self._progress.advance(len(records))
+
+    def heard(self, status: PhaseStatus) -> None:
+        if status.record_error and "out" not in self._told:  # e.g. a full disk: said once, the run goes on
+            self._told.add("out")
+            print(f"tokentop bench: --out is no longer written ({status.record_error}); the table will still print",
+                  file=sys.stderr)
+            self.failed = True
+
+
+def _drive(engine: Engine, bench: BenchRun, watch: Watch) -> Outcome:
+    """Every cell (or the capacity search's levels), until done, Ctrl-C or SIGTERM, or a dead worker."""
+    outcome = Outcome(None if bench.duration_s else int(sum(bench.loads)) * len(bench.words) * bench.rounds)
+
+    def on_sigterm(signum: int, frame: object) -> None:  # stop as Ctrl-C does (print what finished), then 143
+        outcome.terminated = True
+        signal.raise_signal(signal.SIGINT)
+
+    previous_sigterm = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        with outcome._progress:
+            if bench.capacity:
+                outcome.search = CapacitySearch(bench.capacity)
+                asyncio.run(_find(engine, bench, watch, outcome))
+            else:
+                asyncio.run(run_cells(engine, bench, outcome.collect, watch, outcome.heard))
+    except EngineStopped as exc:  # what finished before is still worth its table
+        print(f"tokentop bench: {exc}; the table shows what finished", file=sys.stderr)
+        outcome.failed = True
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+    return outcome
+
+
+async def _find(engine: Engine, bench: BenchRun, watch: Watch, outcome: Outcome) -> None:
+    """--find-capacity: each level a cell of one word count held for --duration (tui/load/capacity.py)."""
+    words = bench.words[0]
+
+    async def run_level(level: float) -> list[RequestRecord]:
+        return await run_cell(engine, bench, (level, words), outcome.collect, watch, outcome.heard)
+
+    def heard(level: float, missed: list[Broken]) -> None:
+        print(f"{outcome.search.unit(level)}: " + ("meets the SLO" if not missed else "; ".join(map(str, missed))),
+              file=sys.stderr)
+
+    await search_capacity(outcome.search, run_level, bench.slo, heard)
+
+
+def _report(args: argparse.Namespace, bench: BenchRun, meta: dict, outcome: Outcome, watch: Watch, target,
+            info) -> int:
+    """The table, the chart and the run file of what finished; the exit status."""
+    records, search = outcome.records, outcome.search
+    if outcome.interrupted:
+        print(f"{'terminated' if outcome.terminated else 'interrupted'}: {len(records)} finished request(s) kept",
+              file=sys.stderr)
+    loads = sorted(search.results) if search is not None else list(bench.loads)
+    rows = rows_of(records, loads, list(bench.words), bench.slo, rate=bench.open_loop)
+    for row in rows:
+        watch.add_to(row)
+    if watch.fleet_error:
+        print(f"tokentop bench: fleet: {watch.fleet_error}", file=sys.stderr)
+    answer = search.to_json() if search is not None else None
+    sys.stdout.write(render(rows, meta, args.format, bench.prompt_kind, answer))
+    if search is not None and args.format not in ("json", "csv"):
+        sys.stdout.write(search.summary(bench.slo) + "\n")
+    failed = outcome.failed
+    if args.save:
+        failed |= not _save(args, meta, rows, records, answer, target, info, watch)
+    if rows and (args.plot or (args.format == "table" and sys.stdout.isatty())):
+        failed |= not _chart(rows, search, args, bench.slo)
+    sys.stdout.flush()
+    if outcome.interrupted:
+        return 143 if outcome.terminated else 130
+    if records and all(r.error_kind for r in records):
+        print(f"tokentop bench: every request failed ({len(records)}); see the Errors column", file=sys.stderr)
+        return 1
+    return 1 if failed else 0
+
+
+def _chart(rows: list[dict], search: CapacitySearch | None, args: argparse.Namespace, slo: dict | None) -> bool:
     """The run's chart: on the terminal, or in --plot's file. False when the file could not be written."""
     width = min(shutil.get_terminal_size().columns, charts.WIDTH) if sys.stdout.isatty() else charts.WIDTH
     if search is not None:
-        name = next(iter(args.slo_limits))
+        name = next(iter(slo))
         figure = {load_of(row): value_of(row, name) for row in rows}
         chart = charts.capacity_chart({level: not missed for level, missed in search.results.items()}, figure, name,
-                                      args.slo_limits[name], search.capacity,
+                                      slo[name], search.capacity,
                                       "requests/s" if search.kind == RATE else "concurrent streams", width)
     else:
         chart = charts.load_chart(rows, width)
@@ -211,21 +255,31 @@ def _die(message: str) -> int:
 
 
 class _progress:
-    """A rich progress bar on stderr; `with _progress(total) as advance: advance()`."""
+    """A rich progress bar on stderr: `with bar: bar.advance(n)`."""
 
     def __init__(self, total: int | None) -> None:  # None: as many as the --duration holds
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         left = [TextColumn("left"), TimeRemainingColumn()] if total else []  # from the requests done so far
         self._progress = Progress(TextColumn("requests"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                   *left, console=Console(stderr=True), transient=True)
         self._task = self._progress.add_task("bench", total=total)
 
-    def __enter__(self) -> Callable[[], None]:
+    def __enter__(self) -> _progress:
         self._progress.start()
-        return lambda: self._progress.advance(self._task)
+        return self
+
+    def advance(self, n: int) -> None:
+        if n:
+            self._progress.advance(self._task, n)
 
     def __exit__(self, *exc: object) -> None:
         self._progress.stop()

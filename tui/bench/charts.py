@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import math
 import os
-from itertools import cycle
 from collections.abc import Sequence
+from itertools import cycle
 from pathlib import Path
 from typing import Any
 
 import plotext as plt
 
 from tui.bench.watch import load_of
-
 from tui.untrusted import visible
 
 COLOURS = ("cyan", "green", "orange", "magenta", "blue", "red", "yellow")

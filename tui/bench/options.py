@@ -6,12 +6,17 @@ import argparse
 import math
 import os
 
-from tui.bench.capacity import CONCURRENCY, KINDS, RATE
 from tui.bench.render import FORMATS
+from tui.bench.workload import BenchRun
 from tui.flags import (
-    UsageError, add_server_arguments, add_workload_arguments, check_prometheus_url, check_server_arguments,
+    UsageError,
+    add_server_arguments,
+    add_workload_arguments,
+    check_prometheus_url,
+    check_server_arguments,
     check_workload_arguments,
 )
+from tui.load.capacity import CONCURRENCY, KINDS, RATE
 from tui.load.prompts import INPUT, MODES, OUTPUT, PROMPT_FILE, build_prompt
 from tui.load.settings import MAX_CONCURRENCY, MAX_RATE, LoadSettings
 from tui.load.synthetic import SYNTHETIC
@@ -92,12 +97,12 @@ def _no_repeats(values: list, flag: str) -> None:
         raise UsageError(f"{flag} lists {repeated:g} twice (--rounds repeats a cell)")
 
 
-def validate(args: argparse.Namespace) -> tuple[list, list[int]]:
-    """(loads, words), or UsageError in one line. A load is a concurrency, or a rate with --rate."""
+def validate(args: argparse.Namespace) -> BenchRun:
+    """What the flags ask the bench to run, or UsageError in one line. The flags are read, never changed."""
     check_server_arguments(args)
     check_prometheus_url(args.prometheus)
     rates = None
-    args.open_loop = args.rate is not None or args.find_capacity == RATE
+    duration = args.duration
     if args.find_capacity:
         if args.rate is not None or args.concurrency is not None:
             raise UsageError("--find-capacity chooses the levels itself: leave out --concurrency and --rate")
@@ -105,48 +110,44 @@ def validate(args: argparse.Namespace) -> tuple[list, list[int]]:
             raise UsageError("--find-capacity needs --slo, e.g. --slo ttft_p99=2,stream_tps_p10=10")
         if args.words is not None and "," in args.words:
             raise UsageError("--find-capacity takes one --words value (the levels are the variable)")
-        if args.duration is None:
-            args.duration = CAPACITY_HOLD_S
+        if duration is None:
+            duration = CAPACITY_HOLD_S
     elif args.rate is not None:
         if args.concurrency is not None:
             raise UsageError("choose --rate (an open loop) or --concurrency (a closed loop), not both")
         rates = parse_rates(args.rate)
-        if args.duration is None:
+        if duration is None:
             raise UsageError("--rate needs --duration S: how long each rate sends")
     concurrency = parse_int_list("1,2,4" if args.concurrency is None else args.concurrency, "--concurrency",
                                  MAX_CONCURRENCY)
-    args.words_defaulted = None  # the flag that made the default one word count, said in the plan
+    words_defaulted = None  # the flag that made the default one word count, said in the plan
     if args.words is None:
-        args.words_defaulted = next((flag for flag, given in (
+        words_defaulted = next((flag for flag, given in (
             ("--find-capacity", args.find_capacity), ("--rate", args.rate is not None),
             ("--duration", args.duration is not None), ("--output-tokens", args.output_tokens is not None)) if given),
             None)
-        args.words = str(ONE_WORDS) if args.words_defaulted else DEFAULT_WORDS
-    words = parse_int_list(args.words, "--words")
+    given = args.words if args.words is not None else str(ONE_WORDS) if words_defaulted else DEFAULT_WORDS
+    words = parse_int_list(given, "--words")
     try:  # the load's own values are checked where the app's are
-        LoadSettings(concurrency=max(concurrency), words=max(words), mode=args.mode, max_tokens=args.max_tokens,
-                     temperature=args.temperature, seed=args.seed, num_ctx=args.num_ctx,
-                     output_tokens=args.output_tokens, max_inflight=args.max_inflight).validated()
+        settings = LoadSettings(concurrency=0, words=max(words), mode=args.mode, max_tokens=args.max_tokens,
+                                temperature=args.temperature, seed=args.seed, num_ctx=args.num_ctx,
+                                output_tokens=args.output_tokens, arrival=args.arrival,
+                                max_inflight=args.max_inflight, duration_s=duration).validated()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.duration is not None and not (math.isfinite(args.duration) and args.duration > 0):
-        raise UsageError(f"--duration must be a number of seconds more than 0, not {args.duration}")
     if args.rounds < 1:
         raise UsageError(f"--rounds must be 1 or more, not {args.rounds}")
     if not (math.isfinite(args.sim_speed) and args.sim_speed > 0):
         raise UsageError(f"--sim-speed must be a number more than 0, not {args.sim_speed}")
-    args.slo_limits, args.prompt_list = check_workload_arguments(args)
-    if args.prompt_list is not None:
-        words = [len(args.prompt_list)]  # the file is the variable: its column says how many prompts it has
+    slo, prompts = check_workload_arguments(args)
+    if prompts is not None:
+        words = [len(prompts)]  # the file is the variable: its column says how many prompts it has
     elif args.input_tokens is not None:
         words = [args.input_tokens]  # the prompt's length is the variable
     elif args.mode == INPUT:
         words = [len(build_prompt(INPUT, 0).split())]  # the prompt's length is the variable
-    if args.find_capacity:
-        return [], words  # the search picks them
-    return rates or concurrency, words
-
-
-def prompt_kind(args: argparse.Namespace) -> str:
-    """What the prompts were, for the table's header."""
-    return PROMPT_FILE if args.prompt_list else SYNTHETIC if args.input_tokens else args.mode
+    open_loop = args.rate is not None or args.find_capacity == RATE
+    return BenchRun(settings=settings, loads=() if args.find_capacity else tuple(rates or concurrency),
+                    words=tuple(words), open_loop=open_loop, rounds=args.rounds, slo=slo, prompts=prompts,
+                    capacity=args.find_capacity, words_defaulted=words_defaulted,
+                    prompt_kind=PROMPT_FILE if prompts else SYNTHETIC if args.input_tokens else args.mode)

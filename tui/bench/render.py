@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tui import __version__
+from tui.bench.workload import BenchRun
 from tui.load.discover import ServerInfo
 from tui.load.prompts import INPUT, OUTPUT, PROMPT_FILE
 from tui.load.records import RequestRecord
@@ -108,8 +109,9 @@ def rows_of(records: list[RequestRecord], loads: list, words: list[int], slo: di
     return rows
 
 
-def make_meta(info: ServerInfo, args: argparse.Namespace, loads: list, words: list[int]) -> dict[str, Any]:
-    rate = getattr(args, "open_loop", False)
+def make_meta(info: ServerInfo, args: argparse.Namespace, run: BenchRun) -> dict[str, Any]:
+    rate, s = run.open_loop, run.settings
+    loads, words = list(run.loads), list(run.words)
     return {
         "url": info.shown_url,
         "api": info.api,
@@ -122,15 +124,15 @@ def make_meta(info: ServerInfo, args: argparse.Namespace, loads: list, words: li
         "tokentop_version": __version__,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "options": {
-            "mode": args.mode, "concurrency": None if rate else loads, "rate": loads if rate else None,
-            "arrival": args.arrival if rate else None, "max_inflight": args.max_inflight if rate else None,
-            "duration_s": args.duration, "prompts": visible(args.prompts) if args.prompts else None,
-            "words": words, "rounds": args.rounds,
-            "max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed,
-            "num_ctx": args.num_ctx, "timeout_s": args.timeout, "slo_s": args.slo_limits,
-            "input_tokens": args.input_tokens, "output_tokens": args.output_tokens,
-            "synthetic_words": getattr(args, "synthetic_words", None), "shared_prefix": args.shared_prefix,
-            "shared_words": getattr(args, "synthetic_shared_words", 0),
+            "mode": s.mode, "concurrency": None if rate else loads, "rate": loads if rate else None,
+            "arrival": s.arrival if rate else None, "max_inflight": s.max_inflight if rate else None,
+            "duration_s": run.duration_s, "prompts": visible(args.prompts) if args.prompts else None,
+            "words": words, "rounds": run.rounds,
+            "max_tokens": s.max_tokens, "temperature": s.temperature, "seed": s.seed,
+            "num_ctx": s.num_ctx, "timeout_s": args.timeout, "slo_s": run.slo,
+            "input_tokens": args.input_tokens, "output_tokens": s.output_tokens,
+            "synthetic_words": s.input_words, "shared_prefix": args.shared_prefix,
+            "shared_words": s.shared_words,
         },
     }
 

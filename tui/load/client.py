@@ -15,8 +15,16 @@ import time
 from dataclasses import dataclass
 
 from tui.load.protocols import (
-    MAX_LINE_BYTES, OLLAMA, LineTooLong, RequestSpec, chat_body, chat_path, decoder_for, error_from_body,
-    ollama_event, openai_whole_event,
+    MAX_LINE_BYTES,
+    OLLAMA,
+    LineTooLong,
+    RequestSpec,
+    chat_body,
+    chat_path,
+    decoder_for,
+    error_from_body,
+    ollama_event,
+    openai_whole_event,
 )
 from tui.load.records import RequestRecord
 from tui.load.transport import ConnectionPool, Response, Sink, TransportError

@@ -1,10 +1,12 @@
 """What every load engine offers: the in-process `LoadEngine`, the `EngineProcess` (one engine in a child
 process), the `EnginePool` (several), and the tests' doubles. The app and the bench know only this.
 
-Steering never waits for the engine: `update` checks the values where it is called (a bad one raises
-ValueError there and changes nothing) and the engine applies them soon after. A snapshot carries the
+Steering never waits for the engine: `update` and `begin` check the values where they are called (a bad one
+raises ValueError there and changes nothing) and the engine applies them soon after. A snapshot carries the
 settings the engine runs with, the one source of truth for what is on screen, and how many updates they
-include: one taken before the newest update arrived is known as late, and its settings are not shown.
+include: one taken before the newest update arrived is known as late, and its settings are not shown. A
+phase with an end (a bench cell, a capacity level) is followed with `status()` and its requests collected
+with `new_records()` (tui/load/phase.py).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, Protocol
 
 from tui.load.records import RequestRecord
 from tui.load.settings import LoadSettings
-from tui.load.snapshot import Snapshot
+from tui.load.snapshot import PhaseStatus, Snapshot
 
 
 class EngineStopped(RuntimeError):
@@ -42,6 +44,17 @@ class Engine(Protocol):
 
     def update(self, **changes: Any) -> LoadSettings: ...
 
+    def begin(self, **changes: Any) -> int:
+        """A new phase with these settings; its number, as `status().phase` will say once it runs."""
+
+    def warm(self, connections: int) -> None:
+        """Open connections for a phase's first requests (blocks until they are open, or have failed)."""
+
+    def status(self) -> PhaseStatus: ...
+
+    def new_records(self) -> list[RequestRecord]:
+        """The requests finished since the last call."""
+
     def set_model(self, model: str) -> None: ...
 
     def pause(self) -> None: ...
@@ -56,7 +69,7 @@ class Engine(Protocol):
 @dataclass(frozen=True)
 class Update:
     changes: dict[str, Any] = field(default_factory=dict)
-    version: int = 0  # counts the sender's updates; a snapshot says the newest one applied
+    new_phase: bool = False  # Engine.begin rather than Engine.update
 
 
 @dataclass(frozen=True)
@@ -70,7 +83,18 @@ class SetRunning:
 
 
 @dataclass(frozen=True)
+class Warm:
+    seq: int
+    connections: int
+
+
+@dataclass(frozen=True)
 class GetSnapshot:
+    seq: int
+
+
+@dataclass(frozen=True)
+class GetStatus:
     seq: int
 
 
@@ -80,8 +104,14 @@ class GetRecords:
 
 
 @dataclass(frozen=True)
+class TakeNewRecords:
+    seq: int
+
+
+@dataclass(frozen=True)
 class Stop:
     pass
 
 
-Command = Update | SetModel | SetRunning | GetSnapshot | GetRecords | Stop
+Question = Warm | GetSnapshot | GetStatus | GetRecords | TakeNewRecords  # each gets one answer
+Command = Update | SetModel | SetRunning | Question | Stop

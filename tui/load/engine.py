@@ -1,56 +1,48 @@
-"""The live load engine: closed-loop streaming requests whose concurrency can change while it runs.
+"""The load engine: streaming requests in a closed loop (N streams) or an open loop (a request rate,
+tui/load/open_loop.py), in phases that the app changes live and the bench runs one cell at a time.
 
-It runs its own asyncio loop in its own thread, so chunk timestamps are taken away from any UI
-loop. Other threads steer it with `update` (applied on the engine's loop) and read it with
-`snapshot()`, which copies a few numbers and never blocks on the loop.
+It runs its own asyncio loop in its own thread, so chunk timestamps are taken away from any UI or driver
+loop. Other threads steer it (`update`, `begin`: applied on the engine's loop) and read it (`snapshot()`,
+`status()`, `new_records()`), which copy a few numbers and never block on the loop.
 
-Closed loop: stream i sends a request, waits for it to end, sends the next, for i < concurrency.
-Raising concurrency starts new streams at once; lowering it lets the surplus streams finish their
-current request and stop (or cancels them when `cancel_surplus` is set). Words, mode and options
-apply to the next request of each stream.
+Closed loop: stream i sends a request, waits for it to end, sends the next, for i < concurrency. Raising
+concurrency starts new streams at once; lowering it lets the surplus streams finish their current request
+and stop (or cancels them when `cancel_surplus` is set). Changes apply to each stream's next request.
 
-Open loop (settings.rate set): requests are sent at planned arrival times, whatever the server does,
-so a server slower than the arrivals builds a backlog that grows. Past `max_inflight` an arrival
-waits at the client (held back, counted) and goes when a request ends; pausing drops those waiting
-(counted as unsent). Switching between the loops lets the other loop's requests finish.
+A phase begins with `begin` and may have an end: each stream sends `requests_per_stream` requests (the
+article's round: N at once, wait for all), or nothing new is sent `duration_s` after the start; then its
+requests in flight finish and it is done. `start_ns` starts it at one instant in every worker process.
+The app's phase has no end: it runs until the next change.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import dataclasses
 import logging
-import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from tui.load.client import Target, make_client, stream_once
-from tui.load.prompt_file import PromptSource
-from tui.load.prompts import PROMPT_FILE
+from tui.load.finished import Finished
+from tui.load.open_loop import OPEN_BASE, OpenLoop, until
 from tui.load.records import NS, RequestRecord
+from tui.load.request_maker import RequestMaker
 from tui.load.selfcost import CostMonitor
-from tui.load.settings import LoadSettings, arrivals, first_arrival_ns, request_spec, share
-from tui.load.snapshot import DONE, ERROR, STREAMING, WAITING, Snapshot, StreamView
+from tui.load.settings import LoadSettings, share
+from tui.load.snapshot import STREAMING, WAITING, PhaseStatus, Snapshot
 from tui.load.stats import mean, percentile, slope
-from tui.load.synthetic import SYNTHETIC
-from tui.load.synthetic import text as synthetic_text
+from tui.load.views import count_since, stream_view, window_chunks
 
 log = logging.getLogger(__name__)
 
 ERROR_BACKOFF_S = 1.0  # pause after a failed request so a dead server is not hammered
 MAX_BACKOFF_S = 60.0  # the longest pause a server's Retry-After gets
-OPEN_BASE = 1 << 40  # open-loop requests' keys, after any closed-loop stream's
 BACKLOG_EVERY_S = 0.25  # how often the backlog is sampled for its trend
 BACKLOG_TREND_S = 10.0  # the trend is the backlog's slope over this long
-
-
-def chunks_in_window(record: RequestRecord, since_ns: int) -> int:
-    chunks = record.chunk_ns
-    n = len(chunks)  # read once: the engine thread may append meanwhile
-    return n - bisect.bisect_left(chunks, since_ns, 0, n)
+WARM_TIMEOUT_S = 30.0
 
 
 class LoadEngine:
@@ -61,7 +53,7 @@ class LoadEngine:
         *,
         read_timeout: float = 600.0,
         window_s: float = 2.0,
-        on_record: Callable[[RequestRecord], None] | None = None,
+        out_path: str | None = None,
         keep_records: int | None = None,
         worker: int = 0,
         workers: int = 1,
@@ -69,44 +61,35 @@ class LoadEngine:
     ) -> None:
         """`worker` of `workers`: this engine runs the streams i with i % workers == worker (tui/load/pool.py).
 
-        `prompts` (from --prompts FILE): sent in turn instead of the mode's prompt, unless synthetic prompts
+        `out_path` and `keep_records`: see tui/load/finished.py. `prompts` (from --prompts FILE): sent in turn instead of the mode's prompt, unless synthetic prompts
         (settings.input_words) are asked for."""
         self.target = target
-        self._prompts = PromptSource(list(prompts)[worker::workers] or list(prompts)) if prompts else None
-        self._rng = random.Random()
+        self._maker = RequestMaker(prompts, worker, workers)
         self._worker, self._workers_n = worker, workers
-        self._settings = (settings or LoadSettings()).validated()
+        self._settings = self._live = (settings or LoadSettings()).validated()  # _live: as the loop applied them
         self._settings_lock = threading.Lock()
-        self.settings_version = 0  # updates applied: a snapshot carries it, so a late one is known as late
+        self.settings_version = 0  # updates made: a snapshot carries the one it shows, so a late one is known
         self._read_timeout = read_timeout
         self._window_ns = int(window_s * NS)
-        self._on_record = on_record
+        self._finished = Finished(out_path, keep_records)
         self._running = False
         self._running_since_ns = 0
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._workers: dict[int, asyncio.Task] = {}
+        self._workers: dict[int, asyncio.Task] = {}  # the running streams and open-loop requests, by key
         self._current: dict[int, RequestRecord] = {}
         self._done_count: dict[int, int] = {}
         self._last_note: dict[int, str | None] = {}
-        self._truncated = self._cold_starts = self._errors = 0
-        # Finished requests in finishing order: every one, or the newest `keep_records` (each holds a
-        # timestamp per token, so an app left running for days must not keep them all; --out does).
-        self.records: list[RequestRecord] | deque[RequestRecord] = deque(maxlen=keep_records) if keep_records else []
-        self._completed = 0
-        self.record_error: str | None = None  # why on_record was dropped, if it failed
-        self._recent: deque[RequestRecord] = deque(maxlen=256)
         self._cost = CostMonitor(window_s)
-        # the open loop
-        self._arrivals: asyncio.Task | None = None
-        self._arrivals_for: tuple[float, str] | None = None  # the (rate, arrival) it plans for
-        self._open_count = 0  # open-loop requests sent (their keys are OPEN_BASE + this)
-        self._open_now = 0  # open-loop requests in flight
-        self._held: deque[int] = deque()  # planned arrival times waiting under max_inflight
-        self._held_total = self._unsent = 0
-        self._sent_ns: deque[int] = deque()  # sends and ends within the rate window
-        self._ended_ns: deque[int] = deque()
+        # the phase
+        self._phase = 0  # the settings version that began it
+        self._phase_began_ns = 0
+        self._phase_sent: dict[int, int] = {}  # closed loop: requests each stream has sent in the phase
+        self._phase_done = False
+        self._phase_cost = None
+        self._open = OpenLoop(self._open_request, self._workers, worker, workers, on_idle=self._check_done)
+        self._ended_ns: deque[int] = deque()  # when requests ended, within the rate window
         self._backlog: deque[tuple[int, int]] = deque(maxlen=int(BACKLOG_TREND_S / BACKLOG_EVERY_S) + 1)
 
     # --- lifecycle (any thread) -------------------------------------------------------------
@@ -119,7 +102,7 @@ class LoadEngine:
             self.resume()
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Cancel every stream and end the engine thread (within `timeout` seconds)."""
+        """Cancel every request (each recorded as cancelled) and end the engine thread within `timeout` seconds."""
         loop, thread = self._loop, self._thread
         if loop is None or thread is None or not thread.is_alive() or self._stopping:
             return
@@ -132,6 +115,7 @@ class LoadEngine:
             log.warning("engine: streams still ending after %.1f s; stopping anyway", timeout)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(max(0.0, deadline - time.monotonic()))
+        self._finished.close()
 
     def resume(self) -> None:
         self._call(self._set_running, True)
@@ -139,6 +123,14 @@ class LoadEngine:
     def pause(self) -> None:
         """Send no new requests; the ones in flight finish."""
         self._call(self._set_running, False)
+
+    def warm(self, connections: int, timeout: float = WARM_TIMEOUT_S) -> None:
+        """Open this worker's share of `connections` to the server now: a phase's first requests then go at once."""
+        if self._loop is None:
+            raise RuntimeError("engine not started")
+        count = share(connections, self._worker, self._workers_n)
+        future = asyncio.run_coroutine_threadsafe(self._client.pool.warm(self.target.url, count), self._loop)
+        future.result(timeout)
 
     @property
     def running(self) -> bool:
@@ -156,34 +148,46 @@ class LoadEngine:
         self.target = dataclasses.replace(self.target, model=model)
 
     def update(self, **changes) -> LoadSettings:
-        """Change settings; raises ValueError (and changes nothing) on a bad value.
+        """Change settings within the phase (each stream's next request reads them; the concurrency applies at
+        once); raises ValueError, and changes nothing, on a bad value."""
+        return self._change(changes, new_phase=False)[0]
 
-        New requests read the settings when they start; the engine's loop is then told to start
-        or stop streams to match the concurrency.
-        """
+    def begin(self, **changes) -> int:
+        """Begin a new phase with these settings; its number (see `status()`), or ValueError on a bad value."""
+        return self._change(changes, new_phase=True)[1]
+
+    def _change(self, changes: dict, new_phase: bool) -> tuple[LoadSettings, int]:
         with self._settings_lock:
             new = dataclasses.replace(self._settings, **changes).validated()
             self._settings = new
             self.settings_version += 1
-        self._call(self._reconcile)
-        return new
+            version = self.settings_version
+        self._call(self._apply, new, version, new_phase)
+        return new, version
 
     # --- reading (any thread) ----------------------------------------------------------------
+    @property
+    def records(self) -> list[RequestRecord]:
+        """The finished requests kept, oldest first."""
+        return self._finished.records
+
+    def new_records(self) -> list[RequestRecord]:
+        """The requests finished since the last call, oldest first (only the kept ones, if more finished)."""
+        return self._finished.new_records()
+
+    def status(self) -> PhaseStatus:
+        return PhaseStatus(phase=self._phase, done=self._phase_done, completed=self._finished.completed,
+                           cost=self._phase_cost or self._cost.phase_cost(), unsent=self._open.phase_unsent,
+                           record_error=self._finished.write_error)
+
     def snapshot(self) -> Snapshot:
         now = time.perf_counter_ns()
         since = max(now - self._window_ns, self._running_since_ns)  # after a resume, only since then
-        views = []
-        window_chunks = 0
-        for index, record in sorted(list(self._current.items())):
-            view = self._view(index, record, now, since)
-            views.append(view)
-        for record in list(self._current.values()):
-            window_chunks += chunks_in_window(record, since)
-        current_ids = {id(r) for r in list(self._current.values())}
-        recent = list(self._recent)
-        for record in recent:
-            if id(record) not in current_ids and record.end_ns and record.end_ns >= since:
-                window_chunks += chunks_in_window(record, since)
+        current = sorted(list(self._current.items()))
+        views = tuple(stream_view(record, now, since, self._done_count.get(index, 0), self._last_note.get(index))
+                      for index, record in current)
+        done = self._finished
+        recent = list(done.recent)
         streaming = [v for v in views if v.state == STREAMING]
         ttfts = [r.ttft_s for r in recent if r.ttft_s is not None]
         window = self._window_s(now)
@@ -195,56 +199,32 @@ class LoadEngine:
             taken_ns=now,
             running=self._running,
             settings=self._settings,
-            streams=tuple(views),
+            streams=views,
             waiting=sum(1 for v in views if v.state == WAITING),
             streaming=len(streaming),
-            completed=self._completed,
-            errors=self._errors,
-            aggregate_tps=window_chunks / window,
+            completed=done.completed,
+            errors=done.errors,
+            aggregate_tps=window_chunks((r for _, r in current), recent, since) / window,
             mean_stream_tps=(sum(v.live_tps for v in streaming) / len(streaming)) if streaming else None,
             ttft_p50_s=percentile(ttfts, 50),
-            truncated=self._truncated,
-            cold_starts=self._cold_starts,
+            truncated=done.truncated,
+            cold_starts=done.cold_starts,
             queue_wait_mean_s=mean(r.queue_wait_s for r in recent),
-            record_error=self.record_error,
+            record_error=done.write_error,
             client_cost=self._cost.cost(),
             recent_ttfts_s=tuple(ttfts),
             settings_version=self.settings_version,
-            sent_rps=_count_since(self._sent_ns, since) / window,
-            finished_rps=_count_since(self._ended_ns, since) / window,
-            held=len(self._held),
-            held_total=self._held_total,
-            unsent=self._unsent,
+            sent_rps=count_since(self._open.sent_ns, since) / window,
+            finished_rps=count_since(self._ended_ns, since) / window,
+            held=len(self._open.held),
+            held_total=self._open.held_total,
+            unsent=self._open.unsent,
             backlog_growth_rps=trend,
         )
 
     def _window_s(self, now: int) -> float:
         """The rate window, shorter just after a start so the first seconds are not under-counted."""
         return max(0.05, min(self._window_ns, now - self._running_since_ns) / NS)
-
-    def _view(self, index: int, record: RequestRecord, now: int, since: int) -> StreamView:
-        first, end = record.first_token_ns, record.end_ns
-        if end is not None:
-            state = ERROR if record.error_kind else DONE
-        else:
-            state = WAITING if first is None else STREAMING
-        live = 0.0
-        if state == STREAMING and first is not None:
-            span = (now - max(first, since)) / NS
-            live = chunks_in_window(record, since) / span if span > 0.05 else 0.0
-        stop = end if end is not None else now
-        return StreamView(
-            index=record.stream,
-            state=state,
-            requests_done=self._done_count.get(index, 0),
-            waited_s=((first if first is not None else stop) - record.send_ns) / NS,
-            ttft_s=record.ttft_s,
-            tokens=record.client_tokens,
-            live_tps=live,
-            e2e_s=(stop - record.send_ns) / NS,
-            error=record.error,
-            note=self._last_note.get(index),
-        )
 
     # --- the engine's own loop ----------------------------------------------------------------
     def _call(self, fn, *args) -> None:
@@ -263,11 +243,26 @@ class LoadEngine:
         self._client = loop.run_until_complete(open_client())
         self._cost_task = loop.create_task(self._cost.sample())
         self._backlog_task = loop.create_task(self._sample_backlog())
+        self._begin_phase(self._live, 0)
         ready.set()
         try:
             loop.run_forever()
         finally:
             loop.close()
+
+    def _apply(self, settings: LoadSettings, version: int, new_phase: bool) -> None:
+        self._live = settings
+        if new_phase:
+            self._begin_phase(settings, version)
+        self._reconcile()
+
+    def _begin_phase(self, settings: LoadSettings, version: int) -> None:
+        self._phase, self._phase_began_ns = version, time.perf_counter_ns()
+        self._phase_sent.clear()
+        self._phase_done, self._phase_cost = False, None
+        self._open.new_phase()
+        self._cost.mark()
+        self._maker.begin(settings, version)
 
     def _set_running(self, running: bool) -> None:
         if running and not self._running:
@@ -276,67 +271,73 @@ class LoadEngine:
         self._reconcile()
 
     def _target(self) -> int:
-        if not self._running or self._stopping or self._settings.rate is not None:
+        if not self._running or self._stopping or self._live.rate is not None:
             return 0
-        return share(self._settings.concurrency, self._worker, self._workers_n)
+        return share(self._live.concurrency, self._worker, self._workers_n)
+
+    def _start_ns(self) -> int:
+        return self._live.start_ns or self._phase_began_ns
+
+    def _past_deadline(self) -> bool:
+        duration = self._live.duration_s
+        return duration is not None and time.perf_counter_ns() >= self._start_ns() + int(duration * NS)
+
+    def _exhausted(self, index: int) -> bool:
+        """This stream has sent all the phase asks of it."""
+        limit = self._live.requests_per_stream
+        return (limit is not None and self._phase_sent.get(index, 0) >= limit) or self._past_deadline()
 
     def _reconcile(self) -> None:
         target = self._target()
         for index in range(target):
-            if index not in self._workers:
+            if index not in self._workers and not self._exhausted(index):
                 self._workers[index] = asyncio.get_running_loop().create_task(self._stream(index))
-        if self._settings.cancel_surplus:
+        if self._live.cancel_surplus:
             for index, task in list(self._workers.items()):
                 if target <= index < OPEN_BASE:
                     task.cancel()
-        self._reconcile_arrivals()
+        self._open.reconcile(self._live, self._running and not self._stopping, self._phase, self._start_ns())
+        self._check_done()
 
-    # --- the open loop ----------------------------------------------------------------------------
-    def _reconcile_arrivals(self) -> None:
-        """Start, restart (a new rate takes effect at once) or stop the arrivals to match the settings."""
-        s = self._settings
-        wanted = (s.rate, s.arrival) if self._running and not self._stopping and s.rate is not None else None
-        if self._arrivals is not None and self._arrivals_for != wanted:
-            self._arrivals.cancel()
-            self._arrivals = None
-        if wanted is None:
-            self._unsent += len(self._held)  # paused or back to a closed loop: the waiting ones are never sent
-            self._held.clear()
-        elif self._arrivals is None:
-            self._arrivals = asyncio.get_running_loop().create_task(self._arrive(*wanted))
-            self._arrivals_for = wanted
+    def _check_done(self) -> None:
+        """A phase with an end is done once nothing more will be sent and its requests have finished."""
+        if self._phase_done or not self._live.bounded or any(index < OPEN_BASE for index in self._workers):
+            return
+        if not self._open.idle:
+            return
+        self._phase_done, self._phase_cost = True, self._cost.phase_cost()
 
-    async def _arrive(self, rate: float, arrival: str) -> None:
-        """Plan arrivals at `rate` (this worker's share of it) and send each when it is due."""
-        gaps = arrivals(arrival, rate / self._workers_n, random.Random())  # split so, Poisson stays Poisson
-        planned = time.perf_counter_ns() + first_arrival_ns(arrival, rate, self._worker)
-        while True:
-            await asyncio.sleep(max(0.0, (planned - time.perf_counter_ns()) / NS))
-            if self._open_now < max(1, share(self._settings.max_inflight, self._worker, self._workers_n)):
-                self._launch(planned, held=False)
-            else:
-                self._held.append(planned)
-                self._held_total += 1
-            planned += int(NS * next(gaps))
-
-    def _launch(self, planned: int, held: bool) -> None:
-        index = OPEN_BASE + self._open_count
-        self._open_count += 1
-        self._open_now += 1
-        self._sent_ns.append(time.perf_counter_ns())
-        self._workers[index] = asyncio.get_running_loop().create_task(self._open_request(index, planned, held))
-
-    async def _open_request(self, index: int, planned: int, held: bool) -> None:
+    # --- the closed loop ------------------------------------------------------------------------
+    async def _stream(self, index: int) -> None:
         try:
-            await self._guarded(index, planned=planned, held=held)
+            await until(self._start_ns())
+            while index < self._target() and not self._exhausted(index):
+                k = self._phase_sent.get(index, 0)
+                self._phase_sent[index] = k + 1
+                record = await self._guarded(index, index * self._workers_n + self._worker, k)
+                if record.error_kind and not self._exhausted(index):
+                    await self._back_off(record)
         except asyncio.CancelledError:
             pass
         finally:
             self._workers.pop(index, None)
             self._current.pop(index, None)
-            self._open_now -= 1
-            if self._held and self._arrivals is not None:  # room again: the longest-waiting arrival goes
-                self._launch(self._held.popleft(), held=True)
+            self._check_done()
+
+    async def _back_off(self, record: RequestRecord) -> None:
+        """After a failure: a second, or what the server's Retry-After asked, but never past the phase's end."""
+        pause = min(MAX_BACKOFF_S, max(ERROR_BACKOFF_S, record.retry_after_s or 0))
+        if self._live.duration_s is not None:
+            left = (self._start_ns() + int(self._live.duration_s * NS) - time.perf_counter_ns()) / NS
+            pause = min(pause, max(0.0, left))
+        await asyncio.sleep(pause)
+
+    # --- the open loop (tui/load/open_loop.py) -----------------------------------------------------
+    async def _open_request(self, key: int, stream: int, k: int, planned: int, held: bool) -> None:
+        try:
+            await self._guarded(key, stream, k, planned=planned, held=held)
+        finally:
+            self._current.pop(key, None)
 
     async def _sample_backlog(self) -> None:
         """The backlog (sent, no first token yet) a few times a second, for its trend: is it growing?"""
@@ -347,94 +348,48 @@ class LoadEngine:
                 self._backlog.append((now, waiting))
             else:
                 self._backlog.clear()
-            for times in (self._sent_ns, self._ended_ns):
+            for times in (self._open.sent_ns, self._ended_ns):
                 while times and times[0] < now - self._window_ns:
                     times.popleft()
             await asyncio.sleep(BACKLOG_EVERY_S)
 
-    async def _guarded(self, index: int, **options) -> RequestRecord:
+    # --- one request --------------------------------------------------------------------------------
+    async def _guarded(self, index: int, stream: int, k: int, planned: int | None = None,
+                       held: bool = False) -> RequestRecord:
         """One request; a bug of ours becomes an error record and a log line, and the load goes on."""
+        s, target = self._live, self.target  # read once: another thread may change them
+        open_loop = index >= OPEN_BASE
+        record = None
         try:
-            return await self._one_request(index, **options)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("stream %d" if index < OPEN_BASE else "open-loop request %d", index % OPEN_BASE)
-            record = self._current.get(index) or self._new_record(index)
-            record.error_kind, record.error = "bug", f"tokentop bug: {type(exc).__name__}: {exc}"
-            record.end_ns = record.end_ns or time.perf_counter_ns()
-            self._finish(index, record)
-            return record
-
-    async def _stream(self, index: int) -> None:
-        try:
-            while index < self._target():
-                record = await self._guarded(index)
-                if record.error_kind:
-                    await asyncio.sleep(min(MAX_BACKOFF_S, max(ERROR_BACKOFF_S, record.retry_after_s or 0)))
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self._workers.pop(index, None)
-            self._current.pop(index, None)
-
-    def _new_record(self, index: int) -> RequestRecord:
-        s, target = self._settings, self.target
-        number = index - OPEN_BASE if index >= OPEN_BASE else index  # open loop: the request's number
-        return RequestRecord(stream=number * self._workers_n + self._worker,
-                             concurrency=0 if index >= OPEN_BASE else s.concurrency, words=s.words, mode=s.mode,
-                             api=target.api, model=target.model, rate=s.rate if index >= OPEN_BASE else None)
-
-    async def _one_request(self, index: int, planned: int | None = None, held: bool = False) -> RequestRecord:
-        s, target = self._settings, self.target  # read once: another thread may change them
-        record = self._new_record(index)
-        record.planned_ns, record.held_back = planned, held
-        spec = request_spec(target.model, s)
-        if s.input_words:  # new words for every request: a prefix cache must not make this a cache test
-            spec = dataclasses.replace(spec, prompt=synthetic_text(s.input_words, self._rng, s.shared_words))
-            record.mode = SYNTHETIC
-        elif self._prompts is not None:
-            spec = dataclasses.replace(spec, prompt=self._prompts.next())
-            record.mode = PROMPT_FILE
-        self._current[index] = record
-        try:
+            record, spec = self._maker.make(target, s, stream, k, open_loop)
+            record.planned_ns, record.held_back = planned, held
+            self._current[index] = record
             await stream_once(self._client, target, spec, record)
-        except asyncio.CancelledError:
-            if not self._stopping:  # a surplus stream cancelled on purpose: that is data too
+        except asyncio.CancelledError:  # stopped, or a surplus stream cancelled on purpose: data too
+            if record is not None:
                 self._finish(index, record)
             raise
+        except Exception as exc:
+            log.exception("open-loop request %d" if open_loop else "stream %d", index % OPEN_BASE)
+            record = record or RequestRecord(stream=stream, concurrency=0, words=s.words, mode=s.mode, api=target.api,
+                                             model=target.model)
+            record.error_kind, record.error = "bug", f"tokentop bug: {type(exc).__name__}: {exc}"
+            record.end_ns = record.end_ns or time.perf_counter_ns()
         self._finish(index, record)
         return record
 
     def _finish(self, index: int, record: RequestRecord) -> None:
         self._ended_ns.append(record.end_ns or time.perf_counter_ns())
-        self.records.append(record)
-        self._completed += 1
-        self._recent.append(record)
+        self._finished.add(record)
         self._done_count[index] = self._done_count.get(index, 0) + 1
         self._last_note[index] = record.note
-        self._truncated += record.truncated
-        self._errors += record.error_kind is not None
-        self._cold_starts += record.cold_start
-        if self._on_record is not None:
-            try:
-                self._on_record(record)
-            except Exception as exc:  # e.g. the --out disk is full: keep streaming, keep the records
-                self.record_error = f"{type(exc).__name__}: {exc}"
-                self._on_record = None
 
     async def _shutdown(self) -> None:
         self._cost_task.cancel()
         self._backlog_task.cancel()
-        if self._arrivals is not None:
-            self._arrivals.cancel()
-        self._held.clear()
+        self._open.stop()
         tasks = list(self._workers.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._client.close()
-
-
-def _count_since(times: deque[int], since: int) -> int:
-    return sum(1 for t in list(times) if t >= since)

@@ -12,13 +12,15 @@ import dataclasses
 import math
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from tui.load.client import Target
+from tui.load.process import EngineProcess
 from tui.load.records import RequestRecord
-from tui.load.remote import EngineProcess
+from tui.load.selfcost import ClientCost
 from tui.load.settings import LoadSettings
-from tui.load.snapshot import STREAMING, Snapshot
+from tui.load.snapshot import STREAMING, PhaseStatus, Snapshot
 from tui.load.stats import mean, percentile
 
 STREAMS_PER_WORKER = 256  # what one worker holds on one core with room to spare (README, Performance)
@@ -53,8 +55,7 @@ def merge(snaps: list[Snapshot], settings: LoadSettings) -> Snapshot:
         queue_wait_mean_s=mean(s.queue_wait_mean_s for s in snaps),
         record_error=next((s.record_error for s in snaps if s.record_error), None),
         engine_error=next((s.engine_error for s in snaps if s.engine_error), None),
-        # the worker closest to its limit speaks for the pool: its streams are the ones measured late
-        client_cost=max(costs, key=lambda c: (c.warning is not None, c.cpu or 0.0), default=None),
+        client_cost=_worst(costs),
         recent_ttfts_s=tuple(ttfts),
         settings_version=min(s.settings_version for s in snaps),
         sent_rps=sum(s.sent_rps for s in snaps),
@@ -64,6 +65,19 @@ def merge(snaps: list[Snapshot], settings: LoadSettings) -> Snapshot:
         unsent=sum(s.unsent for s in snaps),
         backlog_growth_rps=_sum_known(s.backlog_growth_rps for s in snaps),
     )
+
+
+def _worst(costs: list[ClientCost]) -> ClientCost | None:
+    """The worker closest to its limit speaks for the pool: its streams are the ones measured late."""
+    return max(costs, key=lambda c: (c.warning is not None, c.cpu or 0.0), default=None)
+
+
+def _each_at_once(calls: list[Callable[[], None]]) -> None:
+    threads = [threading.Thread(target=call) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def _sum_known(values) -> float | None:
@@ -93,17 +107,39 @@ class EnginePool:
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop every worker at once, so the whole pool stops within `timeout`."""
-        threads = [threading.Thread(target=engine.stop, args=(timeout,)) for engine in self._engines]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        _each_at_once([lambda engine=engine: engine.stop(timeout) for engine in self._engines])
 
     def update(self, **changes: Any) -> LoadSettings:
         self._settings = dataclasses.replace(self._settings, **changes).validated()  # a bad value raises here
         for engine in self._engines:  # each runs its own share of the streams (LoadEngine's worker/workers)
             engine.update(**changes)
         return self._settings
+
+    def begin(self, **changes: Any) -> int:
+        self._settings = dataclasses.replace(self._settings, **changes).validated()
+        return min(engine.begin(**changes) for engine in self._engines)
+
+    def warm(self, connections: int) -> None:
+        _each_at_once([lambda engine=engine: engine.warm(connections) for engine in self._engines])
+
+    def status(self) -> PhaseStatus:
+        """The phase is done when every worker is done with it."""
+        statuses = [engine.status() for engine in self._engines]
+        phase = min(s.phase for s in statuses)
+        costs = [s.cost for s in statuses if s.cost is not None]
+        return PhaseStatus(phase=phase, done=all(s.done and s.phase == phase for s in statuses),
+                           completed=sum(s.completed for s in statuses), cost=_worst(costs),
+                           unsent=sum(s.unsent for s in statuses),
+                           record_error=next((s.record_error for s in statuses if s.record_error), None),
+                           engine_error=next((s.engine_error for s in statuses if s.engine_error), None))
+
+    def new_records(self) -> list[RequestRecord]:
+        merged = [r for engine in self._engines for r in engine.new_records()]
+        return sorted(merged, key=lambda r: r.end_ns or 0)
+
+    @property
+    def pids(self) -> list[int]:
+        return [pid for engine in self._engines for pid in engine.pids]
 
     def set_model(self, model: str) -> None:
         for engine in self._engines:

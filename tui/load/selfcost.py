@@ -41,17 +41,22 @@ class ClientCost:
 
 
 class CostMonitor:
-    """Run `sample()` as a task on the engine's loop; read `cost()` from any thread."""
+    """Run `sample()` as a task on the engine's loop; read `cost()` (the last window) or `phase_cost()` (since
+    `mark()`) from any thread."""
 
     def __init__(self, window_s: float = 2.0) -> None:
         self._lags: deque[float] = deque(maxlen=max(1, int(window_s / TICK_S)))
         self._cpu: deque[tuple[float, float]] = deque(maxlen=self._lags.maxlen + 1)
+        self._phase_lags: list[float] = []
+        self._phase_from: tuple[float, float] | None = None  # (perf_counter, process_time) at the mark
 
     async def sample(self) -> None:
         while True:
             start = time.perf_counter()
             await asyncio.sleep(TICK_S)
-            self._lags.append(max(0.0, time.perf_counter() - start - TICK_S) * 1000)
+            lag = max(0.0, time.perf_counter() - start - TICK_S) * 1000
+            self._lags.append(lag)
+            self._phase_lags.append(lag)
             self._cpu.append((time.perf_counter(), time.process_time()))
 
     def cost(self) -> ClientCost:
@@ -62,6 +67,16 @@ class CostMonitor:
             fraction = (cpu[-1][1] - cpu[0][1]) / span
         return ClientCost(percentile(lags, 90), max(lags) if lags else None, fraction, span)
 
-    def reset(self) -> None:
-        self._lags.clear()
-        self._cpu.clear()
+    def mark(self) -> None:
+        """A phase begins: its own figures start now."""
+        self._phase_lags = []
+        self._phase_from = (time.perf_counter(), time.process_time())
+
+    def phase_cost(self) -> ClientCost | None:
+        """The figures since the last mark, or None before one."""
+        if self._phase_from is None:
+            return None
+        lags = list(self._phase_lags)
+        span = time.perf_counter() - self._phase_from[0]
+        fraction = (time.process_time() - self._phase_from[1]) / span if span > 0 else None
+        return ClientCost(percentile(lags, 90), max(lags) if lags else None, fraction, span)

@@ -18,6 +18,7 @@ MAX_CONCURRENCY = 1024  # the most streams the app and the bench will run at onc
 CONCURRENCY_STOPS = (*range(17), 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256,
                      320, 384, 448, 512, 640, 768, 896, 1024)
 MAX_RATE = 10_000.0  # requests/s: more than any one client machine sends
+GIL_SWITCH_S = 0.0005  # a process that sends takes the GIL back from its other threads within 0.5 ms
 ARRIVALS = ("poisson", "constant")
 
 
@@ -50,6 +51,16 @@ class LoadSettings:
     max_inflight: int = MAX_CONCURRENCY  # the open loop's ceiling; later arrivals wait at the client (held back)
     input_words: int | None = None  # synthetic prompts of this many words (new ones each request; --input-tokens)
     shared_words: int = 0  # the first this many of them the same in every prompt (--shared-prefix)
+    # A phase with an end (a bench cell, a capacity level); the app's own phase has none and runs until changed.
+    requests_per_stream: int | None = None  # closed loop: each stream sends this many, then stops (1: a round)
+    duration_s: float | None = None  # nothing new is sent this long after the start; then the phase drains
+    start_ns: int | None = None  # when the first requests go (perf_counter_ns: one clock in every process)
+    round: int = 0  # written into each record (the bench's --rounds)
+
+    @property
+    def bounded(self) -> bool:
+        """The phase ends by itself (a request count or a duration), then drains."""
+        return self.requests_per_stream is not None or self.duration_s is not None
 
     def validated(self) -> LoadSettings:
         """Self, or ValueError naming the flag that sets the bad value (the app and the bench say it as it is)."""
@@ -78,6 +89,10 @@ class LoadSettings:
             raise ValueError(f"unknown --arrival {self.arrival!r} (choose from: {', '.join(ARRIVALS)})")
         if not 1 <= self.max_inflight <= MAX_CONCURRENCY:
             raise ValueError(f"--max-inflight must be 1 to {MAX_CONCURRENCY}, not {self.max_inflight}")
+        if self.requests_per_stream is not None and self.requests_per_stream < 1:
+            raise ValueError(f"a phase's requests per stream must be 1 or more, not {self.requests_per_stream}")
+        if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
+            raise ValueError(f"--duration must be a number of seconds more than 0, not {self.duration_s}")
         return self
 
 

@@ -64,3 +64,16 @@ class Snapshot:
         if not self.streaming:
             return 0
         return sum(1 for v in self.streams if v.state == WAITING and v.waited_s >= QUEUED_AFTER_S)
+
+
+@dataclass(frozen=True)
+class PhaseStatus:
+    """How far the engine's current phase has got: cheap to ask for several times a second (the bench does)."""
+
+    phase: int  # the settings version that began it (Engine.begin's answer)
+    done: bool  # a phase with an end (a bench cell, a capacity level) that has ended and drained
+    completed: int  # requests finished since the engine started
+    cost: ClientCost | None = None  # the client's own cost over the phase
+    unsent: int = 0  # open loop: arrivals of the phase still held back at its end, never sent
+    record_error: str | None = None  # why --out stopped being written, if it did
+    engine_error: str | None = None  # why the engine stopped (its process died), if it did

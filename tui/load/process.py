@@ -3,9 +3,9 @@
 Why: in the app's process the UI thread holds the GIL while it composes a frame, and the engine
 thread's chunk timestamps wait for it (measured: +10 ms TTFT at p50 during request bursts, +50–100
 ms at p99). In its own process the engine has an interpreter to itself. Steering is sent and not
-waited for; a question (a snapshot, the records) waits at most REPLY_TIMEOUT_S for its answer, and
-answers are numbered, so one that comes late is dropped rather than taken for the next question's.
-Finished requests go to `--out` from the engine process, as they end.
+waited for; a question (a snapshot, the status, the records) waits at most REPLY_TIMEOUT_S for its
+answer, and answers are numbered, so one that comes late is dropped rather than taken for the next
+question's. Finished requests go to `--out` from the engine process, as they end.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import multiprocessing
+import signal
 import sys
 import threading
 import time
@@ -20,27 +21,38 @@ from typing import Any
 
 from tui.load.client import Target
 from tui.load.contract import (
-    Command, EngineStopped, GetRecords, GetSnapshot, SetModel, SetRunning, Stop, Update,
+    Command,
+    EngineStopped,
+    GetRecords,
+    GetSnapshot,
+    GetStatus,
+    Question,
+    SetModel,
+    SetRunning,
+    Stop,
+    TakeNewRecords,
+    Update,
+    Warm,
 )
-from tui.load.engine import LoadEngine
-from tui.load.records import JsonlWriter, RequestRecord
-from tui.load.settings import LoadSettings
-from tui.load.snapshot import Snapshot
+from tui.load.engine import WARM_TIMEOUT_S, LoadEngine
+from tui.load.records import RequestRecord
+from tui.load.settings import GIL_SWITCH_S, LoadSettings
+from tui.load.snapshot import PhaseStatus, Snapshot
 
 REPLY_TIMEOUT_S = 2.0
-FINAL = -1  # the number of the last answer, the records, sent when the engine process stops
-GIL_SWITCH_S = 0.0005  # the engine's loop gets the GIL back from its other threads within 0.5 ms
+FINAL = -1  # the number of the last answer, (the records kept, those not yet taken), sent as the process stops
 
 
 def _serve(conn, target: Target, settings: LoadSettings, out_path: str | None, read_timeout: float,
            keep_records: int | None, worker: int, workers: int, prompts: list[str] | None) -> None:
     """The engine process: apply commands from the pipe until Stop or the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal reaches the whole group: the parent stops us
     sys.setswitchinterval(GIL_SWITCH_S)
-    writer = JsonlWriter(out_path, append=True) if out_path else None
-    engine = LoadEngine(target, settings, read_timeout=read_timeout, on_record=writer.write if writer else None,
-                        keep_records=keep_records, worker=worker, workers=workers, prompts=prompts)
+    engine = LoadEngine(target, settings, read_timeout=read_timeout, out_path=out_path, keep_records=keep_records,
+                        worker=worker, workers=workers, prompts=prompts)
     engine.start(running=False)
-    applied = 0  # the newest Update applied (the sender's count): a snapshot says which
+    # Every Update the sender made comes here in order and was checked there: the engine's count of them,
+    # which its snapshots and phases carry, is the sender's.
     try:
         while True:
             try:
@@ -50,26 +62,32 @@ def _serve(conn, target: Target, settings: LoadSettings, out_path: str | None, r
             match command:
                 case Stop():
                     break
-                case Update(changes=changes, version=version):
-                    with contextlib.suppress(ValueError):  # checked by the sender already
-                        engine.update(**changes)
-                    applied = version
+                case Update(changes=changes, new_phase=True):
+                    engine.begin(**changes)
+                case Update(changes=changes):
+                    engine.update(**changes)
                 case SetModel(model=model):
                     engine.set_model(model)
                 case SetRunning(running=True):
                     engine.resume()
                 case SetRunning(running=False):
                     engine.pause()
+                case Warm(seq=seq, connections=n):
+                    with contextlib.suppress(Exception):  # a failure is left to the requests
+                        engine.warm(n)
+                    conn.send((seq, None))
                 case GetSnapshot(seq=seq):
-                    conn.send((seq, dataclasses.replace(engine.snapshot(), settings_version=applied)))
+                    conn.send((seq, engine.snapshot()))
+                case GetStatus(seq=seq):
+                    conn.send((seq, engine.status()))
                 case GetRecords(seq=seq):
-                    conn.send((seq, list(engine.records)))
+                    conn.send((seq, engine.records))
+                case TakeNewRecords(seq=seq):
+                    conn.send((seq, engine.new_records()))
     finally:
         engine.stop()
-        if writer is not None:
-            writer.close()
         with contextlib.suppress(OSError):  # final: a request may have ended after the app last asked
-            conn.send((FINAL, list(engine.records)))
+            conn.send((FINAL, (engine.records, engine.new_records())))
             conn.close()
 
 
@@ -94,6 +112,7 @@ class EngineProcess:
         self._seq = self._version = 0
         self._running = False
         self._records: list[RequestRecord] = []
+        self._untaken: list[RequestRecord] = []  # from the final answer: finished, not yet taken by new_records
         self._last: Snapshot | None = None
         self._failure: str | None = None  # set when the engine's process is found dead
 
@@ -114,6 +133,11 @@ class EngineProcess:
         if running:
             self.resume()
 
+    @property
+    def pids(self) -> list[int]:
+        """The engine's process, while it runs."""
+        return [self._process.pid] if self._process is not None and self._process.is_alive() else []
+
     # --- the pipe ---------------------------------------------------------------------------------
     def _dead(self) -> EngineStopped:
         self._process.join(1)
@@ -129,12 +153,12 @@ class EngineProcess:
         except (OSError, EOFError):
             raise self._dead() from None
 
-    def _ask(self, question: type[GetSnapshot] | type[GetRecords]) -> Any:
+    def _ask(self, question: type[Question], *args: Any, timeout: float = REPLY_TIMEOUT_S) -> Any:
         with self._ask_lock:
             self._seq += 1
             seq = self._seq
-            self._send(question(seq))
-            deadline = time.monotonic() + REPLY_TIMEOUT_S
+            self._send(question(seq, *args))
+            deadline = time.monotonic() + timeout
             try:
                 while self._conn.poll(max(0.0, deadline - time.monotonic())):
                     got, value = self._conn.recv()
@@ -144,7 +168,7 @@ class EngineProcess:
                 raise self._dead() from None
             if not self._process.is_alive():
                 raise self._dead()
-            raise EngineStopped(f"the load engine has not answered for {REPLY_TIMEOUT_S:g} s")
+            raise EngineStopped(f"the load engine has not answered for {timeout:g} s")
 
     # --- the Engine contract ----------------------------------------------------------------------
     def snapshot(self) -> Snapshot:
@@ -164,13 +188,31 @@ class EngineProcess:
         self._running = snap.running
         return snap
 
+    def status(self) -> PhaseStatus:
+        """The phase's progress; a dead or silent engine's says why (engine_error)."""
+        try:
+            return self._ask(GetStatus)
+        except EngineStopped as exc:
+            return PhaseStatus(phase=-1, done=False, completed=0, engine_error=str(exc))
+
     def update(self, **changes: Any) -> LoadSettings:
+        return self._change(changes, new_phase=False)
+
+    def begin(self, **changes: Any) -> int:
+        self._change(changes, new_phase=True)
+        return self._version
+
+    def _change(self, changes: dict[str, Any], new_phase: bool) -> LoadSettings:
         new = dataclasses.replace(self._settings, **changes).validated()  # a bad value raises here
         self._settings = new
         self._version += 1
         with contextlib.suppress(EngineStopped):  # steering a dead engine does nothing: the snapshot says why
-            self._send(Update(changes, self._version))
+            self._send(Update(changes, new_phase))
         return new
+
+    def warm(self, connections: int) -> None:
+        with contextlib.suppress(EngineStopped):  # a dead engine says so in its status
+            self._ask(Warm, connections, timeout=WARM_TIMEOUT_S + REPLY_TIMEOUT_S)
 
     def set_model(self, model: str) -> None:
         if not model:
@@ -204,10 +246,21 @@ class EngineProcess:
     @property
     def records(self) -> list[RequestRecord]:
         """The finished requests kept (fetched from the engine process; for export and tests)."""
-        if self._process is not None and self._process.is_alive():
+        if self._alive():
             with contextlib.suppress(EngineStopped):
                 self._records = self._ask(GetRecords)
         return self._records
+
+    def new_records(self) -> list[RequestRecord]:
+        """The requests finished since the last call (after the process stopped: those it had not handed out)."""
+        if self._alive():
+            with contextlib.suppress(EngineStopped):
+                return self._ask(TakeNewRecords)
+        untaken, self._untaken = self._untaken, []
+        return untaken
+
+    def _alive(self) -> bool:
+        return self._process is not None and self._process.is_alive() and not self._failure
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop every stream and the process, within `timeout` seconds; safe to call twice."""
@@ -222,7 +275,7 @@ class EngineProcess:
                 while self._conn.poll(max(0.0, deadline - time.monotonic())):
                     got, value = self._conn.recv()
                     if got == FINAL:
-                        self._records = value
+                        self._records, self._untaken = value
                         break
         except (OSError, EOFError):
             pass

@@ -10,11 +10,14 @@ not one burst. The same search steps the app's slider live (`f`).
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tui.load.records import RequestRecord
 from tui.load.settings import MAX_CONCURRENCY, MAX_RATE
-from tui.load.slo import Broken, slo_text
+from tui.load.slo import Broken, broken, slo_text
+from tui.load.stats import cell_row
 
 CONCURRENCY, RATE = "concurrency", "rate"
 KINDS = (CONCURRENCY, RATE)
@@ -110,27 +113,19 @@ def _round(rate: float) -> float:
     return float(f"{rate:.2g}")
 
 
-async def find(search: CapacitySearch, target, args, words: int, finished, watch, workers: int, records: list,
-               said=print) -> None:
-    """Run the search: each level a cell of `words` held for args.duration; `said` hears each verdict."""
-    from tui.bench.cells import run_cells
-    from tui.bench.render import rows_of
-    from tui.load.slo import broken
-
+async def search_capacity(search: CapacitySearch, run_level: Callable[[float], Awaitable[list[RequestRecord]]],
+                          slo: dict[str, float], heard: Callable[[float, list[Broken]], None]) -> None:
+    """The search, for the app's `f` and the bench's --find-capacity alike: `run_level(level)` holds the load at
+    a level until its requests have finished and returns them; `heard` is told each level's verdict."""
     while (level := search.next_level()) is not None:
-        await run_cells(target, args, [level], [words], finished, watch, workers)
-        rows = rows_of(records, [level], [words], args.slo_limits, rate=search.kind == RATE)
-        missed = broken(rows[0], args.slo_limits) if rows else [Broken("errors", 0, 0)]
+        missed = judge(await run_level(level), slo)
         search.record(level, missed)
-        said(f"{search.unit(level)}: " + ("meets the SLO" if not missed else "; ".join(map(str, missed))))
+        heard(level, missed)
 
 
-def judge(records, since_ns: int, slo: dict[str, float]) -> list[Broken]:
-    """What the requests sent since `since_ns` (a level's, in the app) missed of `slo`."""
-    from tui.load.slo import broken
-    from tui.load.stats import cell_row
-
-    level = [r for r in records if r.send_ns >= since_ns and r.finished]
-    if not level:
-        return [Broken("requests", 0, 1)]  # none finished in the hold: too slow to judge, so too slow
-    return broken(cell_row(None, 0, level, slo), slo)
+def judge(records: Sequence[RequestRecord], slo: dict[str, float]) -> list[Broken]:
+    """What a level's requests missed of `slo`."""
+    finished = [r for r in records if r.finished]
+    if not finished:
+        return [Broken("requests", 0, 1)]  # none finished: too slow to judge, so too slow
+    return broken(cell_row(None, 0, finished, slo), slo)

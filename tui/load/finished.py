@@ -1,0 +1,60 @@
+"""The engine's finished requests: counted, kept (the newest `keep`, or all), handed out once to whoever
+collects them (`new_records`: the bench, a capacity search), and written to --out as each ends."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from tui.load.records import JsonlWriter, RequestRecord
+
+
+class Finished:
+    def __init__(self, out_path: str | None = None, keep: int | None = None) -> None:
+        """`out_path` (--out) is appended one line per request. `keep`: the newest this many are kept (each holds
+        a stamp per token: an app left running for days must not keep them all; --out does)."""
+        self._writer = JsonlWriter(out_path, append=True) if out_path else None
+        self._keep = keep
+        self._records: list[RequestRecord] = []
+        self._lock = threading.Lock()
+        self.completed = self._dropped = self._taken = 0  # finished; no longer kept; handed out by new_records
+        self.errors = self.truncated = self.cold_starts = 0
+        self.recent: deque[RequestRecord] = deque(maxlen=256)  # for the snapshot's TTFT and queue figures
+        self.write_error: str | None = None  # why --out stopped being written, if it did
+
+    def add(self, record: RequestRecord) -> None:
+        with self._lock:
+            self._records.append(record)
+            self.completed += 1
+            if self._keep and len(self._records) >= 2 * self._keep:  # trimmed now and then, not every time
+                drop = len(self._records) - self._keep
+                del self._records[:drop]
+                self._dropped += drop
+        self.recent.append(record)
+        self.errors += record.error_kind is not None
+        self.truncated += record.truncated
+        self.cold_starts += record.cold_start
+        if self._writer is not None:
+            try:
+                self._writer.write(record)
+            except OSError as exc:  # e.g. the --out disk is full: keep streaming, keep the records
+                self.write_error = f"{type(exc).__name__}: {exc}"
+                self.close()
+
+    @property
+    def records(self) -> list[RequestRecord]:
+        """The kept ones, oldest first."""
+        with self._lock:
+            return self._records[-self._keep:] if self._keep else list(self._records)
+
+    def new_records(self) -> list[RequestRecord]:
+        """Those finished since the last call, oldest first (only the kept ones, if more finished)."""
+        with self._lock:
+            first = max(self._taken, self._dropped) - self._dropped
+            self._taken = self.completed
+            return self._records[first:]
+
+    def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close()

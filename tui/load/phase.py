@@ -1,0 +1,53 @@
+"""One phase with an end on any Engine, waited for: a bench cell's round, a capacity level (app and bench).
+
+The phase starts at one instant in every worker process, a little after it is announced; the engine is
+followed a few times a second (its status, never a full snapshot) and its finished requests are handed on
+as they come, so a worker that dies loses only what it had in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tui.load.contract import Engine, EngineStopped
+from tui.load.records import RequestRecord
+from tui.load.selfcost import ClientCost
+from tui.load.snapshot import PhaseStatus
+
+START_AHEAD_NS = 20_000_000  # a phase starts this long after it is announced, so every worker is waiting
+POLL_S = 0.1
+
+
+@dataclass
+class PhaseResult:
+    records: list[RequestRecord] = field(default_factory=list)
+    cost: ClientCost | None = None  # the client's own cost over the phase
+    unsent: int = 0  # open loop: arrivals still held back at the end, never sent
+
+
+async def run_phase(engine: Engine, changes: dict[str, Any],
+                    on_records: Callable[[list[RequestRecord]], None] = lambda records: None,
+                    on_status: Callable[[PhaseStatus], None] = lambda status: None) -> PhaseResult:
+    """Begin a phase with `changes` (it must have an end) and return once it is done, with its requests.
+
+    Raises EngineStopped when the engine dies; a cancelled caller leaves the phase running (the engine's
+    next phase or its stop ends it)."""
+    phase = engine.begin(**changes, start_ns=time.perf_counter_ns() + START_AHEAD_NS)
+    result = PhaseResult()
+    while True:
+        await asyncio.sleep(POLL_S)
+        status = await asyncio.to_thread(engine.status)  # first: a done phase's last records come after it
+        new = await asyncio.to_thread(engine.new_records)
+        if new:
+            result.records += new
+            on_records(new)
+        on_status(status)
+        if status.engine_error:
+            raise EngineStopped(status.engine_error)
+        if status.phase >= phase and status.done:
+            result.cost, result.unsent = status.cost, status.unsent
+            return result
