@@ -1,14 +1,20 @@
-"""The app driven by Textual's pilot against the simulated server: sliders, queueing, no GPU, quitting."""
+"""The app driven by Textual's pilot against the simulated server: sliders, queueing, no GPU, quitting.
+
+Most tests run the engine in this process (fast); those about the engine's own process are marked slow."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 
+import psutil
 import pytest
 
 from tui.cli import make_app
 from tui.load.discover import discover
+from tui.load.engine import LoadEngine
 from tui.load.settings import MAX_CONCURRENCY, LoadSettings
 from tui.panes.load import LoadPane
 from tui.probes.gpu import GpuProbe
@@ -16,9 +22,17 @@ from tui.widgets.slider import Slider
 from tui.widgets.streams import StreamTable
 
 
-def sim_app(sim, out_path=None, autostart=True, **settings):
+def sim_app(sim, out_path=None, autostart=True, in_process=True, slo=None, hold_s=15.0, **settings):
+    """The app on the simulated server; its engine in this process, or (in_process=False) in one of its own."""
     target, info = discover(sim.url)
-    return make_app(target, info, LoadSettings(**settings), autostart=autostart, out_path=out_path)
+    engine = LoadEngine(target, LoadSettings(**settings), out_path=out_path) if in_process else None
+    return make_app(target, info, LoadSettings(**settings), autostart=autostart, out_path=out_path, workers=1,
+                    engine=engine, slo=slo, hold_s=hold_s)
+
+
+def received(app):
+    """The settings the engine itself runs with (its snapshot), not the app's copy of what it sent."""
+    return app.engine.snapshot().settings
 
 
 async def until(predicate, pilot, timeout=10.0):
@@ -37,26 +51,31 @@ def pane_text(app, selector: str) -> str:
 async def test_concurrency_slider_and_keys_steer_the_engine(sim_factory):
     app = sim_app(sim_factory(speed=20), autostart=False, concurrency=1, words=25)
     async with app.run_test(size=(160, 48)) as pilot:
-        await pilot.press("+", "+")
-        await until(lambda: app.engine.settings.concurrency == 3, pilot)  # the slider's message comes after
         slider = app.query_one("#concurrency", Slider)
+        await pilot.press("+", "+")
+        assert received(app).concurrency == 3 and slider.value == 3  # at once: one path down, in the key's handler
+        await pilot.pause(0.6)  # snapshots came back meanwhile and left it where it is
+        assert slider.value == 3
         slider.focus()
         await pilot.press("right")
-        await until(lambda: app.engine.settings.concurrency == 4, pilot)
+        assert received(app).concurrency == 4
         await pilot.press("end")
-        await until(lambda: app.engine.settings.concurrency == MAX_CONCURRENCY, pilot)
+        assert received(app).concurrency == MAX_CONCURRENCY
         await pilot.press("home")
-        await until(lambda: app.engine.settings.concurrency == 0, pilot)
+        assert received(app).concurrency == 0
         # A click on the track's far end moves the knob there.
         await pilot.click(slider, offset=(slider.size.width - 4, 0))
-        await until(lambda: app.engine.settings.concurrency == MAX_CONCURRENCY, pilot)
+        assert received(app).concurrency == MAX_CONCURRENCY
         await pilot.press("home", "+", "+")  # back to a load this machine runs in a test
         await pilot.press("]")
-        await until(lambda: app.engine.settings.words == 50, pilot)
+        assert received(app).words == 50
         await pilot.press("m")
-        await until(lambda: app.engine.settings.mode == "input", pilot)
+        assert received(app).mode == "input"
         await pilot.press("space")
         await until(lambda: app.engine.running, pilot)
+        # and the engine runs what it received: two streams, each asking for the title of the long text
+        await until(lambda: len(app.engine.snapshot().streams) == 2, pilot)
+        await until(lambda: app.engine.records and app.engine.records[0].mode == "input", pilot)
 
 
 async def test_the_r_key_switches_to_a_rate_whose_backlog_grows_live_past_capacity(sim_factory):
@@ -82,25 +101,24 @@ async def test_the_r_key_switches_to_a_rate_whose_backlog_grows_live_past_capaci
 async def test_f_finds_the_capacity_live_marks_the_knee_and_restores_the_setting(sim_factory):
     # a third stream waits 0.5 s for a slot; a first request on a cold connection in a busy CI stays under 0.25
     sim = sim_factory(parallel=2, service_s=5.0, speed=10)
-    target, info = discover(sim.url)
-    app = make_app(target, info, LoadSettings(concurrency=1, words=25), autostart=False,
-                   slo={"ttft_p99": 0.25}, hold_s=1.5)
+    app = sim_app(sim, autostart=False, slo={"ttft_p99": 0.25}, hold_s=1.5, concurrency=1, words=25)
     async with app.run_test(size=(160, 48)) as pilot:
         await pilot.press("f")
         slider = app.query_one("#concurrency", Slider)
         # it steps 1, 2, 4 (then 3) by itself, the slider with it
-        await until(lambda: app.engine.settings.concurrency > 1 and slider.value == app.engine.settings.concurrency,
-                    pilot)
-        await until(lambda: app.hunt is None, pilot, timeout=20)
+        await until(lambda: received(app).concurrency > 1 and slider.value == received(app).concurrency, pilot)
+        await until(lambda: not app.capacity.running, pilot, timeout=30)
         await until(lambda: any("knee 2" in (p.mark or "") for p in app.history.points), pilot)
         marks = " ".join(p.mark for p in app.history.points if p.mark)
         assert marks == "1 ✓ 2 ✓ 4 ✗ 3 ✗ knee 2"
-        assert app.engine.settings.concurrency == 1 and not app.engine.running  # as the user had it
-        app.hold_s = 5.0  # long enough to be stopped half way
+        # each level's requests all finished before it was judged: none was cut short by the next level
+        assert not [r for r in app.engine.records if r.error_kind]
+        assert received(app).concurrency == 1 and not app.engine.running  # as the user had it
+        app.capacity.hold_s = 5.0  # long enough to be stopped half way
         await pilot.press("f")
-        await until(lambda: app.hunt is not None and app.engine.running, pilot)
+        await until(lambda: app.capacity.running and app.engine.running, pilot)
         await pilot.press("escape")  # stops the search and puts the setting back
-        await until(lambda: app.hunt is None and app.engine.settings.concurrency == 1, pilot)
+        await until(lambda: not app.capacity.running and received(app).concurrency == 1, pilot)
         assert not app.engine.running
         assert sum("knee" in (p.mark or "") for p in app.history.points) == 1  # the stopped one found none
 
@@ -132,20 +150,21 @@ async def test_no_gpu_renders_one_calm_line(sim_factory):
         assert app.query_one(LoadPane)  # and everything else is there
 
 
+@pytest.mark.slow  # the engine in a process of its own
 async def test_quitting_mid_run_leaves_complete_jsonl(sim_factory, tmp_path):
     out = tmp_path / "run.jsonl"
-    app = sim_app(sim_factory(parallel=4, speed=20), out_path=str(out), concurrency=6, words=50)
+    app = sim_app(sim_factory(parallel=4, speed=20), out_path=str(out), in_process=False, concurrency=6, words=50)
     async with app.run_test(size=(120, 40)) as pilot:
         await until(lambda: len(app.engine.records) >= 6 and app.engine.snapshot().streaming, pilot)
+        (pid,) = app.engine.pids
         started = asyncio.get_running_loop().time()
         await pilot.press("q")
         assert asyncio.get_running_loop().time() - started < 2.5
-    lines = out.read_text().splitlines()
-    assert len(lines) == len(app.engine.records) >= 6
-    for line in lines:
-        record = json.loads(line)
-        assert record["error"] is None and record["output_tokens"] > 0
-    assert not app.engine._process.is_alive()  # the engine's own process is gone
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == len(app.engine.records) >= 6
+    cut = [r for r in records if r["error_kind"] == "cancelled"]  # those in flight at the quit: data too
+    assert cut and all(r["error"] is None and r["output_tokens"] > 0 for r in records if r not in cut)
+    assert not app.engine.pids and not psutil.pid_exists(pid)  # the engine's own process is gone
 
 
 async def test_export_writes_requests_and_history(sim_factory, tmp_path, monkeypatch):
@@ -161,12 +180,13 @@ async def test_export_writes_requests_and_history(sim_factory, tmp_path, monkeyp
     assert len(points) >= 2 and {"aggregate_tps", "concurrency", "server_waiting"} <= set(points[0])
 
 
+@pytest.mark.slow  # the engine in a process of its own
 async def test_a_dead_engine_process_is_said_not_a_crash(sim_factory, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    app = sim_app(sim_factory(parallel=4, speed=20), concurrency=4, words=50)
+    app = sim_app(sim_factory(parallel=4, speed=20), in_process=False, concurrency=4, words=50)
     async with app.run_test(size=(120, 40)) as pilot:
         await until(lambda: app.engine.snapshot().streaming, pilot)
-        app.engine._process.kill()
+        os.kill(app.engine.pids[0], signal.SIGKILL)
         await until(lambda: "stopped: the load engine's process ended" in pane_text(app, "#summary"), pilot)
         await pilot.press("+", "]", "m", "space", "e")  # steering a dead engine does nothing, and says nothing new
         assert app.is_running and "stopped" in pane_text(app, "#summary")
@@ -198,7 +218,8 @@ async def test_p_lists_the_server_family_and_hides_it_again(sim_factory):
                      members=members)
     sim = sim_factory(speed=20)
     target, info = discover(sim.url)
-    app = make_app(target, info, LoadSettings(concurrency=0), read_host=lambda: replace(fixed_host(), server=server))
+    app = make_app(target, info, LoadSettings(concurrency=0), engine=LoadEngine(target, LoadSettings(concurrency=0)),
+                   read_host=lambda: replace(fixed_host(), server=server))
     async with app.run_test(size=(160, 48)) as pilot:
         line = await until(lambda: "vllm pid" in (t := pane_text(app, "#host")) and t, pilot)
         assert "vllm pid 2412 +2 · CPU 194%" in line and "p: all 3" in line and "EngineCore" not in line

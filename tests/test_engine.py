@@ -47,11 +47,17 @@ def test_four_slots_eight_streams_four_wait_then_start(sim_factory, engine_for):
     assert sim.server.busy <= 4
     # The waiting ones start streaming as the first ones finish.
     wait_for(lambda: any(v.index in waiting and v.state == "streaming" for v in engine.snapshot().streams))
-    first_round = wait_for(lambda: len(engine.records) >= 8 and engine.records[:8])
-    by_stream = {r.stream: r for r in first_round}
-    first_done = min(r.end_ns for r in first_round)
-    assert any(by_stream[i].first_token_ns >= first_done for i in waiting if i in by_stream)
-    assert all(r.ok for r in first_round)
+    def each_waiting_stream_done() -> list:
+        records = engine.records
+        return waiting <= {r.stream for r in records} and records
+
+    records = wait_for(each_waiting_stream_done)
+    first_of: dict[int, object] = {}
+    for record in records:  # each stream's first request
+        first_of.setdefault(record.stream, record)
+    first_done = min(r.end_ns for r in records)
+    assert all(first_of[i].first_token_ns >= first_done for i in waiting)  # they waited for a slot
+    assert all(r.ok for r in records)
 
 
 def test_raise_and_lower_concurrency_mid_run(sim_factory, engine_for):

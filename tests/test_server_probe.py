@@ -91,7 +91,7 @@ def test_ollama_fields_from_the_simulated_server(sim_factory):
             time.sleep(0.05)
     finally:
         engine.stop()
-    records = engine.records
+    records = [r for r in engine.records if r.error_kind != "cancelled"]  # not those cut short by the stop
     assert len(records) >= 6 and all(r.ok for r in records)
     assert all(r.truncated for r in records)  # 25 words want ~30 tokens; num_predict 10 cut them
     assert sum(r.cold_start for r in records) >= 1 and not records[-1].cold_start

@@ -1,43 +1,38 @@
-"""The Textual app: a header line, the GPU and CPU/RAM panes, and the load pane.
+"""The Textual app: a header line, the GPU and CPU/RAM panes, and the load pane; it composes them and routes.
 
-No data logic here: the probes and the engine's snapshots are read in thread workers that post
-messages (the UI thread never waits on a probe or on the engine's pipe), a few times a second, never
-per token; the panes only render what they are handed. Steering goes to the engine, which does not
-answer it; the sliders then show the settings its next snapshot carries.
+No data logic here: the probes and the engine's snapshots are read by the poller (tui/polling.py), a few
+times a second, never per token; the panes only render what they are handed. Steering goes to the engine
+once (a key or a slider move, in its own handler); the panes show the settings its snapshots carry, or
+ours while a snapshot predates our newest change (the settings version). The capacity search (`f`,
+tui/live_capacity.py) and the export (`e`, tui/export.py) are objects of their own.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import threading
-import time
 from collections.abc import Callable
-from dataclasses import asdict
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from rich.text import Text
-from textual import events, on
+from textual import events
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.css.query import NoMatches
-from textual.message import Message
 from textual.widgets import Footer, Static
 
-from tui.load.capacity import CONCURRENCY, RATE, CapacitySearch, judge
+from tui.export import export_run
+from tui.live_capacity import LiveCapacity
+from tui.load.contract import Engine
 from tui.load.discover import ServerInfo
 from tui.load.history import LoadHistory, ObservedLimit
 from tui.load.prompts import INPUT, OUTPUT
-from tui.load.records import NS, write_jsonl
-from tui.load.slo import slo_text
+from tui.load.records import NS
 from tui.load.snapshot import Snapshot
+from tui.messages import EngineSampled, FleetHistory, FleetSampled, GpuSampled, HostSampled, ServerSampled
 from tui.panes.gpu import GpuPane
 from tui.panes.host import HostPane
 from tui.panes.load import LoadPane
+from tui.polling import Poller
 from tui.probes.fleet import FleetProbe, FleetSample
 from tui.probes.gpu import GpuReading
 from tui.probes.host import HostSample
@@ -52,41 +47,6 @@ CHART_EVERY = 2  # history points (seconds) between two redraws of the chart
 HOLD_S = 15.0  # how long `f` holds each level by default (--hold)
 DEFAULT_SLO = {"ttft_p99": 2.0}  # what `f` finds the capacity within when --slo is not given
 SHORT_BELOW = 36  # rows: below this the panes are compact and the prompt line goes
-
-
-class Sampled(Message):
-    """A probe reading, posted from a thread worker; a slow UI may drop stale ones."""
-
-    def __init__(self, sample: Any) -> None:
-        super().__init__()
-        self.sample = sample
-
-    def can_replace(self, message: Message) -> bool:
-        return type(message) is type(self)
-
-
-class GpuSampled(Sampled):
-    pass
-
-
-class HostSampled(Sampled):
-    pass
-
-
-class ServerSampled(Sampled):
-    pass
-
-
-class FleetSampled(Sampled):
-    pass
-
-
-class FleetHistory(Sampled):
-    """Each GPU's utilisation over the last minutes, read once at the start."""
-
-
-class EngineSampled(Sampled):
-    """The engine's snapshot, a few times a second: the one the load pane and the history draw."""
 
 
 def header_text(info: ServerInfo) -> Text:
@@ -125,7 +85,7 @@ class TokentopApp(App):
         Binding("q,ctrl+c", "quit", "quit", key_display="q", priority=True),
     ]
 
-    def __init__(self, *, engine: Any, info: ServerInfo, read_gpu: Callable[[], GpuReading],
+    def __init__(self, *, engine: Engine, info: ServerInfo, read_gpu: Callable[[], GpuReading],
                  read_host: Callable[[], HostSample], read_server: Callable[[], ServerSample] | None = None,
                  autostart: bool = False, notice: str | None = None, refresh_hz: float = 2.0,
                  poll_s: float = 1.0, prompt_label: str | None = None, slo: dict[str, float] | None = None,
@@ -133,10 +93,8 @@ class TokentopApp(App):
         """`prompt_label`: what the prompts are when they are not the mode's (synthetic, or from a file).
         `slo` and `hold_s`: what `f` finds the capacity within, and how long it holds each level."""
         super().__init__()
-        self.slo, self.hold_s = slo or DEFAULT_SLO, hold_s
         self.fleet_probe = fleet  # --prometheus: the fleet replaces the local GPU, host and server views
         self.fleet: FleetSample | None = None
-        self.hunt: CapacitySearch | None = None  # the capacity search `f` is running
         self.prompt_label = prompt_label
         self.last_rate = engine.settings.rate or 1.0  # what `r` goes back to
         self.engine, self.info = engine, info
@@ -146,13 +104,14 @@ class TokentopApp(App):
         self.gpu: GpuReading | None = None
         self.observed_limit = ObservedLimit()
         self.autostart = autostart
-        self.refresh_hz, self.poll_s = refresh_hz, poll_s
+        self.refresh_hz = refresh_hz
+        self.poller = Poller(self, poll_s)
         self.snap: Snapshot | None = None  # the newest engine snapshot
         self.host_seen = False
         self.recoloured = False  # the theme's colours have been read
         self.history = LoadHistory()
+        self.capacity = LiveCapacity(engine, self.history, slo or DEFAULT_SLO, hold_s, self.say)
         self._history_ns: int | None = None
-        self._stop_polling = threading.Event()
         self._told: set[str] = set()
 
     def compose(self) -> ComposeResult:
@@ -164,7 +123,7 @@ class TokentopApp(App):
             yield GpuPane(id="gpu")
             yield HostPane(id="host")
         yield LoadPane(s.concurrency, s.words, s.mode, s.output_tokens or s.max_tokens, s.output_tokens is not None,
-                       rate=s.rate, prompt_label=self.prompt_label, id="load")
+                       rate=s.rate, prompt_label=self.prompt_label, on_slider=self.slider_moved, id="load")
         yield Footer()
         yield Palette()
 
@@ -175,26 +134,15 @@ class TokentopApp(App):
         self.watch(self, "theme", self._theme_changed, init=False)
         self.engine.start(running=self.autostart)
         self._fit(self.size.width, self.size.height)
-        self.run_worker(lambda: self._poll(self.engine.snapshot, EngineSampled, 1 / self.refresh_hz),
-                        thread=True, group="engine")
+        self.poller.poll(self.engine.snapshot, EngineSampled, 1 / self.refresh_hz)
         if self.fleet_probe is None:  # with --prometheus the fleet is drawn instead of this machine
-            self.run_worker(lambda: self._poll(self.read_gpu, GpuSampled), thread=True, group="gpu")
-            self.run_worker(lambda: self._poll(self.read_host, HostSampled), thread=True, group="host")
+            self.poller.poll(self.read_gpu, GpuSampled)
+            self.poller.poll(self.read_host, HostSampled)
+        else:  # the last minutes from Prometheus's own memory first (the sparklines start full), then live
+            fleet = self.fleet_probe
+            self.poller.poll(fleet.read, FleetSampled, first=lambda: FleetHistory(fleet.history()))
         if self.read_server is not None:
-            self.run_worker(lambda: self._poll(self.read_server, ServerSampled), thread=True, group="server")
-        if self.fleet_probe is not None:
-            self.run_worker(self._watch_fleet, thread=True, group="fleet")
-
-    def _poll(self, read: Callable[[], Any], message: type[Sampled], every_s: float | None = None) -> None:
-        # The next read starts only when the last one has finished, so slow reads never pile up.
-        while not self._stop_polling.is_set():
-            try:
-                sample = read()
-            except Exception as exc:  # a reader that fails says so once a poll, in the log, and goes on
-                self.log.error(f"{message.__name__}: {type(exc).__name__}: {exc}")
-            else:
-                self.post_message(message(sample))
-            self._stop_polling.wait(every_s or self.poll_s)
+            self.poller.poll(self.read_server, ServerSampled)
 
     def _monitor_panes(self) -> tuple[GpuPane, HostPane] | None:
         """The GPU and host panes, or None when a reading arrives while the screen is torn down."""
@@ -203,51 +151,46 @@ class TokentopApp(App):
         except NoMatches:
             return None
 
+    # --- what the poller posts --------------------------------------------------------------------
     def on_gpu_sampled(self, message: GpuSampled) -> None:
         self.gpu = message.sample
         if panes := self._monitor_panes():
             panes[0].show(message.sample)
 
-    def action_next_host(self) -> None:
-        """--prometheus: draw the next host's cores one by one."""
-        if self.fleet_probe is None or not (panes := self._monitor_panes()):
+    def on_host_sampled(self, message: HostSampled) -> None:
+        if not (panes := self._monitor_panes()):
             return
-        chosen = panes[1].choose_next_host()
-        self.say(f"cores of {chosen}" if chosen else "a row per host", title="hosts")
-
-    def action_server_processes(self) -> None:
-        """A line per process of the server's family in the host pane, or the sums alone again."""
-        if self.fleet_probe is not None or not (panes := self._monitor_panes()):
-            return
-        host = panes[1]
-        host.show_members = not host.show_members
-        host.refresh_view()
-
-    def _watch_fleet(self) -> None:
-        """The last minutes from Prometheus's own memory first (the sparklines start full), then live readings."""
-        self.post_message(FleetHistory(self.fleet_probe.history()))
-        self._poll(self.fleet_probe.read, FleetSampled)
+        gpu_pane, host_pane = panes
+        sample = message.sample
+        host_pane.show(sample)
+        self.host_seen = True
+        pids = frozenset(sample.server.family) if sample.server else frozenset()
+        if pids != gpu_pane.server_pids:
+            gpu_pane.server_pids = pids
+            gpu_pane.refresh_view()
 
     def on_fleet_history(self, message: FleetHistory) -> None:
         if panes := self._monitor_panes():
-            panes[0].seed_fleet_history(message.sample)
+            panes[0].show_fleet_history(message.sample)
 
     def on_fleet_sampled(self, message: FleetSampled) -> None:
         self.fleet = message.sample
         if panes := self._monitor_panes():
             panes[0].show_fleet(message.sample)
             panes[1].show_fleet(message.sample)
-        if self.snap is not None:
-            self._show_load(self.snap)
+        self._redraw_load()
 
     def on_server_sampled(self, message: ServerSampled) -> None:
         self.server = message.sample
-        if self.snap is not None:  # the server's view sits beside the client's: draw it now, not at the next snapshot
-            self._show_load(self.snap)
+        self._redraw_load()  # the server's view sits beside the client's: draw it now, not at the next snapshot
 
     def on_engine_sampled(self, message: EngineSampled) -> None:
         self.snap = message.sample
         self._show_load(message.sample, history=True)
+
+    def _redraw_load(self) -> None:
+        if self.snap is not None:
+            self._show_load(self.snap)
 
     def _show_load(self, snap: Snapshot, history: bool = False) -> None:
         try:
@@ -261,7 +204,7 @@ class TokentopApp(App):
         power = sum(g.power for g in self.gpu.gpus if g.power) if self.gpu else None
         if self.fleet is not None:  # the fleet's GPUs are the ones the load runs on
             power = self.fleet.power_w
-        # A snapshot taken before our newest update arrived would move the sliders back: show what we asked for.
+        # The one echo guard: a snapshot taken before our newest change would move the sliders back.
         settings = snap.settings if snap.settings_version >= self.engine.settings_version else self.engine.settings
         pane.show(snap, settings, self.server, self.observed_limit.update(snap), power or None, self.fleet)
         if history and (self._history_ns is None or snap.taken_ns - self._history_ns >= NS):
@@ -272,22 +215,11 @@ class TokentopApp(App):
             if len(self.history.points) % CHART_EVERY == 1:
                 pane.show_history(self.history.points)
 
-    def on_host_sampled(self, message: HostSampled) -> None:
-        if not (panes := self._monitor_panes()):
-            return
-        gpu_pane, host_pane = panes
-        sample: HostSample = message.sample
-        host_pane.show(sample)
-        self.host_seen = True
-        pids = frozenset(sample.server.family) if sample.server else frozenset()
-        if pids != gpu_pane.server_pids:
-            gpu_pane.server_pids = pids
-            gpu_pane.refresh_view()
-
     def say(self, message: str, **options: Any) -> None:
         """A notification whose text is shown as it is: never read as markup, control characters visible."""
         self.notify(visible(message), markup=False, **options)
 
+    # --- the theme and the layout -------------------------------------------------------------------
     def _theme_changed(self) -> None:
         """A new theme (ctrl+p): read its colours, then redraw what was drawn with the old ones."""
         self.call_after_refresh(self._recolour)
@@ -311,7 +243,6 @@ class TokentopApp(App):
         for slider in self.query(Slider):
             slider.refresh()
 
-    # --- layout ---------------------------------------------------------------------------------
     def on_resize(self, event: events.Resize) -> None:
         self._fit(event.size.width, event.size.height)
 
@@ -323,20 +254,15 @@ class TokentopApp(App):
             pane.refresh_view()
         self.query_one(LoadPane).compact = height < SHORT_BELOW
 
-    # --- steering -------------------------------------------------------------------------------
-    @on(Slider.Changed, "#concurrency")
-    def concurrency_changed(self, event: Slider.Changed) -> None:
-        self.engine.update(concurrency=event.value)
-
-    @on(Slider.Changed, "#words")
-    def words_changed(self, event: Slider.Changed) -> None:
-        self.engine.update(words=event.value)
-
-    @on(Slider.Changed, "#rate")
-    def rate_changed(self, event: Slider.Changed) -> None:
-        if self.engine.settings.rate is not None:
-            self.last_rate = event.value
-            self.engine.update(rate=event.value)
+    # --- steering: each goes to the engine once, here --------------------------------------------------
+    def slider_moved(self, name: str, value: float) -> None:
+        if name == "rate":
+            if self.engine.settings.rate is None:
+                return  # the hidden rate slider of a closed loop
+            self.last_rate = value
+            self.engine.update(rate=value)
+        else:
+            self.engine.update(**{name: int(value)})
 
     def action_load(self, delta: int) -> None:
         """+/-: one step of whichever slider drives the load (concurrency, or the open loop's rate)."""
@@ -345,15 +271,15 @@ class TokentopApp(App):
 
     def action_shape(self) -> None:
         """Switch between a closed loop (N streams) and an open loop (a request rate)."""
-        rate = self.last_rate if self.engine.settings.rate is None else None
-        self.engine.update(rate=rate)
-        self.query_one(LoadPane).show_shape(rate)
+        self.engine.update(rate=self.last_rate if self.engine.settings.rate is None else None)
+        self._redraw_load()
 
     def action_words(self, delta: int) -> None:
         self.query_one("#words", Slider).index += delta
 
     def action_mode(self) -> None:
         self.engine.update(mode=INPUT if self.engine.settings.mode == OUTPUT else OUTPUT)
+        self._redraw_load()
 
     def action_models(self) -> None:
         models = self.info.models or [self.info.model]
@@ -377,48 +303,30 @@ class TokentopApp(App):
         else:
             self.engine.resume()
 
-    # --- the capacity finder -------------------------------------------------------------------------
     def action_find_capacity(self) -> None:
-        """Step the load up and bisect, live, to the most it takes within the SLO (tui/bench/capacity.py)."""
-        if self.hunt is not None:
-            return
-        settings = self.engine.settings
-        self.hunt = CapacitySearch(RATE if settings.rate is not None else CONCURRENCY)
-        self.say(f"finding the capacity within {slo_text(self.slo)}, {self.hold_s:g} s a level (Esc stops)", title="capacity")
-        self.run_worker(self._find(settings, self.engine.running), group="capacity", exclusive=True)
+        """Step the load up and bisect, live, to the most it takes within the SLO (tui/live_capacity.py)."""
+        if not self.capacity.running:
+            self.run_worker(self.capacity.run(), group="capacity", exclusive=True)
 
     def action_stop_finding(self) -> None:
-        if self.hunt is not None:
+        if self.capacity.running:
             self.workers.cancel_group(self, "capacity")
 
-    async def _find(self, before: Any, was_running: bool) -> None:
-        search = self.hunt
-        pane = self.query_one(LoadPane)
-        try:
-            while (level := search.next_level()) is not None:
-                self.engine.update(**{search.kind: level})
-                pane.show_shape(level if search.kind == RATE else None)  # the rate slider shows its level
-                if search.kind == CONCURRENCY:
-                    pane.query_one("#concurrency", Slider).show_value(level)
-                self.engine.resume()
-                since = time.perf_counter_ns()
-                await asyncio.sleep(self.hold_s)
-                records = await asyncio.to_thread(lambda: list(self.engine.records))
-                missed = judge(records, since, self.slo)
-                search.record(level, missed)
-                self.history.mark(f"{level:g} {'✓' if not missed else '✗'}")
-            self.history.mark(f"knee {search.capacity:g}")
-            self.say(search.summary(self.slo).replace("\n", " "), title="capacity", timeout=60)
-        except asyncio.CancelledError:
-            self.say("capacity search stopped; your setting is back", title="capacity")
-            raise
-        finally:
-            self.hunt = None
-            self.engine.update(concurrency=before.concurrency, rate=before.rate)
-            if not was_running:
-                self.engine.pause()
-            with contextlib.suppress(NoMatches):  # the app may be closing
-                pane.show_shape(before.rate)
+    # --- the host pane's views -------------------------------------------------------------------------
+    def action_next_host(self) -> None:
+        """--prometheus: draw the next host's cores one by one."""
+        if self.fleet_probe is None or not (panes := self._monitor_panes()):
+            return
+        chosen = panes[1].choose_next_host()
+        self.say(f"cores of {chosen}" if chosen else "a row per host", title="hosts")
+
+    def action_server_processes(self) -> None:
+        """A line per process of the server's family in the host pane, or the sums alone again."""
+        if self.fleet_probe is not None or not (panes := self._monitor_panes()):
+            return
+        host = panes[1]
+        host.show_members = not host.show_members
+        host.refresh_view()
 
     # --- files ----------------------------------------------------------------------------------
     def action_screenshot(self) -> None:
@@ -430,26 +338,19 @@ class TokentopApp(App):
         self.say(f"screenshot saved: {path}", title="screenshot")
 
     def action_export(self) -> None:
-        """The finished requests, one JSON line each, and the per-second history beside them."""
+        """The finished requests and the per-second history, written in a thread (the records come over a pipe)."""
         points = list(self.history.points)
         completed = self.snap.completed if self.snap else 0
-        self.run_worker(lambda: self._export(points, completed), thread=True, group="export")
 
-    def _export(self, points: list, completed: int) -> None:
-        """In a thread: the records come over the engine's pipe."""
-        records = list(self.engine.records)
-        dropped = completed - len(records)
-        stem = f"tokentop-{datetime.now():%Y%m%d-%H%M%S}"
-        path, history = Path(f"{stem}.jsonl").resolve(), Path(f"{stem}-history.jsonl").resolve()
-        try:
-            write_jsonl(path, records)
-            history.write_text("".join(json.dumps(asdict(p)) + "\n" for p in points))
-        except OSError as exc:
-            self.call_from_thread(self.say, f"export failed: {exc}", severity="error")
-            return
-        kept = f" (the newest; {dropped} older ones are only in --out)" if dropped > 0 else ""
-        self.call_from_thread(self.say, f"{len(records)} finished request(s){kept} written to {path},"
-                              f" per-second history to {history.name}", title="export")
+        def export() -> None:
+            try:
+                said = export_run(self.engine.records, points, completed)
+            except OSError as exc:
+                self.call_from_thread(self.say, f"export failed: {exc}", severity="error")
+                return
+            self.call_from_thread(self.say, said, title="export")
+
+        self.run_worker(export, thread=True, group="export")
 
     async def action_quit(self) -> None:
         self.shutdown()
@@ -460,5 +361,5 @@ class TokentopApp(App):
 
     def shutdown(self) -> None:
         """Stop polling and every stream (within 2 s); safe to call twice."""
-        self._stop_polling.set()
+        self.poller.stop()
         self.engine.stop(timeout=2.0)

@@ -22,7 +22,6 @@ import dataclasses
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Sequence
 
 from tui.load.client import Target, make_client, stream_once
@@ -32,16 +31,13 @@ from tui.load.records import NS, RequestRecord
 from tui.load.request_maker import RequestMaker
 from tui.load.selfcost import CostMonitor
 from tui.load.settings import LoadSettings, share
-from tui.load.snapshot import STREAMING, WAITING, PhaseStatus, Snapshot
-from tui.load.stats import mean, percentile, slope
-from tui.load.views import count_since, stream_view, window_chunks
+from tui.load.snapshot import PhaseStatus, Snapshot
+from tui.load.views import BACKLOG_EVERY_S, Board
 
 log = logging.getLogger(__name__)
 
 ERROR_BACKOFF_S = 1.0  # pause after a failed request so a dead server is not hammered
 MAX_BACKOFF_S = 60.0  # the longest pause a server's Retry-After gets
-BACKLOG_EVERY_S = 0.25  # how often the backlog is sampled for its trend
-BACKLOG_TREND_S = 10.0  # the trend is the backlog's slope over this long
 WARM_TIMEOUT_S = 30.0
 
 
@@ -70,17 +66,13 @@ class LoadEngine:
         self._settings_lock = threading.Lock()
         self.settings_version = 0  # updates made: a snapshot carries the one it shows, so a late one is known
         self._read_timeout = read_timeout
-        self._window_ns = int(window_s * NS)
+        self._board = Board(int(window_s * NS))  # the requests as a snapshot shows them
         self._finished = Finished(out_path, keep_records)
         self._running = False
-        self._running_since_ns = 0
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._workers: dict[int, asyncio.Task] = {}  # the running streams and open-loop requests, by key
-        self._current: dict[int, RequestRecord] = {}
-        self._done_count: dict[int, int] = {}
-        self._last_note: dict[int, str | None] = {}
         self._cost = CostMonitor(window_s)
         # the phase
         self._phase = 0  # the settings version that began it
@@ -89,8 +81,6 @@ class LoadEngine:
         self._phase_done = False
         self._phase_cost = None
         self._open = OpenLoop(self._open_request, self._workers, worker, workers, on_idle=self._check_done)
-        self._ended_ns: deque[int] = deque()  # when requests ended, within the rate window
-        self._backlog: deque[tuple[int, int]] = deque(maxlen=int(BACKLOG_TREND_S / BACKLOG_EVERY_S) + 1)
 
     # --- lifecycle (any thread) -------------------------------------------------------------
     def start(self, running: bool = True) -> None:
@@ -181,50 +171,8 @@ class LoadEngine:
                            record_error=self._finished.write_error)
 
     def snapshot(self) -> Snapshot:
-        now = time.perf_counter_ns()
-        since = max(now - self._window_ns, self._running_since_ns)  # after a resume, only since then
-        current = sorted(list(self._current.items()))
-        views = tuple(stream_view(record, now, since, self._done_count.get(index, 0), self._last_note.get(index))
-                      for index, record in current)
-        done = self._finished
-        recent = list(done.recent)
-        streaming = [v for v in views if v.state == STREAMING]
-        ttfts = [r.ttft_s for r in recent if r.ttft_s is not None]
-        window = self._window_s(now)
-        backlog = list(self._backlog)
-        trend = None
-        if len(backlog) >= 8:  # two seconds at least
-            trend = slope([t / NS for t, _ in backlog], [float(n) for _, n in backlog])
-        return Snapshot(
-            taken_ns=now,
-            running=self._running,
-            settings=self._settings,
-            streams=views,
-            waiting=sum(1 for v in views if v.state == WAITING),
-            streaming=len(streaming),
-            completed=done.completed,
-            errors=done.errors,
-            aggregate_tps=window_chunks((r for _, r in current), recent, since) / window,
-            mean_stream_tps=(sum(v.live_tps for v in streaming) / len(streaming)) if streaming else None,
-            ttft_p50_s=percentile(ttfts, 50),
-            truncated=done.truncated,
-            cold_starts=done.cold_starts,
-            queue_wait_mean_s=mean(r.queue_wait_s for r in recent),
-            record_error=done.write_error,
-            client_cost=self._cost.cost(),
-            recent_ttfts_s=tuple(ttfts),
-            settings_version=self.settings_version,
-            sent_rps=count_since(self._open.sent_ns, since) / window,
-            finished_rps=count_since(self._ended_ns, since) / window,
-            held=len(self._open.held),
-            held_total=self._open.held_total,
-            unsent=self._open.unsent,
-            backlog_growth_rps=trend,
-        )
-
-    def _window_s(self, now: int) -> float:
-        """The rate window, shorter just after a start so the first seconds are not under-counted."""
-        return max(0.05, min(self._window_ns, now - self._running_since_ns) / NS)
+        return self._board.snapshot(running=self._running, settings=self._settings, version=self.settings_version,
+                                    finished=self._finished, cost=self._cost.cost(), open_loop=self._open)
 
     # --- the engine's own loop ----------------------------------------------------------------
     def _call(self, fn, *args) -> None:
@@ -266,7 +214,7 @@ class LoadEngine:
 
     def _set_running(self, running: bool) -> None:
         if running and not self._running:
-            self._running_since_ns = time.perf_counter_ns()
+            self._board.running_since_ns = time.perf_counter_ns()
         self._running = running
         self._reconcile()
 
@@ -321,7 +269,7 @@ class LoadEngine:
             pass
         finally:
             self._workers.pop(index, None)
-            self._current.pop(index, None)
+            self._board.gone(index)
             self._check_done()
 
     async def _back_off(self, record: RequestRecord) -> None:
@@ -337,20 +285,11 @@ class LoadEngine:
         try:
             await self._guarded(key, stream, k, planned=planned, held=held)
         finally:
-            self._current.pop(key, None)
+            self._board.gone(key)
 
     async def _sample_backlog(self) -> None:
-        """The backlog (sent, no first token yet) a few times a second, for its trend: is it growing?"""
         while True:
-            now = time.perf_counter_ns()
-            waiting = sum(1 for r in list(self._current.values()) if r.first_token_ns is None and r.end_ns is None)
-            if self._running:
-                self._backlog.append((now, waiting))
-            else:
-                self._backlog.clear()
-            for times in (self._open.sent_ns, self._ended_ns):
-                while times and times[0] < now - self._window_ns:
-                    times.popleft()
+            self._board.sample(self._running, self._open.sent_ns)
             await asyncio.sleep(BACKLOG_EVERY_S)
 
     # --- one request --------------------------------------------------------------------------------
@@ -363,7 +302,7 @@ class LoadEngine:
         try:
             record, spec = self._maker.make(target, s, stream, k, open_loop)
             record.planned_ns, record.held_back = planned, held
-            self._current[index] = record
+            self._board.started(index, record)
             await stream_once(self._client, target, spec, record)
         except asyncio.CancelledError:  # stopped, or a surplus stream cancelled on purpose: data too
             if record is not None:
@@ -379,10 +318,8 @@ class LoadEngine:
         return record
 
     def _finish(self, index: int, record: RequestRecord) -> None:
-        self._ended_ns.append(record.end_ns or time.perf_counter_ns())
+        self._board.ended(index, record)
         self._finished.add(record)
-        self._done_count[index] = self._done_count.get(index, 0) + 1
-        self._last_note[index] = record.note
 
     async def _shutdown(self) -> None:
         self._cost_task.cancel()

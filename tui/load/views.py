@@ -6,10 +6,17 @@ Read from other threads while the engine's loop appends: each list is read once,
 from __future__ import annotations
 
 import bisect
+import time
+from collections import deque
 from collections.abc import Iterable
 
+from tui.load.finished import Finished
+from tui.load.open_loop import OpenLoop
 from tui.load.records import NS, RequestRecord
-from tui.load.snapshot import DONE, ERROR, STREAMING, WAITING, StreamView
+from tui.load.selfcost import ClientCost
+from tui.load.settings import LoadSettings
+from tui.load.snapshot import DONE, ERROR, STREAMING, WAITING, Snapshot, StreamView
+from tui.load.stats import mean, percentile, slope
 
 
 def chunks_in_window(record: RequestRecord, since_ns: int) -> int:
@@ -54,3 +61,86 @@ def stream_view(record: RequestRecord, now: int, since: int, requests_done: int,
 
 def count_since(times: Iterable[int], since: int) -> int:
     return sum(1 for t in list(times) if t >= since)
+
+
+BACKLOG_EVERY_S = 0.25  # how often the backlog is sampled for its trend
+BACKLOG_TREND_S = 10.0  # the trend is the backlog's slope over this long
+
+
+class Board:
+    """The engine's requests as a snapshot shows them: the one each stream runs (or ran last), the rates over
+    the window, the backlog's trend. Written on the engine's loop, read from any thread."""
+
+    def __init__(self, window_ns: int) -> None:
+        self.window_ns = window_ns
+        self.running_since_ns = 0  # the rates count from a resume, not from before a pause
+        self.current: dict[int, RequestRecord] = {}  # by the engine's key: stream index or open-loop request
+        self._done_count: dict[int, int] = {}
+        self._last_note: dict[int, str | None] = {}
+        self._ended_ns: deque[int] = deque()  # when requests ended, within the rate window
+        self._backlog: deque[tuple[int, int]] = deque(maxlen=int(BACKLOG_TREND_S / BACKLOG_EVERY_S) + 1)
+
+    def started(self, key: int, record: RequestRecord) -> None:
+        self.current[key] = record
+
+    def ended(self, key: int, record: RequestRecord) -> None:
+        self._ended_ns.append(record.end_ns or time.perf_counter_ns())
+        self._done_count[key] = self._done_count.get(key, 0) + 1
+        self._last_note[key] = record.note
+
+    def gone(self, key: int) -> None:
+        self.current.pop(key, None)
+
+    def sample(self, running: bool, sent_ns: deque[int]) -> None:
+        """A few times a second: the backlog (sent, no first token yet) for its trend; old stamps let go."""
+        now = time.perf_counter_ns()
+        if running:
+            self._backlog.append((now, sum(1 for r in list(self.current.values())
+                                           if r.first_token_ns is None and r.end_ns is None)))
+        else:
+            self._backlog.clear()
+        for times in (sent_ns, self._ended_ns):
+            while times and times[0] < now - self.window_ns:
+                times.popleft()
+
+    def snapshot(self, *, running: bool, settings: LoadSettings, version: int, finished: Finished,
+                 cost: ClientCost, open_loop: OpenLoop) -> Snapshot:
+        now = time.perf_counter_ns()
+        since = max(now - self.window_ns, self.running_since_ns)  # after a resume, only since then
+        current = sorted(list(self.current.items()))
+        views = tuple(stream_view(record, now, since, self._done_count.get(key, 0), self._last_note.get(key))
+                      for key, record in current)
+        recent = list(finished.recent)
+        streaming = [v for v in views if v.state == STREAMING]
+        ttfts = [r.ttft_s for r in recent if r.ttft_s is not None]
+        window = max(0.05, min(self.window_ns, now - self.running_since_ns) / NS)  # short just after a start
+        backlog = list(self._backlog)
+        trend = None
+        if len(backlog) >= 8:  # two seconds at least
+            trend = slope([t / NS for t, _ in backlog], [float(n) for _, n in backlog])
+        return Snapshot(
+            taken_ns=now,
+            running=running,
+            settings=settings,
+            streams=views,
+            waiting=sum(1 for v in views if v.state == WAITING),
+            streaming=len(streaming),
+            completed=finished.completed,
+            errors=finished.errors,
+            aggregate_tps=window_chunks((r for _, r in current), recent, since) / window,
+            mean_stream_tps=(sum(v.live_tps for v in streaming) / len(streaming)) if streaming else None,
+            ttft_p50_s=percentile(ttfts, 50),
+            truncated=finished.truncated,
+            cold_starts=finished.cold_starts,
+            queue_wait_mean_s=mean(r.queue_wait_s for r in recent),
+            record_error=finished.write_error,
+            client_cost=cost,
+            recent_ttfts_s=tuple(ttfts),
+            settings_version=version,
+            sent_rps=count_since(open_loop.sent_ns, since) / window,
+            finished_rps=count_since(self._ended_ns, since) / window,
+            held=len(open_loop.held),
+            held_total=open_loop.held_total,
+            unsent=open_loop.unsent,
+            backlog_growth_rps=trend,
+        )

@@ -40,7 +40,7 @@ class GpuPane(TextBox):
             self._fleet_util.setdefault((gpu.host, gpu.index), deque(maxlen=HISTORY)).append(gpu.util)
         self.refresh_view()
 
-    def seed_fleet_history(self, history: dict[tuple[str, str], list[float]]) -> None:
+    def show_fleet_history(self, history: dict[tuple[str, str], list[float]]) -> None:
         """What Prometheus remembers of each GPU's utilisation, before the live readings."""
         for key, values in history.items():
             seeded = deque((None if math.isnan(v) else v for v in values), maxlen=HISTORY)

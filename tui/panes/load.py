@@ -5,7 +5,7 @@ It renders engine `Snapshot`s and history points it is handed; the app owns the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -172,8 +172,11 @@ def mode_text(mode: str, words: int, max_tokens: int | None = None, exact: bool 
 
 class LoadPane(Vertical):
     def __init__(self, concurrency: int, words: int, mode: str, max_tokens: int | None = None, exact: bool = False, *,
-                 rate: float | None = None, prompt_label: str | None = None, id: str | None = None) -> None:
+                 rate: float | None = None, prompt_label: str | None = None,
+                 on_slider: Callable[[str, float], None] = lambda name, value: None, id: str | None = None) -> None:
+        """`on_slider(name, value)`: a slider was moved ("concurrency", "rate" or "words")."""
         super().__init__(id=id)
+        self._on_slider = on_slider
         self._prompt_label = prompt_label
         self.border_title = "load"
         self._concurrency, self._words, self._mode, self._rate = concurrency, words, mode, rate
@@ -185,13 +188,14 @@ class LoadPane(Vertical):
     def compose(self) -> ComposeResult:
         with Horizontal(id="controls"):
             concurrency = Slider(sorted({*CONCURRENCY_STOPS, self._concurrency}), self._concurrency, "concurrency",
-                                 id="concurrency")
+                                 on_change=self._moved("concurrency"), id="concurrency")
             rate = Slider(sorted({*RATE_STOPS, self._rate or 1.0}), self._rate or 1.0, "rate", shown=rate_shown,
-                          id="rate")
+                          on_change=self._moved("rate"), id="rate")
             concurrency.display, rate.display = self._rate is None, self._rate is not None
             yield concurrency
             yield rate
-            yield Slider(sorted({*WORD_STOPS, self._words}), self._words, "words", id="words")
+            yield Slider(sorted({*WORD_STOPS, self._words}), self._words, "words", on_change=self._moved("words"),
+                         id="words")
         yield TextBox(mode_text(self._mode, self._words, self._max_tokens, self._exact, self._prompt_label), id="mode")
         yield TextBox(id="summary")
         yield TextBox(id="server")
@@ -201,6 +205,9 @@ class LoadPane(Vertical):
                 yield Static(Text(HEADER, style="bold"), id="streams-header")
                 yield StreamTable(id="streams")
             yield LoadChart(id="chart")
+
+    def _moved(self, name: str) -> Callable[[float], None]:
+        return lambda value: self._on_slider(name, value)
 
     def show(self, snap: Snapshot, settings: LoadSettings, server: ServerSample | None = None,
              observed_limit: int | None = None, power_w: float | None = None,

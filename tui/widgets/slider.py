@@ -1,27 +1,21 @@
 """A small slider over a list of allowed values (our own: textual-slider is GPL-3.0).
 
-Keys: ←/→ one step, Home/End the ends. Mouse: click or drag on the track.
-Posts `Slider.Changed` whenever the value changes, by key, mouse or code.
+Keys: ←/→ one step, Home/End the ends. Mouse: click or drag on the track. A move by key, mouse or code
+calls `on_change(value)` at once, in the same handler: the value is with its owner (the engine) before any
+later refresh could show an older one. `show_value` shows a value from elsewhere without calling it.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
-from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
 from tui.widgets.palette import style
-
-# How long a value the slider posted wins over the value it is shown from elsewhere: until the engine says the
-# same, or this long (the engine may refuse or clamp it). Without it, a refresh between a key press and the
-# handling of its Changed puts the old value back and a second quick press is lost.
-POSTED_WINS_S = 1.0
 
 
 class Slider(Widget, can_focus=True):
@@ -39,25 +33,16 @@ class Slider(Widget, can_focus=True):
 
     index: reactive[int] = reactive(0)
 
-    class Changed(Message):
-        def __init__(self, slider: Slider, value: float) -> None:
-            super().__init__()
-            self.slider, self.value = slider, value
-
-        @property
-        def control(self) -> Slider:
-            return self.slider
-
     def __init__(self, values: Sequence[float], value: float, label: str, *, shown: Callable[[float], str] = str,
-                 id: str | None = None) -> None:
+                 on_change: Callable[[float], None] = lambda value: None, id: str | None = None) -> None:
         """`shown` writes a value for the end of the slider (default: as it is)."""
         if not values:
             raise ValueError("a slider needs at least one value")
         self.values = tuple(values)
         self.label = label
         self.shown = shown
+        self.on_change = on_change
         self._dragging = False
-        self._posted: tuple[float, float] | None = None  # (value, when) of the last Changed not yet shown back
         super().__init__(id=id)
         self.set_reactive(Slider.index, self._nearest(value))
 
@@ -70,13 +55,8 @@ class Slider(Widget, can_focus=True):
         self.index = self._nearest(value)
 
     def show_value(self, value: float) -> None:
-        """Show a value set elsewhere (the engine runs with it) without posting Changed; a value between the
+        """Show a value set elsewhere (the engine runs with it) without calling on_change; a value between the
         stops becomes a stop of its own."""
-        if self._posted is not None:
-            posted, when = self._posted
-            if value != posted and time.monotonic() - when < POSTED_WINS_S:
-                return
-            self._posted = None
         if value == self.value or self._dragging:
             return
         if value not in self.values:
@@ -92,8 +72,7 @@ class Slider(Widget, can_focus=True):
 
     def watch_index(self, old: int, new: int) -> None:
         if old != new:
-            self._posted = (self.values[new], time.monotonic())
-            self.post_message(self.Changed(self, self.values[new]))
+            self.on_change(self.values[new])
 
     def action_step(self, delta: int) -> None:
         self.index += delta
