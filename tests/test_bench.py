@@ -156,6 +156,7 @@ def test_failed_requests_are_counted_and_the_run_goes_on(sim_factory, capsys, tm
     assert {line["error_kind"] for line in failed} <= {"cut", "http"}
 
 
+@pytest.mark.slow  # starts a process
 def test_ctrl_c_keeps_finished_requests_and_prints_their_table(sim_factory, tmp_path):
     sim = sim_factory(speed=5)
     out = tmp_path / "r.jsonl"
@@ -238,6 +239,7 @@ def test_a_bad_url_is_one_line_and_keeps_an_old_out_file(capsys, tmp_path):
     assert old.read_text() == '{"kept": true}\n'
 
 
+@pytest.mark.slow  # starts a process
 def test_workers_send_a_round_together_and_every_record_comes_back(sim_factory, capsys, tmp_path):
     sim = sim_factory(parallel=8, speed=20)
     out = tmp_path / "workers.jsonl"

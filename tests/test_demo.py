@@ -13,7 +13,7 @@ import uuid
 import psutil
 import pytest
 
-from conftest import UNDER_CI, real_model
+from helpers import UNDER_CI, real_model
 
 pytestmark = pytest.mark.slow
 

@@ -159,6 +159,7 @@ def test_openai_protocol_and_live_rates(sim_factory, engine_for):
         engine.stop()
 
 
+@pytest.mark.slow  # starts a process
 def test_engine_process_keeps_the_newest_records_and_out_keeps_all(sim_factory, tmp_path):
     from tui.load.process import EngineProcess
 
@@ -178,6 +179,7 @@ def test_engine_process_keeps_the_newest_records_and_out_keeps_all(sim_factory, 
     assert [(r.stream, round(r.sent_at, 6)) for r in kept] == [(d["stream"], d["sent_at"]) for d in lines[-3:]]
 
 
+@pytest.mark.slow  # starts a process
 def test_a_pool_of_engine_processes_is_one_engine(sim_factory, tmp_path):
     """Two workers, eight streams on four slots: one merged view, streams 0-7, one whole --out."""
     from tui.load.pool import EnginePool

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import UNDER_CI
+from helpers import UNDER_CI
 from hostile import EVIL_ERROR, EVIL_NAMES, HTML_500, HTML_TAIL, MODEL, REDIRECT_TO, HostileServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,6 +33,7 @@ TIMEOUT = 2.0  # --timeout: the longest silence between chunks
 RAW_CONTROLS = ("\x1b", "\x9b", "\x07")  # ESC, C1 CSI, BEL: never raw in what tokentop prints or writes
 # A stray byte that is not UTF-8 (0x9b alone, say) decodes to a surrogate: never in output either.
 ENV_DROP = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OLLAMA_HOST", "FORCE_COLOR", "COLUMNS", "LINES")
+pytestmark = pytest.mark.slow  # every case runs tokentop, or a hostile server, in a process of its own
 MEMORY_CAP = 4 << 30  # address space of a bench run: a runaway one dies instead of eating the machine
 
 

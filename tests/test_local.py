@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from conftest import real_model
+from helpers import real_model
 
 from tui.servers import llama, local, model
 from tui.servers.local import (

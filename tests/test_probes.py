@@ -36,6 +36,7 @@ def test_gpu_probe_without_a_driver_is_quiet_and_calm(capfd, caplog):
     assert [r.getMessage() for r in caplog.records if r.name.startswith("nvitop")] == []
 
 
+@pytest.mark.slow  # starts a process
 def test_gpu_probe_in_a_fresh_process_writes_nothing_to_stderr():
     code = "from tui.probes.gpu import GpuProbe; r = GpuProbe().read(); print(len(r.gpus), r.error)"
     env = {k: v for k, v in os.environ.items() if k != "LOGLEVEL"}
@@ -129,6 +130,7 @@ LISTEN = "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.
 LISTEN_COMMAND = f'{sys.executable} -c "{LISTEN}"' 
 
 
+@pytest.mark.slow  # starts a process
 def test_host_probe_finds_the_server_by_port():
     with child([sys.executable, "-c", LISTEN]) as server:
         port = int(server.stdout.readline())
@@ -146,6 +148,7 @@ def test_host_probe_finds_the_server_by_port():
     assert probe.read().server is None  # gone: forgotten, and looked for again later
 
 
+@pytest.mark.slow  # starts a process
 def test_host_probe_finds_the_server_by_name(tmp_path):
     fake = tmp_path / "fakellm"
     fake.symlink_to(sys.executable)
@@ -207,6 +210,7 @@ def session(argv):
         proc.wait(timeout=10)
 
 
+@pytest.mark.slow  # starts a process
 def test_the_server_is_its_whole_process_family(tmp_path):
     script = tmp_path / "launcher.py"
     script.write_text(FAMILY)
@@ -229,6 +233,7 @@ def test_the_server_is_its_whole_process_family(tmp_path):
         assert sample.name == "launcher.py"  # what the interpreter runs
 
 
+@pytest.mark.slow  # starts a process
 def test_the_climb_stops_at_a_shell_and_leaves_it_out(tmp_path):
     with session(["bash", "-c", LISTEN_COMMAND + "; true"]) as shell:  # `; true`: bash cannot exec
         port = int(shell.stdout.readline())

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from conftest import UNDER_CI
+from helpers import UNDER_CI
 from prometheus_server import PrometheusServer, find_prometheus
 from tui.probes.prometheus import PrometheusClient, PrometheusError, credentials_from_env
 
@@ -31,6 +31,7 @@ def prometheus(tmp_path_factory):
         sim.stop()
 
 
+@pytest.mark.slow  # starts a process
 def test_an_instant_query_reads_the_scraped_gauges_with_their_labels_and_times(prometheus):
     server, target = prometheus
     client = PrometheusClient(server.url)
@@ -44,6 +45,7 @@ def test_an_instant_query_reads_the_scraped_gauges_with_their_labels_and_times(p
         client.close()
 
 
+@pytest.mark.slow  # a real Prometheus
 def test_nan_and_infinities_arrive_as_floats(prometheus):
     client = PrometheusClient(prometheus[0].url)
     try:
@@ -53,6 +55,7 @@ def test_nan_and_infinities_arrive_as_floats(prometheus):
     assert math.isnan(values[0]) and values[1] == math.inf and values[2] == -math.inf
 
 
+@pytest.mark.slow  # a real Prometheus
 def test_a_target_that_is_down_says_why(prometheus):
     client = PrometheusClient(prometheus[0].url)
     try:
@@ -63,6 +66,7 @@ def test_a_target_that_is_down_says_why(prometheus):
     assert "connection refused" in targets["gone"].last_error
 
 
+@pytest.mark.slow  # a real Prometheus
 def test_a_bad_query_is_one_line(prometheus):
     client = PrometheusClient(prometheus[0].url)
     try:
@@ -110,6 +114,7 @@ def fleet(tmp_path_factory):
             yield server, busy.target, calm.target
 
 
+@pytest.mark.slow  # starts a process
 def test_the_fleet_probe_reads_every_gpu_host_and_replica(fleet):
     import time
 
@@ -156,6 +161,7 @@ def test_a_fleet_without_prometheus_is_one_calm_line():
     assert sample.error.startswith("cannot reach Prometheus at http://127.0.0.1:9") and sample.gpus == ()
 
 
+@pytest.mark.slow  # a real Prometheus
 def test_bench_with_prometheus_adds_the_fleets_power_and_each_replicas_queue(fleet, sim_factory, capsys):
     import json
 
@@ -185,6 +191,7 @@ def test_a_bad_prometheus_url_is_one_line_and_exit_2(capsys, url):
     assert status == 2 and err.count("\n") == 1 and "--prometheus takes an http(s):// URL" in err
 
 
+@pytest.mark.slow  # starts a process
 async def test_the_app_shows_every_gpu_host_and_replica_from_prometheus(fleet, sim_factory):
     from tui.cli import fleet_probe, make_app
     from tui.load.discover import discover
@@ -213,6 +220,7 @@ async def test_the_app_shows_every_gpu_host_and_replica_from_prometheus(fleet, s
         assert " 3 ████░░░░  50%" in text("#host")
 
 
+@pytest.mark.slow  # a real Prometheus
 def test_the_fleet_history_comes_from_prometheus_memory(fleet):
     import time
 
@@ -229,6 +237,7 @@ def test_the_fleet_history_comes_from_prometheus_memory(fleet):
     assert len(known) >= 2 and set(known) == {91.0}
 
 
+@pytest.mark.slow  # a real Prometheus
 def test_every_bench_format_carries_each_replicas_queue_peak(fleet, sim_factory, capsys):
     from tui.cli import main
 
@@ -262,6 +271,7 @@ def test_refused_credentials_and_too_many_series_are_said_in_one_line():
         assert len(answer.series) == 2000 and answer.truncated == 500
 
 
+@pytest.mark.slow  # a real Prometheus
 def test_a_missing_exporter_is_named(prometheus):
     from tui.probes.fleet import FleetProbe
 

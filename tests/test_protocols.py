@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tui.load.client import _apply
-from tui.load.protocols import (
+from tui.load.wire import (
     LineSplitter,
     LineTooLong,
     NDJSONDecoder,
@@ -184,7 +184,7 @@ def test_error_bodies_in_both_shapes():
 
 
 def test_odd_shapes_do_not_raise_and_reasoning_counts_as_generated():
-    from tui.load.protocols import ollama_event, openai_event
+    from tui.load.wire import ollama_event, openai_event
 
     final = ollama_event({"done": True, "eval_count": None, "total_duration": None})
     assert final.final and final.output_tokens == 0 and final.timings["total_duration"] == 0

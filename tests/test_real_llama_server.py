@@ -3,44 +3,14 @@
 from __future__ import annotations
 
 import json
-import threading
 
-import httpx
 import pytest
 
-from conftest import real_model
+from helpers import MetricsWatcher, real_model
 from tui.cli import main
-from tui.probes.metrics import parse_prometheus
 from tui.servers.llama import LlamaServer
 
 pytestmark = pytest.mark.slow
-
-
-class MetricsWatcher:
-    """Polls llama-server's /metrics in a thread and keeps the highest value of each gauge."""
-
-    def __init__(self, url: str) -> None:
-        self.url, self.peak = url + "/metrics", {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=2) as client:
-            while not self._stop.wait(0.1):
-                try:
-                    values = parse_prometheus(client.get(self.url).text)
-                except httpx.HTTPError:
-                    continue
-                for name, value in values.items():
-                    self.peak[name] = max(value, self.peak.get(name, value))
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def test_bench_table_against_real_llama_server(llama_server, tmp_path, capsys):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from test_real_llama_server import MetricsWatcher
+from helpers import MetricsWatcher
 from tui.cli import main
 from tui.load.discover import discover
 from tui.load.engine import LoadEngine

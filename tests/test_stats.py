@@ -36,7 +36,7 @@ def test_request_figures_client_counted():
     assert r.tokens_source == "client" and r.output_tokens == 101
     assert r.ttft_s == 0.5 and r.e2e_s == pytest.approx(4.6)
     assert r.decode_tps == pytest.approx(100 / 4.0)
-    assert r.seed_tps == pytest.approx(101 / 4.6)
+    assert r.article_tps == pytest.approx(101 / 4.6)
 
 
 def test_request_figures_server_reported():

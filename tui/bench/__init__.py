@@ -135,7 +135,7 @@ def _drive(engine: Engine, bench: BenchRun, watch: Watch) -> Outcome:
         with outcome._progress:
             if bench.capacity:
                 outcome.search = CapacitySearch(bench.capacity)
-                asyncio.run(_find(engine, bench, watch, outcome))
+                asyncio.run(_search_capacity(engine, bench, watch, outcome))
             else:
                 asyncio.run(run_cells(engine, bench, outcome.collect, watch, outcome.heard))
     except EngineStopped as exc:  # what finished before is still worth its table
@@ -148,7 +148,7 @@ def _drive(engine: Engine, bench: BenchRun, watch: Watch) -> Outcome:
     return outcome
 
 
-async def _find(engine: Engine, bench: BenchRun, watch: Watch, outcome: Outcome) -> None:
+async def _search_capacity(engine: Engine, bench: BenchRun, watch: Watch, outcome: Outcome) -> None:
     """--find-capacity: each level a cell of one word count held for --duration (tui/load/capacity.py)."""
     words = bench.words[0]
 

@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from tui.load.protocols import (
+from tui.load.wire import (
     MAX_LINE_BYTES,
     OLLAMA,
     LineTooLong,

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from tui.load.client import Target
-from tui.load.protocols import APIS, OLLAMA, OPENAI
+from tui.load.wire import APIS, OLLAMA, OPENAI
 from tui.probes.server import detect, json_object
 from tui.untrusted import mask_url, one_line
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from tui.load.client import Target
 from tui.load.prompt_file import PromptSource
 from tui.load.prompts import PROMPT_FILE
-from tui.load.protocols import RequestSpec
+from tui.load.wire import RequestSpec
 from tui.load.records import RequestRecord
 from tui.load.settings import LoadSettings, request_spec
 from tui.load.synthetic import SYNTHETIC

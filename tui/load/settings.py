@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tui.load.prompts import MODES, build_prompt
-from tui.load.protocols import RequestSpec
+from tui.load.wire import RequestSpec
 
 MAX_CONCURRENCY = 1024  # the most streams the app and the bench will run at once
 # The app's concurrency slider: every count up to 16, then steps that feel even on a log scale.

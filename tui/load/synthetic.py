@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import httpx
 
 from tui.load.client import Target
-from tui.load.protocols import OLLAMA, RequestSpec, chat_body, chat_path
+from tui.load.wire import OLLAMA, RequestSpec, chat_body, chat_path
 from tui.untrusted import count
 
 # Short, frequent words: one token each (with the space before them) in Llama, Qwen, SmolLM and GPT tokenizers.

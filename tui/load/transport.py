@@ -1,7 +1,7 @@
 """The streaming requests' HTTP/1.1 layer: an asyncio Protocol over httptools' C parser, with kept-alive
 connections. Each piece of the body is handed on, with its arrival time, from `data_received` itself.
 
-Why not an HTTP library here: measured against a paced server (tests/bench_streams.py), httpx cost 5-7x
+Why not an HTTP library here: measured against a paced server (tests/scripts/bench_streams.py), httpx cost 5-7x
 the CPU per chunk of a minimal asyncio client and spread "N requests at once" over a second; aiohttp cost
 1.7-2.3x (a StreamReader, a Task wake-up and a timer re-armed for every piece). This layer does no per-piece
 work beyond the parser's callback. httpx stays for discovery and the probes, where cost does not matter.

@@ -10,7 +10,7 @@ from collections import deque
 
 from rich.text import Text
 
-from tui.panes import fleet
+from tui.panes import fleet_text
 from tui.probes.fleet import FleetSample
 from tui.probes.gpu import GpuReading, GpuSample
 from tui.untrusted import visible
@@ -61,7 +61,7 @@ class GpuPane(TextBox):
 
     def refresh_view(self) -> None:
         if self._fleet is not None:
-            self.show_text(fleet.gpu_text(self._fleet, max(30, self.content_size.width), self.compact,
+            self.show_text(fleet_text.gpu_text(self._fleet, max(30, self.content_size.width), self.compact,
                                           self._fleet_util))
             return
         reading = self._reading

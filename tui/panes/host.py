@@ -8,7 +8,7 @@ from collections import deque
 
 from rich.text import Text
 
-from tui.panes import fleet
+from tui.panes import fleet_text
 from tui.probes.fleet import FleetSample
 from tui.probes.host import HostSample, ProcessSample
 from tui.untrusted import visible
@@ -59,7 +59,7 @@ class HostPane(TextBox):
 
     def refresh_view(self) -> None:
         if self._fleet is not None:
-            self.show_text(fleet.host_text(self._fleet, max(30, self.content_size.width), self.compact, self.chosen))
+            self.show_text(fleet_text.host_text(self._fleet, max(30, self.content_size.width), self.compact, self.chosen))
             return
         s = self._sample
         if s is None:

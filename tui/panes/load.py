@@ -16,7 +16,7 @@ from tui.load.history import LoadPoint
 from tui.load.prompts import INPUT, TITLE_INSTRUCTION, WORD_STOPS
 from tui.load.settings import CONCURRENCY_STOPS, RATE_STOPS, LoadSettings
 from tui.load.snapshot import Snapshot
-from tui.panes import fleet
+from tui.panes import fleet_text
 from tui.probes.fleet import FleetSample
 from tui.probes.server import OLLAMA_PARALLEL_NOTE, ServerSample
 from tui.untrusted import visible
@@ -221,7 +221,7 @@ class LoadPane(Vertical):
             self.show_mode(settings.mode, settings.words)
         self.query_one("#summary", TextBox).show_text(summary_text(snap, power_w, self.compact))
         if fleet_sample is not None:  # --prometheus: every replica instead of the one server
-            self.query_one("#server", TextBox).show_text(fleet.replica_text(fleet_sample, self.compact))
+            self.query_one("#server", TextBox).show_text(fleet_text.replica_text(fleet_sample, self.compact))
         else:
             self.query_one("#server", TextBox).show_text(server_text(server, snap, observed_limit, self.compact))
         self.query_one("#queue", TextBox).show_text(queue_text(snap, server))

@@ -2,7 +2,8 @@
 counts — the concurrency setting, streaming, waiting — as sparklines on the same time axis, so a
 change of setting lines up with its effect.
 
-plotext keeps global state, so `plot` must run on the UI thread only (it does: the app's timer).
+plotext keeps global state, so `plot` must run on the UI thread only (it does: the app calls it as it
+handles an engine snapshot).
 A plotext build costs ~25 ms here, so there is one, and none while the curves stay flat. Its
 legends crash on small plots, so the legend is our own line of text.
 """
@@ -19,7 +20,7 @@ from tui.widgets.drawing import sparkline
 from tui.widgets.palette import style
 from tui.widgets.textbox import TextBox
 
-# (label, colour); the colours are those of the lines drawn
+# (label, colour): plotext draws its lines in its own colour names, so these are names, not palette styles
 TPS_SERIES = (("aggregate", "cyan"), ("per-stream", "green"))
 COUNT_SERIES = (("concurrency", "yellow"), ("streaming", "green"), ("waiting", "red"))
 LABEL = 12  # width of the sparklines' labels

@@ -1,7 +1,8 @@
 """Colours by meaning. The panes draw Rich text with `style("waiting")`, never a colour name; the colours live in
 app.tcss as the component classes of an invisible `Palette` widget, in the theme's variables, so a Textual
 theme (ctrl+p, "theme") restyles every pane. Until the app has read its theme, the defaults below serve
-(the tests' text builders use them too).
+(the tests' text builders use them too). The one exception is the chart's plotted lines: plotext takes only
+its own colour names (tui/widgets/chart.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Make the README's screenshots: the real app against `tokentop sim` (4 slots, 8 streams).
 
-    python tests/make_screenshots.py
+    python tests/scripts/make_screenshots.py
 
 Writes screenshots/tokentop-WxH.svg for 80x24, 120x40 and 160x48, and tokentop-rate-160x48.svg (the open
 loop past the server's capacity: its backlog growing). Each run of the app lasts ~15 s
@@ -17,7 +17,7 @@ from tui.load.discover import discover
 from tui.load.settings import LoadSettings
 from tui.servers.simproc import SimProcess
 
-OUT = Path(__file__).resolve().parent.parent / "screenshots"
+OUT = Path(__file__).resolve().parents[2] / "screenshots"
 SIZES = ((80, 24), (120, 40), (160, 48))
 STREAMS = LoadSettings(concurrency=8, words=100)
 RATE = LoadSettings(rate=2.0, words=100)  # past what 4 slots serve at 2x speed (about 1.3 requests/s)

@@ -1,6 +1,6 @@
 """A paced OpenAI-compatible streaming server for measuring clients (not a test; pytest skips it).
 
-    python tests/paced_server.py --port 0 --log server.jsonl [--ttft 0.1 --tokens 50 --rate 50]
+    python tests/scripts/paced_server.py --port 0 --log server.jsonl [--ttft 0.1 --tokens 50 --rate 50]
 
 Each `POST /v1/chat/completions` streams `--tokens` SSE events, one token per event, each in its own
 write, on an absolute schedule: token i at arrival + ttft + i/rate. `GET /v1/models` lists one model,

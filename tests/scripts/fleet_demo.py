@@ -1,6 +1,6 @@
 """A made-up fleet behind a real Prometheus, to look at `tokentop --prometheus` by hand:
 
-    python tests/fleet_demo.py      # prints the Prometheus URL and a SIMULATED server's, runs until Ctrl-C
+    python tests/scripts/fleet_demo.py      # prints the Prometheus URL and a SIMULATED server's, runs until Ctrl-C
     tokentop --url SIM_URL --prometheus PROMETHEUS_URL --concurrency 8 --autostart
 
 Two GPU hosts (DCGM's exporter format: 2 and 1 A100s), node_exporter (4 cores), two vLLM replicas, a
@@ -11,13 +11,15 @@ the load fills live; scraped every second (tests/get_prometheus.sh fetches Prome
 from __future__ import annotations
 
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from fake_exporters import Exporter, dcgm, node, vllm
-from prometheus_server import PrometheusServer, find_prometheus
-from tui.servers.simproc import SimProcess
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' fake exporters and Prometheus
+from fake_exporters import Exporter, dcgm, node, vllm  # noqa: E402
+from prometheus_server import PrometheusServer, find_prometheus  # noqa: E402
+from tui.servers.simproc import SimProcess  # noqa: E402
 
 
 def main() -> int:

@@ -1,11 +1,11 @@
 """Does tokentop's streaming client measure itself? A benchmark script, not a test (pytest skips it).
 
-    python tests/bench_streams.py                 # 16,64,128,256,512 streams
-    python tests/bench_streams.py --quick         # 16,64 only
-    python tests/bench_streams.py --streams 16,128 --rounds 3 --json results.json
+    python tests/scripts/bench_streams.py                 # 16,64,128,256,512 streams
+    python tests/scripts/bench_streams.py --quick         # 16,64 only
+    python tests/scripts/bench_streams.py --streams 16,128 --rounds 3 --json results.json
 
 For each N, the same workload (N requests at once per round, 50 tokens at 50 tok/s each, against
-tests/paced_server.py) is run by two clients, each in its own process:
+tests/scripts/paced_server.py) is run by two clients, each in its own process:
   floor:    a minimal asyncio client in this file (open_connection, hand-made HTTP/1.1, chunked
             decoding and SSE with bytes.find, json.loads per event);
   tokentop: `python -m tui bench --format json --out FILE.jsonl` (its records give send_ns, chunk
@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import paced_server  # noqa: E402
 
-ROOT = HERE.parent
+ROOT = HERE.parents[1]
 CLIENTS = ("floor", "tokentop", "tokentop-w2")  # tokentop-w2: tokentop bench --workers 2
 
 

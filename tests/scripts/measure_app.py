@@ -1,17 +1,17 @@
 """The app's own cost in a real terminal (tmux, 160x48), beside the headless client's, against a paced server.
 
-    python tests/measure_app.py                    # idle, then N = 16,64,128,256 streams
-    python tests/measure_app.py --quick            # idle, N = 16,64; 10 s windows
-    python tests/measure_app.py --streams 64 --seconds 30 --json results.json
+    python tests/scripts/measure_app.py                    # idle, then N = 16,64,128,256 streams
+    python tests/scripts/measure_app.py --quick            # idle, N = 16,64; 10 s windows
+    python tests/scripts/measure_app.py --streams 64 --seconds 30 --json results.json
 
-The load is tests/paced_server.py (50 tokens at 50 tok/s, TTFT 0.1 s: 1.1 s a request), one server
+The load is tests/scripts/paced_server.py (50 tokens at 50 tok/s, TTFT 0.1 s: 1.1 s a request), one server
 for the whole run; its stamps and the client's are both time.perf_counter_ns() (CLOCK_MONOTONIC).
   idle:  the app at concurrency 0, monitoring only.
   N:     `python -m tui … --concurrency N --autostart --out FILE.jsonl`; the app keeps N streams busy.
          The window starts once the first N requests have ended (start-up, discovery and the first
          wave are not counted) and lasts --seconds; then the app is let finish that window's
          requests and `q` is pressed.
-  headless: the same N through `tokentop bench` (tests/bench_streams.py, rounds of N requests).
+  headless: the same N through `tokentop bench` (tests/scripts/bench_streams.py, rounds of N requests).
 Figures, over the window only:
   CPU: the app process and its engine process(es) (psutil children, recursive), % of one core and
        ms per 1,000 content chunks (chunks whose client stamp falls in the window);
@@ -50,7 +50,7 @@ sys.path.insert(0, str(HERE))
 import bench_streams  # noqa: E402
 import paced_server  # noqa: E402
 
-ROOT = HERE.parent
+ROOT = HERE.parents[1]
 TTFT_S, TOKENS, RATE = 0.1, 50, 50.0
 WORK_S = TTFT_S + TOKENS / RATE  # one request's length: 1.1 s
 TMUX = ["tmux", "-L", "tokentop-measure"]  # a tmux server of our own; it exits with its last session
@@ -280,7 +280,7 @@ def stream_cycles(sends: dict[int, list[tuple[int, float]]]) -> tuple[list[float
 
 
 def headless_run(n: int, port: int, server: psutil.Process, server_log: Path, work_dir: Path) -> dict:
-    """`tokentop bench` at the same N, as tests/bench_streams.py runs it."""
+    """`tokentop bench` at the same N, as tests/scripts/bench_streams.py runs it."""
     rounds = max(3, math.ceil(MIN_CHUNKS / (n * TOKENS)))
     return {"run": "headless", **bench_streams.measure("tokentop", n, rounds, port, server, server_log, work_dir,
                                                        WORK_S)}
