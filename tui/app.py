@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -38,11 +37,12 @@ from tui.load.snapshot import Snapshot
 from tui.panes.gpu import GpuPane
 from tui.panes.host import HostPane
 from tui.panes.load import LoadPane
+from tui.polling import Polls
 from tui.probes.fleet import FleetProbe, FleetSample
 from tui.probes.gpu import GpuReading
 from tui.probes.host import HostSample
 from tui.probes.server import ServerSample
-from tui.untrusted import visible
+from tui.untrusted import one_line, visible
 from tui.widgets.model_picker import ModelPicker
 from tui.widgets.palette import Palette, style
 from tui.widgets.slider import Slider
@@ -99,8 +99,10 @@ def header_text(info: ServerInfo) -> Text:
     else:
         text.append(" real server ", style=style("badge-real"))
     text.append(" ")
-    text.append(visible(info.model_label), style=style("title"))
-    text.append(visible(f" · {info.kind} {info.version or ''}".rstrip() + f" · {info.api} API · {info.shown_url}"))
+    # cut: a server's 10,000-character model name must not push the panes off the screen
+    text.append(one_line(info.model_label, 80), style=style("title"))
+    text.append(visible(f" · {info.kind} {one_line(info.version or '', 40)}".rstrip() + f" · {info.api} API"
+                        f" · {one_line(info.shown_url, 80)}"))
     return text
 
 
@@ -152,7 +154,7 @@ class TokentopApp(App):
         self.recoloured = False  # the theme's colours have been read
         self.history = LoadHistory()
         self._history_ns: int | None = None
-        self._stop_polling = threading.Event()
+        self.polls = Polls(self.post_message, self.log.error)  # the probes and the engine, each in a thread
         self._told: set[str] = set()
 
     def compose(self) -> ComposeResult:
@@ -173,28 +175,17 @@ class TokentopApp(App):
         self.watch(self, "theme", self._theme_changed, init=False)
         self.engine.start(running=self.autostart)
         self._fit(self.size.width, self.size.height)
-        self.run_worker(lambda: self._poll(self.engine.snapshot, EngineSampled, 1 / self.refresh_hz),
-                        thread=True, group="engine")
+        self.polls.start("engine", self.engine.snapshot, EngineSampled, 1 / self.refresh_hz)
         if self.fleet_probe is None:  # with --prometheus the fleet is drawn instead of this machine
-            self.run_worker(lambda: self._poll(self.read_gpu, GpuSampled), thread=True, group="gpu")
-            self.run_worker(lambda: self._poll(self.read_host, HostSampled), thread=True, group="host")
+            self.polls.start("gpu", self.read_gpu, GpuSampled, self.poll_s)
+            self.polls.start("host", self.read_host, HostSampled, self.poll_s)
         if self.read_server is not None:
-            self.run_worker(lambda: self._poll(self.read_server, ServerSampled), thread=True, group="server")
-        if self.fleet_probe is not None:
-            self.run_worker(self._watch_fleet, thread=True, group="fleet")
+            self.polls.start("server", self.read_server, ServerSampled, self.poll_s)
+        if self.fleet_probe is not None:  # the last minutes from Prometheus's memory first: sparklines start full
+            self.polls.start("fleet", self.fleet_probe.read, FleetSampled, self.poll_s,
+                             first=(self.fleet_probe.history, FleetHistory))
         if self.notice:
             self.say(self.notice, timeout=15)
-
-    def _poll(self, read: Callable[[], Any], message: type[Sampled], every_s: float | None = None) -> None:
-        # The next read starts only when the last one has finished, so slow reads never pile up.
-        while not self._stop_polling.is_set():
-            try:
-                sample = read()
-            except Exception as exc:  # a reader that fails says so once a poll, in the log, and goes on
-                self.log.error(f"{message.__name__}: {type(exc).__name__}: {exc}")
-            else:
-                self.post_message(message(sample))
-            self._stop_polling.wait(every_s or self.poll_s)
 
     def _monitor_panes(self) -> tuple[GpuPane, HostPane] | None:
         """The GPU and host panes, or None when a reading arrives while the screen is torn down."""
@@ -222,11 +213,6 @@ class TokentopApp(App):
         host = panes[1]
         host.show_members = not host.show_members
         host.refresh_view()
-
-    def _watch_fleet(self) -> None:
-        """The last minutes from Prometheus's own memory first (the sparklines start full), then live readings."""
-        self.post_message(FleetHistory(self.fleet_probe.history()))
-        self._poll(self.fleet_probe.read, FleetSampled)
 
     def on_fleet_history(self, message: FleetHistory) -> None:
         if panes := self._monitor_panes():
@@ -460,5 +446,5 @@ class TokentopApp(App):
 
     def shutdown(self) -> None:
         """Stop polling and every stream (within 2 s); safe to call twice."""
-        self._stop_polling.set()
+        self.polls.stop()
         self.engine.stop(timeout=2.0)

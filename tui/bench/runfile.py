@@ -21,6 +21,7 @@ import httpx
 import psutil
 
 from tui import __version__
+from tui.http_read import fetch
 from tui.load.client import Target
 from tui.load.discover import ServerInfo
 from tui.load.records import RequestRecord
@@ -49,12 +50,12 @@ def model_facts(target: Target, info: ServerInfo, timeout: float = 5.0) -> dict[
     try:
         with httpx.Client(timeout=timeout, headers=target.headers()) as client:
             if info.api == "ollama":
-                listed = client.get(target.url + "/api/tags").json().get("models") or []
+                listed = fetch(client, target.url + "/api/tags").json().get("models") or []
                 entry = next((m for m in listed if isinstance(m, dict) and info.model in (m.get("name"), m.get("model"))),
                              {})
                 facts |= _scalars({"size_bytes": entry.get("size"), **(entry.get("details") or {})})
             else:
-                listed = client.get(target.url + "/v1/models").json().get("data") or []
+                listed = fetch(client, target.url + "/v1/models").json().get("data") or []
                 entry = next((m for m in listed if isinstance(m, dict) and m.get("id") == info.model), {})
                 facts |= _scalars({"max_model_len": entry.get("max_model_len"), **(entry.get("meta") or {})})
     except (httpx.HTTPError, ValueError, AttributeError, TypeError):

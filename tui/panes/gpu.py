@@ -40,10 +40,10 @@ class GpuPane(TextBox):
             self._fleet_util.setdefault((gpu.host, gpu.index), deque(maxlen=HISTORY)).append(gpu.util)
         self.refresh_view()
 
-    def seed_fleet_history(self, history: dict[tuple[str, str], list[float]]) -> None:
+    def seed_fleet_history(self, history: dict[tuple[str, str], list[float | None]]) -> None:
         """What Prometheus remembers of each GPU's utilisation, before the live readings."""
         for key, values in history.items():
-            seeded = deque((None if math.isnan(v) else v for v in values), maxlen=HISTORY)
+            seeded = deque((v if v is not None and math.isfinite(v) else None for v in values), maxlen=HISTORY)
             seeded.extend(self._fleet_util.get(key, ()))
             self._fleet_util[key] = seeded
         self.refresh_view()
