@@ -31,7 +31,7 @@ from tui.load.slo import value_of
 from tui.load.synthetic import CalibrationError, calibrate
 from tui.probes.fleet import FleetProbe
 from tui.probes.gpu import GpuProbe
-from tui.probes.prometheus import PrometheusError
+from tui.probes.prometheus import CredentialsError
 from tui.probes.server import ServerProbe
 from tui.untrusted import one_line
 
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"tokentop bench: every request failed ({len(records)}); see the Errors column", file=sys.stderr)
             return 1
         return 1 if failed else 0
-    except (DiscoveryError, CalibrationError, OSError) as exc:
+    except (DiscoveryError, CalibrationError, CredentialsError, OSError) as exc:
         return _die(str(exc))
     except KeyboardInterrupt:  # Ctrl-C while finding the server
         return 130
@@ -142,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
         if watch is not None and watch.server is not None:
             watch.server.close()
         if watch is not None and watch.fleet is not None:
+            watch.stop()
             watch.fleet.client.close()
         if sim is not None:
             sim.stop()
@@ -187,14 +188,11 @@ def _save(args: argparse.Namespace, meta: dict, rows: list[dict], records: list[
 
 
 def _fleet(url: str | None) -> FleetProbe | None:
-    """--prometheus's fleet probe; a Prometheus that cannot be read is said once, and the run goes on."""
+    """--prometheus's fleet probe; a Prometheus that cannot be read is said once, and the run goes on. Credentials
+    that cannot be read or sent are a CredentialsError (one line, status 2)."""
     if url is None:
         return None
-    try:
-        probe = FleetProbe.for_url(url)
-    except PrometheusError as exc:
-        print(f"tokentop bench: {exc}; the fleet columns will be empty", file=sys.stderr)
-        return None
+    probe = FleetProbe.for_url(url)
     first = probe.read()
     if first.error:
         print(f"tokentop bench: {first.error}; the fleet columns may stay empty", file=sys.stderr)
