@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from tui.files import read_bytes
-from tui.http_read import fetch
+from tui.http_read import AnswerTooBig, AnswerTooSlow, fetch
 from tui.untrusted import Redactor, header_safe, mask_url, one_line, url_password
 
 MAX_SERIES = 2000  # a query answering more is cut here, and says so
@@ -143,6 +143,8 @@ class PrometheusClient:
     def _get(self, path: str, params: dict[str, str]) -> dict[str, Any]:
         try:
             response = fetch(self._http, self.url + path, params=params)
+        except (AnswerTooBig, AnswerTooSlow) as exc:
+            raise PrometheusError(f"Prometheus at {self.shown_url}{path}: {exc}") from None
         except httpx.HTTPError as exc:
             raise PrometheusError(f"cannot reach Prometheus at {self.shown_url}: {type(exc).__name__}:"
                                   f" {self._text(exc, 120)}") from None

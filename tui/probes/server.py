@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from tui.http_read import Reply, fetch
+from tui.http_read import AnswerTooBig, AnswerTooSlow, Reply, fetch
 from tui.probes.metrics import parse_prometheus
 from tui.untrusted import bounded, count, mask_url, one_line
 
@@ -145,8 +145,12 @@ class ServerProbe:
             props = json_object(_get(self._client, self.url + "/props"))
             self._slots = count(props.get("total_slots")) if props else None
         if self._metrics:
-            response = _get(self._client, self.url + "/metrics")
-            if response is None:
+            try:
+                response = fetch(self._client, self.url + "/metrics")
+            except (AnswerTooBig, AnswerTooSlow) as exc:
+                return ServerSample(self.kind, self.version, slots=self._slots,
+                                    error=f"{mask_url(self.url)}/metrics: {exc}")
+            except httpx.HTTPError:
                 return ServerSample(self.kind, self.version, slots=self._slots,
                                     error=f"no answer from {mask_url(self.url)}/metrics")
             if response.status_code == 200:
