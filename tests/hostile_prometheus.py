@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import functools
 import json
 import socket
@@ -108,6 +109,7 @@ class HostilePrometheus:
             raise ValueError(f"unknown fault {fault!r} (choose from: {', '.join(FAULTS)})")
         self.fault, self.lifetime = fault, lifetime
         self.requests = 0
+        self.trickling = 0  # trickle: answers being sent now
         self.credentials: list[str] = []  # what each request sent as its Authorization
         owner = self
 
@@ -162,17 +164,21 @@ class HostilePrometheus:
         for name, value in {**headers, "Content-Length": str(len(body))}.items():
             handler.send_header(name, value)
         handler.end_headers()
-        try:
-            if self.fault != "trickle":
+        if self.fault != "trickle":
+            with contextlib.suppress(OSError):  # the client went away (past its cap): that is its right
                 handler.wfile.write(body)
-                return
+            return
+        self.trickling += 1
+        try:
             for byte in body[:TRICKLE_BYTES]:
                 if self._stop.wait(2.0):
                     return
                 handler.wfile.write(bytes([byte]))
                 handler.wfile.flush()
         except OSError:
-            pass  # the client went away: that is its right
+            pass
+        finally:
+            self.trickling -= 1
 
     def start(self) -> HostilePrometheus:
         threading.Thread(target=self.server.serve_forever, name=f"prometheus-{self.fault}", daemon=True).start()
