@@ -96,7 +96,7 @@ class Run:
     err: str
     jsonl: str
     wall: float
-    rss_mb: float = 0.0  # the run's peak resident memory
+    rss_mb: float = 0.0  # the run's peak resident memory (as last seen before it ended)
 
     @property
     def records(self) -> list[dict]:
@@ -147,16 +147,27 @@ def bench(url: str | None, *extra: str, tmp: Path, model: str | None = MODEL, ap
     return Run(proc.returncode, _decode(stdout), _decode(stderr), jsonl, wall, rss_mb)
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The process's resident memory at its highest so far (VmHWM), 0 once it is gone. Not its rusage: Linux
+    carries the forking process's high-water mark over the exec into the child's ru_maxrss."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next((int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:")), 0.0)
+    except OSError:
+        return 0.0
+
+
 def communicate(proc: subprocess.Popen, timeout: float) -> tuple[bytes, bytes, float]:
-    """proc.communicate(), and the process's peak resident memory in MB (its rusage, taken as it is reaped).
+    """proc.communicate(), and the process's peak resident memory in MB (read every 20 ms while it runs).
     Past `timeout` the process is killed and TimeoutExpired (with its stderr) raised."""
     pieces: dict[str, bytes] = {}
     readers = [threading.Thread(target=lambda name=name, pipe=pipe: pieces.__setitem__(name, pipe.read()), daemon=True)
                for name, pipe in (("out", proc.stdout), ("err", proc.stderr))]
     for reader in readers:
         reader.start()
-    deadline, killed = time.monotonic() + timeout, False
+    deadline, killed, peak = time.monotonic() + timeout, False, 0.0
     while not (reaped := os.wait4(proc.pid, os.WNOHANG))[0]:
+        peak = max(peak, peak_rss_mb(proc.pid))
         if time.monotonic() > deadline:
             proc.kill()
             reaped, killed = os.wait4(proc.pid, 0), True
@@ -167,7 +178,7 @@ def communicate(proc: subprocess.Popen, timeout: float) -> tuple[bytes, bytes, f
         reader.join(10)
     if killed:
         raise subprocess.TimeoutExpired(proc.args, timeout, pieces.get("out", b""), pieces.get("err", b""))
-    return pieces.get("out", b""), pieces.get("err", b""), reaped[2].ru_maxrss / 1024
+    return pieces.get("out", b""), pieces.get("err", b""), peak
 
 
 def check(run: Run, secrets: tuple[str, ...] = (), prefix: str = "tokentop bench: error:") -> Run:
