@@ -37,7 +37,7 @@ from tui.load.snapshot import Snapshot
 from tui.panes.gpu import GpuPane
 from tui.panes.host import HostPane
 from tui.panes.load import LoadPane
-from tui.polling import Polls
+from tui.polling import Poller
 from tui.probes.fleet import FleetProbe, FleetSample
 from tui.probes.gpu import GpuReading
 from tui.probes.host import HostSample
@@ -154,7 +154,7 @@ class TokentopApp(App):
         self.recoloured = False  # the theme's colours have been read
         self.history = LoadHistory()
         self._history_ns: int | None = None
-        self.polls = Polls(self.post_message, self.log.error)  # the probes and the engine, each in a thread
+        self.poller = Poller(self, poll_s)  # the probes and the engine, each read in a thread of its own
         self._told: set[str] = set()
 
     def compose(self) -> ComposeResult:
@@ -175,15 +175,14 @@ class TokentopApp(App):
         self.watch(self, "theme", self._theme_changed, init=False)
         self.engine.start(running=self.autostart)
         self._fit(self.size.width, self.size.height)
-        self.polls.start("engine", self.engine.snapshot, EngineSampled, 1 / self.refresh_hz)
+        self.poller.poll(self.engine.snapshot, EngineSampled, 1 / self.refresh_hz)
         if self.fleet_probe is None:  # with --prometheus the fleet is drawn instead of this machine
-            self.polls.start("gpu", self.read_gpu, GpuSampled, self.poll_s)
-            self.polls.start("host", self.read_host, HostSampled, self.poll_s)
+            self.poller.poll(self.read_gpu, GpuSampled)
+            self.poller.poll(self.read_host, HostSampled)
         if self.read_server is not None:
-            self.polls.start("server", self.read_server, ServerSampled, self.poll_s)
-        if self.fleet_probe is not None:  # the last minutes from Prometheus's memory first: sparklines start full
-            self.polls.start("fleet", self.fleet_probe.read, FleetSampled, self.poll_s,
-                             first=(self.fleet_probe.history, FleetHistory))
+            self.poller.poll(self.read_server, ServerSampled)
+        if (fleet := self.fleet_probe) is not None:  # the last minutes from Prometheus's memory first
+            self.poller.poll(fleet.read, FleetSampled, first=lambda: FleetHistory(fleet.history()))
         if self.notice:
             self.say(self.notice, timeout=15)
 
@@ -446,5 +445,5 @@ class TokentopApp(App):
 
     def shutdown(self) -> None:
         """Stop polling and every stream (within 2 s); safe to call twice."""
-        self.polls.stop()
+        self.poller.stop()
         self.engine.stop(timeout=2.0)

@@ -23,11 +23,11 @@ import httpx
 import psutil
 
 from tui import __version__
+from tui.files import read_text_file
 from tui.http_read import fetch
 from tui.load.client import Target
 from tui.load.discover import ServerInfo
 from tui.load.records import RequestRecord
-from tui.files import read_text_file
 from tui.untrusted import Redactor, one_line, url_password, visible
 
 FORMAT = "tokentop-run"

@@ -40,7 +40,7 @@ class GpuPane(TextBox):
             self._fleet_util.setdefault((gpu.host, gpu.index), deque(maxlen=HISTORY)).append(gpu.util)
         self.refresh_view()
 
-    def seed_fleet_history(self, history: dict[tuple[str, str], list[float | None]]) -> None:
+    def seed_fleet_history(self, history: dict[tuple[str, str], list[float]]) -> None:
         """What Prometheus remembers of each GPU's utilisation, before the live readings."""
         for key, values in history.items():
             seeded = deque((v if v is not None and math.isfinite(v) else None for v in values), maxlen=HISTORY)
