@@ -43,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     sim = None
     try:
         loads, words = validate(args)
-    except UsageError as exc:
+        # The credentials are read and checked here, once: one that cannot be sent is one line before anything runs.
+        fleet = FleetProbe.for_url(args.prometheus) if args.prometheus else None
+    except (UsageError, CredentialsError) as exc:
         return _die(str(exc))
     out = watch = None
     try:
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         out = JsonlWriter(args.out) if args.out else None  # only now: bad input must not wipe an old file
         meta = make_meta(info, args, loads, words)
         watch = Watch(ServerProbe(info.url, info.kind, info.version, target.headers(), redact=target.redactor()),
-                      GpuProbe(), fleet=_fleet(args.prometheus))
+                      GpuProbe(), fleet=_first_reading(fleet))
         records: list[RequestRecord] = []
         search = CapacitySearch(args.find_capacity) if args.find_capacity else None
         interrupted = failed = False
@@ -132,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"tokentop bench: every request failed ({len(records)}); see the Errors column", file=sys.stderr)
             return 1
         return 1 if failed else 0
-    except (DiscoveryError, CalibrationError, CredentialsError, OSError) as exc:
+    except (DiscoveryError, CalibrationError, OSError) as exc:
         return _die(str(exc))
     except KeyboardInterrupt:  # Ctrl-C while finding the server
         return 130
@@ -141,9 +143,10 @@ def run(args: argparse.Namespace) -> int:
             out.close()
         if watch is not None and watch.server is not None:
             watch.server.close()
-        if watch is not None and watch.fleet is not None:
+        if watch is not None:
             watch.stop()
-            watch.fleet.client.close()
+        if fleet is not None:
+            fleet.client.close()
         if sim is not None:
             sim.stop()
 
@@ -187,12 +190,10 @@ def _save(args: argparse.Namespace, meta: dict, rows: list[dict], records: list[
     return True
 
 
-def _fleet(url: str | None) -> FleetProbe | None:
-    """--prometheus's fleet probe; a Prometheus that cannot be read is said once, and the run goes on. Credentials
-    that cannot be read or sent are a CredentialsError (one line, status 2)."""
-    if url is None:
+def _first_reading(probe: FleetProbe | None) -> FleetProbe | None:
+    """--prometheus's fleet probe, read once: a Prometheus that cannot be read is said once, and the run goes on."""
+    if probe is None:
         return None
-    probe = FleetProbe.for_url(url)
     first = probe.read()
     if first.error:
         print(f"tokentop bench: {first.error}; the fleet columns may stay empty", file=sys.stderr)
