@@ -31,7 +31,9 @@ class Poller:
                 self._stop.wait(every_s or self.every_s)
 
         name = getattr(message, "__name__", "poll")
-        threading.Thread(target=loop, name=f"tokentop-{name}", daemon=True).start()
+        # Started after the first refresh: by then every pane has composed its parts, so no reading meets a pane
+        # half built (a reading posted at once could reach the load pane before its summary line existed).
+        self._app.call_after_refresh(threading.Thread(target=loop, name=f"tokentop-{name}", daemon=True).start)
 
     def _post(self, make: Callable[[], Any]) -> None:
         try:
