@@ -55,24 +55,28 @@ def model_facts(target: Target, info: ServerInfo, timeout: float = 5.0) -> dict[
                 listed = fetch(client, target.url + "/api/tags").json().get("models") or []
                 entry = next((m for m in listed if isinstance(m, dict) and info.model in (m.get("name"), m.get("model"))),
                              {})
-                facts |= _scalars({"size_bytes": entry.get("size"), **(entry.get("details") or {})})
+                facts |= _scalars({"size_bytes": entry.get("size"), **(entry.get("details") or {})},
+                                  target.redactor())
             else:
                 listed = fetch(client, target.url + "/v1/models").json().get("data") or []
                 entry = next((m for m in listed if isinstance(m, dict) and m.get("id") == info.model), {})
-                facts |= _scalars({"max_model_len": entry.get("max_model_len"), **(entry.get("meta") or {})})
+                facts |= _scalars({"max_model_len": entry.get("max_model_len"), **(entry.get("meta") or {})},
+                                  target.redactor())
     except (httpx.HTTPError, ValueError, AttributeError, TypeError):
         pass  # the run is still worth its file without them
     return facts
 
 
-def _scalars(obj: dict[str, Any]) -> dict[str, Any]:
-    """Only plain values, strings cut to one line: a server's words are kept as data, never as markup."""
+def _scalars(obj: dict[str, Any], redact: Redactor) -> dict[str, Any]:
+    """Only plain values (finite numbers), strings cut to one line with the key masked: a server's words are kept
+    as data, never as markup, and never as the secret it echoed."""
     kept: dict[str, Any] = {}
     for key, value in obj.items():
-        if isinstance(value, bool) or isinstance(value, (int, float)):
-            kept[one_line(str(key), 40)] = value
+        name = one_line(redact(str(key)), 40)
+        if isinstance(value, bool) or (isinstance(value, (int, float)) and math.isfinite(value)):
+            kept[name] = value
         elif isinstance(value, str):
-            kept[one_line(str(key), 40)] = one_line(value, 120)
+            kept[name] = one_line(redact(value), 120)
     return kept
 
 
