@@ -100,7 +100,8 @@ class Fleet:
 @functools.cache
 def big_answer() -> bytes:
     one = json.dumps({"metric": {"instance": "x" * 200, "gpu": "0"}, "value": [1764028800, "1"]}).encode()
-    return b'{"status":"success","data":{"resultType":"vector","result":[' + b",".join([one] * (50_000_000 // len(one))) + b"]}}"
+    items = b",".join([one] * (50_000_000 // len(one)))
+    return b'{"status":"success","data":{"resultType":"vector","result":[' + items + b"]}}"
 
 
 class HostilePrometheus:

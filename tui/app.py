@@ -1,8 +1,8 @@
 """The Textual app: a header line, the GPU and CPU/RAM panes, and the load pane.
 
-No data logic here: the probes and the engine's snapshots are read in thread workers that post
-messages (the UI thread never waits on a probe or on the engine's pipe), a few times a second, never
-per token; the panes only render what they are handed. Steering goes to the engine, which does not
+No data logic here: the probes and the engine's snapshots are read by the poller (tui/polling.py), in
+threads that post messages (the UI thread never waits on a probe or on the engine's pipe), a few times a
+second, never per token; the panes only render what they are handed. Steering goes to the engine, which does not
 answer it; the sliders then show the settings its next snapshot carries.
 """
 
@@ -55,7 +55,7 @@ SHORT_BELOW = 36  # rows: below this the panes are compact and the prompt line g
 
 
 class Sampled(Message):
-    """A probe reading, posted from a thread worker; a slow UI may drop stale ones."""
+    """A probe reading, posted from a poller thread; a slow UI may drop stale ones."""
 
     def __init__(self, sample: Any) -> None:
         super().__init__()

@@ -121,6 +121,6 @@ def read_prompts(args: argparse.Namespace) -> list[str] | None:
     except PromptFileError as exc:
         raise UsageError(str(exc)) from None
     if found.left_off:
-        print(f"tokentop: {one_line(args.prompts, 80)} holds more than {MAX_PROMPTS:,} prompts; the first {MAX_PROMPTS:,}"
-              " are sent", file=sys.stderr)
+        print(f"tokentop: {one_line(args.prompts, 80)} holds more than {MAX_PROMPTS:,} prompts;"
+              f" the first {MAX_PROMPTS:,} are sent", file=sys.stderr)
     return found.prompts

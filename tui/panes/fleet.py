@@ -1,6 +1,6 @@
 """The fleet as the panes draw it (`--prometheus`): GPUs grouped by host, a row per host, a row per replica.
 
-Pure functions from a `FleetSample` (read by the app in a thread worker) to text; every name and label
+Pure functions from a `FleetSample` (read by the app in a thread of its own) to text; every name and label
 came from Prometheus and is shown as plain text. A reading older than STALE_S says its age in the
 alarm colour: DCGM's exporter collects every 30 s by default, and an old value must not pass for live.
 """

@@ -1,6 +1,6 @@
 """The GPU pane: each GPU's load, memory, power, clocks, PCIe, a short history, and its processes.
 
-It renders `GpuReading`s it is handed (read by the app in a thread worker); it never calls NVML.
+It renders `GpuReading`s it is handed (read by the app in a thread of its own); it never calls NVML.
 """
 
 from __future__ import annotations
