@@ -3,7 +3,8 @@
 
 It answers discovery like an OpenAI-compatible server (`GET /api/version` → 404, `GET /v1/models`)
 or, with `ollama=True` / `--ollama`, like ollama (`/api/version`, `/api/tags`, `/api/ps`, NDJSON
-`/api/chat`), and answers every chat request with its fault (see FAULTS). Every server stops by
+`/api/chat`), and answers every chat request with its fault (see FAULTS); DISCOVERY_FAULTS break the
+model list, PROBE_FAULTS what the server probe reads (/metrics, /api/ps). Every server stops by
 itself after `lifetime` seconds; every loop in it is bounded in count and in time.
 
 In a thread:      with HostileServer("stall") as server: server.url
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import random
 import signal
@@ -23,6 +25,7 @@ import socket
 import struct
 import sys
 import threading
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -385,6 +388,18 @@ FAULTS: dict[str, Callable[[Conn], Awaitable[None]]] = {
 }
 # These break discovery; chat answers as `normal` does.
 DISCOVERY_FAULTS = ("bad_discovery_data", "bad_discovery_id_number", "bad_discovery_id_list", "unauthorized")
+# These break what the server probe reads (/metrics, /api/ps); discovery and chat answer as `normal` does.
+PROBE_FAULTS = ("metrics_bomb", "metrics_absurd", "many_loaded")
+ABSURD_METRICS = "vllm:num_requests_running 1e300\nvllm:num_requests_waiting 3\nvllm:kv_cache_usage_perc 4200\n"
+LOADED = 10_000  # many_loaded: models in memory
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """1 GiB of zeros, gzipped: about 1 MB on the wire (made a MiB at a time: the test's memory stays small)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    zeros = bytes(1 << 20)
+    return b"".join(packer.compress(zeros) for _ in range(1024)) + packer.flush()
 
 
 def model_list(fault: str, options: Options) -> tuple[int, object]:
@@ -411,8 +426,9 @@ class HostileServer:
     """One fault, on 127.0.0.1 (or ::1), a free port unless one is given; in a daemon thread with start()."""
 
     def __init__(self, fault: str = "normal", *, host: str = "127.0.0.1", port: int = 0, **options) -> None:
-        if fault not in FAULTS and fault not in DISCOVERY_FAULTS:
-            raise ValueError(f"unknown fault {fault!r} (choose from: {', '.join([*FAULTS, *DISCOVERY_FAULTS])})")
+        if fault not in FAULTS and fault not in DISCOVERY_FAULTS and fault not in PROBE_FAULTS:
+            raise ValueError(f"unknown fault {fault!r} (choose from:"
+                             f" {', '.join([*FAULTS, *DISCOVERY_FAULTS, *PROBE_FAULTS])})")
         if host not in HOSTS:
             raise ValueError(f"loopback only: {', '.join(HOSTS)}")
         self.fault, self.host, self.port = fault, host, port
@@ -524,8 +540,14 @@ class HostileServer:
             await conn.json(*model_list(fault, o))
         elif path == "/v1/models" and o.ollama:  # ollama answers this too
             await conn.json(200, {"object": "list", "data": [{"id": o.model, "object": "model"}]})
+        elif path == "/metrics" and fault == "metrics_bomb":
+            await conn.whole(200, gzip_bomb(), "text/plain; version=0.0.4", (("Content-Encoding", "gzip"),))
+        elif path == "/metrics" and fault == "metrics_absurd":
+            await conn.whole(200, ABSURD_METRICS.encode(), "text/plain; version=0.0.4")
         elif path == "/api/ps" and o.ollama:
             loaded = [] if fault.startswith("bad_discovery") else [o.model]
+            if fault == "many_loaded":
+                loaded = [f"{o.model[:100]}-{i}" for i in range(LOADED)]
             await conn.json(200, {"models": [{"name": n, "model": n, "size": 1000, "size_vram": 1000,
                                               "context_length": 4096, "expires_at": "2099-01-01T00:00:00Z",
                                               "details": {}} for n in loaded]})
@@ -537,7 +559,7 @@ class HostileServer:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--fault", default="normal", choices=[*FAULTS, *DISCOVERY_FAULTS])
+    p.add_argument("--fault", default="normal", choices=[*FAULTS, *DISCOVERY_FAULTS, *PROBE_FAULTS])
     p.add_argument("--host", default="127.0.0.1", choices=HOSTS)
     p.add_argument("--port", type=int, default=0, help="0: a free port")
     p.add_argument("--lifetime", type=float, default=300.0, help="stop by itself after this many seconds")

@@ -167,7 +167,7 @@ def test_a_run_file_keeps_the_machine_and_masks_the_password(sim_factory, capsys
     ("{not json", "not JSON"),
     ('{"rows": []}', "not a tokentop run file"),
     ('{"format": "tokentop-run", "version": 99, "rows": []}', "run file version 99"),
-    ('{"format": "tokentop-run", "version": 1, "rows": [{"words": "x"}]}', "its rows are not a list of cells"),
+    ('{"format": "tokentop-run", "version": 1, "rows": [{"words": "x"}]}', 'rows[0]: words is "x"'),
 ])
 def test_bad_run_files_are_one_line_and_exit_2(capsys, tmp_path, content, message):
     bad = tmp_path / "bad.json"

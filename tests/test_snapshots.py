@@ -5,66 +5,18 @@ Update after an intended change of the screen: `python -m pytest tests/test_snap
 
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 
-from fakes import fake_gpu_reading, fixed_host
+from fakes import INFO, FrozenEngine, fake_gpu_reading, fixed_host, frozen_snapshot
 from tui.cli import make_app
 from tui.load.client import Target
 from tui.load.discover import ServerInfo
-from tui.load.settings import LoadSettings
-from tui.load.snapshot import ERROR, STREAMING, WAITING, Snapshot, StreamView
 from tui.load.history import LoadPoint
 from tui.probes.gpu import GpuReading
 from tui.probes.server import LoadedModel, ServerSample
 
 GiB = 2**30
-
-
-def frozen_snapshot() -> Snapshot:
-    states = [STREAMING] * 4 + [WAITING] * 3 + [ERROR]
-    views = []
-    for i, state in enumerate(states):
-        streaming = state == STREAMING
-        views.append(StreamView(
-            index=i, state=state, requests_done=2 if i < 4 else 1,
-            waited_s=0.41 + i / 100 if streaming else 6.5 - i / 10, ttft_s=0.41 + i / 100 if streaming else None,
-            tokens=61 + 7 * i if streaming else 0, live_tps=16.2 - i / 5 if streaming else 0.0,
-            e2e_s=4.2 + i / 10 if streaming else 6.5 - i / 10,
-            error="HTTP 503: server busy, please try again." if state == ERROR else None,
-        ))
-    return Snapshot(
-        taken_ns=0, running=True, settings=LoadSettings(concurrency=8, words=100), streams=tuple(views),
-        waiting=3, streaming=4, completed=9, errors=1, aggregate_tps=63.4, mean_stream_tps=15.9, ttft_p50_s=0.43,
-    )
-
-
-class FrozenEngine:
-    """Engine-shaped, showing one fixed snapshot."""
-
-    def __init__(self, snap: Snapshot) -> None:
-        self.snap, self.settings, self.running, self.records = snap, snap.settings, snap.running, []
-        self.settings_version = 0
-
-    def start(self, running: bool = True) -> None:
-        pass
-
-    def stop(self, timeout: float = 2.0) -> None:
-        pass
-
-    def snapshot(self) -> Snapshot:
-        return self.snap
-
-    def set_model(self, model: str) -> None:
-        self.model = model
-
-    def update(self, **changes) -> LoadSettings:
-        self.settings = dataclasses.replace(self.settings, **changes)
-        return self.settings
-
-
-INFO = ServerInfo("http://127.0.0.1:11434", "ollama", "ollama", "0.12.3", "llama3.1:70b", ["llama3.1:70b"])
 
 
 def fixed_server() -> ServerSample:

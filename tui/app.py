@@ -37,7 +37,7 @@ from tui.probes.fleet import FleetProbe, FleetSample
 from tui.probes.gpu import GpuReading
 from tui.probes.host import HostSample
 from tui.probes.server import ServerSample
-from tui.untrusted import visible
+from tui.untrusted import one_line, visible
 from tui.widgets.model_picker import ModelPicker
 from tui.widgets.palette import Palette, style
 from tui.widgets.slider import Slider
@@ -59,8 +59,10 @@ def header_text(info: ServerInfo) -> Text:
     else:
         text.append(" real server ", style=style("badge-real"))
     text.append(" ")
-    text.append(visible(info.model_label), style=style("title"))
-    text.append(visible(f" · {info.kind} {info.version or ''}".rstrip() + f" · {info.api} API · {info.shown_url}"))
+    # cut: a server's 10,000-character model name must not push the panes off the screen
+    text.append(one_line(info.model_label, 80), style=style("title"))
+    text.append(visible(f" · {info.kind} {one_line(info.version or '', 40)}".rstrip() + f" · {info.api} API"
+                        f" · {one_line(info.shown_url, 80)}"))
     return text
 
 

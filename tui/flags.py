@@ -107,13 +107,20 @@ def check_shared_prefix(args: argparse.Namespace) -> None:
 
 def read_prompts(args: argparse.Namespace) -> list[str] | None:
     """--prompts FILE's prompts, or UsageError in one line."""
-    from tui.load.prompt_file import PromptFileError, load_prompts
+    import sys
+
+    from tui.load.prompt_file import MAX_PROMPTS, PromptFileError, read_prompt_file
+    from tui.untrusted import one_line
 
     if args.prompts is None:
         return None
     if args.input_tokens is not None:
         raise UsageError("choose --prompts FILE or --input-tokens N, not both")
     try:
-        return load_prompts(args.prompts)
+        found = read_prompt_file(args.prompts)
     except PromptFileError as exc:
         raise UsageError(str(exc)) from None
+    if found.left_off:
+        print(f"tokentop: {one_line(args.prompts, 80)} holds more than {MAX_PROMPTS:,} prompts;"
+              f" the first {MAX_PROMPTS:,} are sent", file=sys.stderr)
+    return found.prompts

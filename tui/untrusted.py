@@ -8,6 +8,7 @@ strings through `visible()` (control characters become visible symbols) inside a
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -46,6 +47,11 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{userinfo}:{MASK}@{netloc[1]}"))
 
 
+def header_safe(secret: str) -> bool:
+    """True when `secret` can go in an HTTP header as it is: printable ASCII (no newline, no control character)."""
+    return secret.isascii() and secret.isprintable()
+
+
 def url_password(url: str) -> str | None:
     try:
         return urlsplit(url).password
@@ -54,12 +60,14 @@ def url_password(url: str) -> str | None:
 
 
 class Redactor:
-    """Masks the given secrets (an API key, a URL's password) wherever they appear in a text."""
+    """Masks the given secrets (an API key, a URL's password) wherever they appear in a text, also as a message
+    quotes them (JSON- or repr-escaped, as bytes, made visible)."""
 
     def __init__(self, *secrets: str | None) -> None:
         # Longest first, so a secret that contains another is masked whole; short ones would mask
         # ordinary words, so three characters is the least that is taken as a secret.
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True)
+        forms = {form for s in secrets if s and len(s) >= 3 for form in _quoted(s)}
+        self._secrets = sorted(forms, key=len, reverse=True)
 
     def __call__(self, text: str | None) -> str | None:
         if not text:
@@ -69,11 +77,31 @@ class Redactor:
         return text
 
 
+def _quoted(secret: str) -> set[str]:
+    return {secret, json.dumps(secret)[1:-1], repr(secret)[1:-1],
+            repr(secret.encode("utf-8", "surrogateescape"))[2:-1], visible(secret)}
+
+
+MAX_COUNT = 10**15  # more tokens, bytes or nanoseconds than this is no real reading (a PB; 11 days in ns)
+
+
 def count(value: Any) -> int | None:
-    """A server's count or duration: a whole number of 0 or more, else None (never trusted blindly)."""
+    """A server's count or duration: a whole number from 0 to MAX_COUNT, else None (never trusted blindly)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return int(value) if math.isfinite(value) and value >= 0 else None
+    return int(value) if math.isfinite(value) and 0 <= value <= MAX_COUNT else None
+
+
+def bounded(value: float | None, low: float, high: float) -> float | None:
+    """A reading from outside within [low, high]; a little past a bound (5 % of the range, a rate's overshoot)
+    clamped to it; NaN, ±Inf and anything further out None: no real GPU, host or server reads 1e308 W or a
+    cache 4,200 times full, and such a figure must not reach a pane or a file."""
+    if value is None or not math.isfinite(value):
+        return None
+    slack = (high - low) * 0.05
+    if not low - slack <= value <= high + slack:
+        return None
+    return min(high, max(low, value))
 
 
 def numbers_only(obj: dict[str, Any]) -> dict[str, float]:

@@ -35,7 +35,7 @@ from tui.load.snapshot import PhaseStatus
 from tui.load.synthetic import CalibrationError, calibrate
 from tui.probes.fleet import FleetProbe
 from tui.probes.gpu import GpuProbe
-from tui.probes.prometheus import PrometheusError
+from tui.probes.prometheus import CredentialsError
 from tui.probes.server import ServerProbe
 from tui.untrusted import one_line
 
@@ -44,10 +44,12 @@ __all__ = ["add_arguments", "run"]
 
 def run(args: argparse.Namespace) -> int:
     sys.setswitchinterval(GIL_SWITCH_S)
-    sim = engine = watch = None
+    sim = engine = watch = fleet = None
     try:
         bench = validate(args)
-    except UsageError as exc:
+        # The credentials are read and checked here, once: one that cannot be sent is one line before anything runs.
+        fleet = FleetProbe.for_url(args.prometheus) if args.prometheus else None
+    except (UsageError, CredentialsError) as exc:
         return _die(str(exc))
     try:
         url = args.url
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         meta = make_meta(info, args, bench)
         print(plan_text(bench, args), file=sys.stderr)
         watch = Watch(ServerProbe(info.url, info.kind, info.version, target.headers(), redact=target.redactor()),
-                      GpuProbe(), fleet=_fleet(args.prometheus))
+                      GpuProbe(), fleet=_first_reading(fleet))
         engine = _engine(target, bench, args)
         engine.start()
         outcome = _drive(engine, bench, watch)
@@ -85,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
             engine.stop()
         if watch is not None and watch.server is not None:
             watch.server.close()
-        if watch is not None and watch.fleet is not None:
-            watch.fleet.client.close()
+        if watch is not None:
+            watch.stop()
+        if fleet is not None:
+            fleet.client.close()
         if sim is not None:
             sim.stop()
 
@@ -232,14 +236,9 @@ def _save(args: argparse.Namespace, meta: dict, rows: list[dict], records: list[
     return True
 
 
-def _fleet(url: str | None) -> FleetProbe | None:
-    """--prometheus's fleet probe; a Prometheus that cannot be read is said once, and the run goes on."""
-    if url is None:
-        return None
-    try:
-        probe = FleetProbe.for_url(url)
-    except PrometheusError as exc:
-        print(f"tokentop bench: {exc}; the fleet columns will be empty", file=sys.stderr)
+def _first_reading(probe: FleetProbe | None) -> FleetProbe | None:
+    """--prometheus's fleet probe, read once: a Prometheus that cannot be read is said once, and the run goes on."""
+    if probe is None:
         return None
     first = probe.read()
     if first.error:

@@ -27,6 +27,9 @@ def _log_scale(loads: Sequence[float]) -> bool:
     return bool(loads) and min(loads) > 0 and max(loads) / min(loads) >= 8
 
 
+MAX_DRAWN = 1e15
+
+
 def _x(load: float, log: bool) -> float:
     """Where a load sits on the x axis: log2 of it when the loads span a wide range (1, 2, 4, 8 … evenly
     spaced). Ours, not plotext's xscale("log"), which a subplot keeps past clear_figure()."""
@@ -35,8 +38,14 @@ def _x(load: float, log: bool) -> float:
 
 def _axis(loads: Sequence[float], label: str, log: bool) -> None:
     plt.xlabel(label)
-    ticks = sorted(set(loads))
+    ticks = sorted(x for x in set(loads) if drawable(_x(x, log)))
     plt.xticks([_x(x, log) for x in ticks], [f"{x:g}" for x in ticks])
+
+
+def drawable(value: float | None) -> bool:
+    """Whether plotext can place `value` on an axis: finite and not so large that its arithmetic overflows
+    (a run file's 1e308 did, inside plotext). A chart leaves out what it cannot draw."""
+    return value is not None and math.isfinite(value) and abs(value) <= MAX_DRAWN
 
 
 def _built() -> str:
@@ -140,7 +149,7 @@ def write_chart(chart: str, path: str) -> None:
 
 def _line(xs: Sequence[float], ys: Sequence[float | None], colour: str, dashed: bool = False) -> None:
     """A line without a plotext label: its legends crash on some plot sizes, so the legend is ours."""
-    points = [(x, y) for x, y in zip(xs, ys) if y is not None and math.isfinite(y)]
+    points = [(x, y) for x, y in zip(xs, ys) if drawable(x) and drawable(y)]
     if points:
         plt.plot([x for x, _ in points], [y for _, y in points], color=colour, marker="dot" if dashed else "braille")
 

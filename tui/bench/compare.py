@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import sys
 from typing import Any
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if len(args.runs) < 2:
         return _die("compare needs two run files or more")
     try:
-        runs = [(path, load_run(path)) for path in args.runs]
+        runs = [(path, load_run(path, [figure for figure, *_ in FIGURES])) for path in args.runs]
     except RunFileError as exc:
         return _die(str(exc))
     names = [f"run {chr(ord('A') + i)}" for i in range(len(runs))]
@@ -73,21 +74,26 @@ def run(args: argparse.Namespace) -> int:
 
 
 def legend(names: list[str], paths: list[str], docs: list[dict[str, Any]]) -> str:
-    """Each run's name, file, date and command line."""
-    return "\n".join(f"{name}: {visible(path)} ({_shown(doc.get('date'))}): {visible(str(doc.get('command', '?')))}"
-                     for name, path, doc in zip(names, paths, docs)) + "\n"
+    """Each run's name, file, date and command line (cut: a file may hold a command of any length)."""
+    return "\n".join(f"{name}: {visible(path)} ({_shown(doc.get('date'))}): {one_line(doc.get('command', '?'), 300)}"
+                      for name, path, doc in zip(names, paths, docs)) + "\n"
 
 
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+MAX_DEPTH = 8  # settings nested deeper are compared as one value: a file may nest them a thousand deep
+
+
+def flatten(obj: Any, prefix: str = "", depth: int = 0) -> dict[str, Any]:
+    if depth >= MAX_DEPTH:
+        return {prefix: obj}
     if isinstance(obj, dict):
         flat: dict[str, Any] = {}
         for key, value in obj.items():
-            flat |= flatten(value, f"{prefix}.{key}" if prefix else str(key))
+            flat |= flatten(value, f"{prefix}.{key}" if prefix else str(key), depth + 1)
         return flat
     if isinstance(obj, list) and obj and all(isinstance(x, dict) for x in obj):
         flat = {}
         for i, value in enumerate(obj):
-            flat |= flatten(value, f"{prefix}[{i}]")
+            flat |= flatten(value, f"{prefix}[{i}]", depth + 1)
         return flat
     return {prefix: obj}
 
@@ -103,11 +109,11 @@ def differences(names: list[str], docs: list[dict[str, Any]], fmt: str) -> str:
     """What differs between the runs' settings and machines (the date and the file names always do)."""
     flats = [{k: v for key in SETTINGS for k, v in flatten(_setting(doc, key), key).items()} for doc in docs]
     keys = sorted({k for flat in flats for k in flat}, key=lambda k: (SETTINGS.index(_root(k)), k))
-    differing = [k for k in keys if len({repr(flat.get(k)) for flat in flats}) > 1]
+    differing = [k for k in keys if len({_text(flat.get(k)) for flat in flats}) > 1]
     if not differing:
         return "The runs' settings, server, model and machine are the same.\n"
     header = ["what differs", *names]
-    body = [[k, *(_shown(flat.get(k)) for flat in flats)] for k in differing]
+    body = [[_shown(k, 80), *(_shown(flat.get(k)) for flat in flats)] for k in differing]  # keys are the file's too
     return "What differs:\n" + _table(header, body, fmt)
 
 
@@ -115,8 +121,15 @@ def _root(key: str) -> str:
     return next((s for s in SETTINGS if key == s or key.startswith(s + ".") or key.startswith(s + "[")), SETTINGS[0])
 
 
-def _shown(value: Any) -> str:
-    return "-" if value is None else visible(one_line(str(value), 60))
+def _shown(value: Any, limit: int = 60) -> str:
+    return "-" if value is None else one_line(_text(value), limit)
+
+
+def _text(value: Any) -> str:
+    try:
+        return repr(value) if not isinstance(value, str) else value
+    except RecursionError:  # a value nested deeper than Python's repr goes
+        return "(nested too deeply to show)"
 
 
 def _load(row: dict[str, Any]) -> tuple[str, float]:
@@ -153,6 +166,8 @@ def change(base: float | None, value: float | None, higher_better: bool) -> tupl
     if base == 0:
         return ("=", "same") if value == 0 else ("new", "worse" if not higher_better else "better")
     delta = (value - base) / abs(base)
+    if not math.isfinite(delta):  # 1e308 against 1e-308: no change to speak of in percent
+        return "-", ""
     if abs(delta) < SAME_WITHIN:
         return f"{delta:+.1%} =", "same"
     better = (delta > 0) == higher_better
@@ -176,7 +191,7 @@ def _format(value: Any, form: str) -> str:
     if value is None:
         return "-"
     try:
-        return format(value, form)
+        return format(value, form if abs(value) < 1e9 else ".3g")  # 1e308 as 1e+308, not 309 digits
     except (TypeError, ValueError):
         return _shown(value)
 

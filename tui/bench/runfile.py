@@ -9,11 +9,13 @@ request's record. `load_run` reads one back, refusing in one line what is not on
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shlex
 import sys
 from datetime import datetime, timezone
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +24,11 @@ import psutil
 
 from tui import __version__
 from tui.files import read_text_file
+from tui.http_read import fetch
 from tui.load.client import Target
 from tui.load.discover import ServerInfo
 from tui.load.records import RequestRecord
-from tui.untrusted import Redactor, one_line, url_password
+from tui.untrusted import Redactor, one_line, url_password, visible
 
 FORMAT = "tokentop-run"
 VERSION = 1
@@ -49,27 +52,31 @@ def model_facts(target: Target, info: ServerInfo, timeout: float = 5.0) -> dict[
     try:
         with httpx.Client(timeout=timeout, headers=target.headers()) as client:
             if info.api == "ollama":
-                listed = client.get(target.url + "/api/tags").json().get("models") or []
+                listed = fetch(client, target.url + "/api/tags").json().get("models") or []
                 entry = next((m for m in listed if isinstance(m, dict) and info.model in (m.get("name"), m.get("model"))),
                              {})
-                facts |= _scalars({"size_bytes": entry.get("size"), **(entry.get("details") or {})})
+                facts |= _scalars({"size_bytes": entry.get("size"), **(entry.get("details") or {})},
+                                  target.redactor())
             else:
-                listed = client.get(target.url + "/v1/models").json().get("data") or []
+                listed = fetch(client, target.url + "/v1/models").json().get("data") or []
                 entry = next((m for m in listed if isinstance(m, dict) and m.get("id") == info.model), {})
-                facts |= _scalars({"max_model_len": entry.get("max_model_len"), **(entry.get("meta") or {})})
+                facts |= _scalars({"max_model_len": entry.get("max_model_len"), **(entry.get("meta") or {})},
+                                  target.redactor())
     except (httpx.HTTPError, ValueError, AttributeError, TypeError):
         pass  # the run is still worth its file without them
     return facts
 
 
-def _scalars(obj: dict[str, Any]) -> dict[str, Any]:
-    """Only plain values, strings cut to one line: a server's words are kept as data, never as markup."""
+def _scalars(obj: dict[str, Any], redact: Redactor) -> dict[str, Any]:
+    """Only plain values (finite numbers), strings cut to one line with the key masked: a server's words are kept
+    as data, never as markup, and never as the secret it echoed."""
     kept: dict[str, Any] = {}
     for key, value in obj.items():
-        if isinstance(value, bool) or isinstance(value, (int, float)):
-            kept[one_line(str(key), 40)] = value
+        name = one_line(redact(str(key)), 40)
+        if isinstance(value, bool) or (isinstance(value, (int, float)) and math.isfinite(value)):
+            kept[name] = value
         elif isinstance(value, str):
-            kept[one_line(str(key), 40)] = one_line(value, 120)
+            kept[name] = one_line(redact(value), 120)
     return kept
 
 
@@ -124,15 +131,53 @@ def save_run(path: str, document: dict[str, Any]) -> None:
         temporary.unlink(missing_ok=True)
 
 
-def _cell_key(row: dict[str, Any]) -> bool:
-    def number(x: Any) -> bool:
-        return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-    return number(row.get("words")) and (number(row.get("rate")) or number(row.get("concurrency")))
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def load_run(path: str) -> dict[str, Any]:
-    """A run file's document, or RunFileError in one line."""
+def _shown_value(value: Any) -> str:
+    """A value from the file as its JSON, on one short line (a string in quotes: `"2"`, not `2`)."""
+    try:
+        return one_line(json.dumps(value, ensure_ascii=False), 40)
+    except (TypeError, ValueError, RecursionError):
+        return one_line(repr(value), 40)
+
+
+def _cell_problem(row: Any, figures: Sequence[str]) -> str | None:
+    """What is wrong with one row of a run file ("rate is ..."), or None."""
+    if not isinstance(row, dict):
+        return f"is {_shown_value(row)}, not a cell"
+    words = row.get("words")
+    if not (_number(words) and words >= 0):
+        return f"words is {_shown_value(words)}, not a number of 0 or more"
+    load = "rate" if "rate" in row else "concurrency"
+    if not (_number(row.get(load)) and (row[load] > 0 if load == "rate" else row[load] >= 0)):
+        return f"{load} is {_shown_value(row.get(load))}, not a number {'over 0' if load == 'rate' else 'of 0 or more'}"
+    for figure in figures:
+        value = row.get(figure)
+        if value is not None and not _number(value):
+            return f"{visible(figure)} is {_shown_value(value)}, not a finite number"
+    return None
+
+
+def _answer_problem(answer: Any) -> str | None:
+    """What is wrong with the capacity finder's answer in a run file, or None."""
+    if answer is None:
+        return None
+    if not isinstance(answer, dict):
+        return f"is {_shown_value(answer)}, not an object"
+    for key in ("capacity", "breaks_at"):
+        if answer.get(key) is not None and not _number(answer[key]):
+            return f"{key} is {_shown_value(answer[key])}, not a finite number"
+    broken = answer.get("broken_slo")
+    if broken is not None and not isinstance(broken, list):
+        return f"broken_slo is {_shown_value(broken)}, not a list"
+    return None
+
+
+def load_run(path: str, figures: Sequence[str] = ()) -> dict[str, Any]:
+    """A run file's document, or RunFileError in one line naming the file and the field. Each of `figures` in
+    each row must be a finite number or missing (null)."""
     shown = one_line(path, 80)
     text = read_text_file(path, shown, MAX_BYTES, RunFileError)
     try:
@@ -141,10 +186,15 @@ def load_run(path: str) -> dict[str, Any]:
         raise RunFileError(f"{shown}: not JSON ({one_line(str(exc), 60)})") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise RunFileError(f"{shown}: not a tokentop run file (write one with tokentop bench --save)")
-    if document.get("version") != VERSION:
-        raise RunFileError(f"{shown}: run file version {one_line(str(document.get('version')), 20)}; this tokentop"
-                           f" reads version {VERSION}")
+    if document.get("version") != VERSION or isinstance(document.get("version"), bool):
+        raise RunFileError(f"{shown}: run file version {_shown_value(document.get('version'))}; this tokentop reads"
+                           f" version {VERSION}")
     rows = document.get("rows")
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and _cell_key(r) for r in rows):
-        raise RunFileError(f"{shown}: its rows are not a list of cells (each with words and a concurrency or rate)")
+    if not isinstance(rows, list):
+        raise RunFileError(f"{shown}: its rows are {_shown_value(rows)}, not a list of cells")
+    for i, row in enumerate(rows):
+        if (problem := _cell_problem(row, figures)) is not None:
+            raise RunFileError(f"{shown}: rows[{i}]: {problem}")
+    if (problem := _answer_problem(document.get("answer"))) is not None:
+        raise RunFileError(f"{shown}: answer: {problem}")
     return document

@@ -5,12 +5,13 @@ own cost (loop lag, CPU: is the client the bottleneck?)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from tui.load.selfcost import MIN_SPAN_S, ClientCost
 from tui.load.stats import mean
-from tui.probes.fleet import FleetProbe
+from tui.probes.fleet import FleetProbe, FleetSample
 from tui.probes.gpu import GpuProbe
 from tui.probes.server import ServerProbe
 
@@ -36,29 +37,50 @@ class Watch:
     fleet_power: dict[Cell, list[float]] = field(default_factory=dict)
     replica_queue_max: dict[Cell, dict[str, float]] = field(default_factory=dict)
     fleet_error: str | None = None  # the last reason the fleet could not be read
+    _cell: Cell | None = None  # the cell running now
+    _stopped: threading.Event = field(default_factory=threading.Event)
+    _wake: threading.Event = field(default_factory=threading.Event)  # a cell began: read now, not in a second
+    _fleet_thread: threading.Thread | None = None
 
     async def cell(self, cell: Cell) -> None:
         server, gpu = self.server, self.gpu
-        fleet = asyncio.ensure_future(self._fleet(cell)) if self.fleet is not None else None
+        self._cell = cell
+        self._wake.set()
+        if self.fleet is not None and self._fleet_thread is None:
+            self._fleet_thread = threading.Thread(target=self._fleet, name="tokentop-fleet", daemon=True)
+            self._fleet_thread.start()
         try:
             await self._local(cell, server, gpu)
+            await asyncio.Event().wait()  # until the round ends and cancels this: the cell is the fleet's till then
         finally:
-            if fleet is not None:
-                fleet.cancel()
+            self._cell = None
 
-    async def _fleet(self, cell: Cell) -> None:
-        """The fleet's GPU power and each replica's queue, one batch of queries at a time (each after the last)."""
-        while True:
-            sample = await asyncio.to_thread(self.fleet.read)
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+
+    def _fleet(self) -> None:
+        """The fleet's GPU power and each replica's queue, one batch of queries at a time, for the whole run. In a
+        daemon thread of its own, not one per cell: a slow Prometheus must not stretch a cell (nor its reads pile
+        up from cell to cell), and a read still going at the end does not hold the exit. A read is the cell's
+        only if that cell ran from its start to its end."""
+        while not self._stopped.is_set():
+            self._wake.clear()
+            cell = self._cell
+            sample = self.fleet.read()
             self.fleet_error = sample.error
-            if sample.power_w is not None:
-                self.fleet_power.setdefault(cell, []).append(sample.power_w)
-            peaks = self.replica_queue_max.setdefault(cell, {})
-            for replica in sample.replicas:
-                if replica.waiting is not None:
-                    name = f"{replica.instance} {replica.model}".strip()
-                    peaks[name] = max(peaks.get(name, 0.0), replica.waiting)
-            await asyncio.sleep(1.0)
+            if cell is not None and cell == self._cell and not self._stopped.is_set():
+                self._fleet_reading(cell, sample)
+            self._wake.wait(1.0)
+
+    def _fleet_reading(self, cell: Cell, sample: FleetSample) -> None:
+        if sample.power_w is not None:
+            self.fleet_power.setdefault(cell, []).append(sample.power_w)
+        peaks = self.replica_queue_max.setdefault(cell, {})
+        for replica in sample.replicas:
+            if replica.waiting is not None:
+                name = f"{replica.instance} {replica.model}".strip()
+                peaks[name] = max(peaks.get(name, 0.0), replica.waiting)
 
     async def _local(self, cell: Cell, server: ServerProbe | None, gpu: GpuProbe | None) -> None:
         while server or gpu:

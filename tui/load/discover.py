@@ -11,10 +11,11 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from tui.http_read import Reply, fetch
 from tui.load.client import Target
 from tui.load.wire import APIS, OLLAMA, OPENAI
 from tui.probes.server import detect, json_object
-from tui.untrusted import mask_url, one_line
+from tui.untrusted import header_safe, mask_url, one_line
 
 DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
 SIM_MARK = "tokentop-sim"
@@ -113,16 +114,16 @@ def clean_api_key(key: str | None) -> str | None:
     key = (key or "").strip()
     if not key:
         return None
-    if not key.isascii() or not key.isprintable():
+    if not header_safe(key):
         raise DiscoveryError("the API key (OPENAI_API_KEY) holds non-ASCII or control characters and cannot be"
                              " sent in a header; check it (it is not printed here)")
     return key
 
 
-def _get(client: httpx.Client, url: str, headers: dict[str, str] | None = None) -> httpx.Response:
-    """GET, with every transport failure as one DiscoveryError line."""
+def _get(client: httpx.Client, url: str, headers: dict[str, str] | None = None) -> Reply:
+    """GET, with every transport failure (a body too big or too slow included) as one DiscoveryError line."""
     try:
-        return client.get(url, headers=headers)
+        return fetch(client, url, headers=headers)
     except httpx.InvalidURL as exc:
         raise DiscoveryError(f"bad server URL {one_line(mask_url(url))}: {one_line(exc)}") from None
     except httpx.HTTPError as exc:

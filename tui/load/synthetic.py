@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from tui.http_read import fetch
 from tui.load.client import Target
 from tui.load.wire import OLLAMA, RequestSpec, chat_body, chat_path
 from tui.untrusted import count
@@ -73,7 +74,8 @@ def prompt_tokens(client: httpx.Client, target: Target, prompt: str) -> int:
     body = {**chat_body(target.api, spec), "stream": False}
     body.pop("stream_options", None)
     try:
-        response = client.post(target.url.rstrip("/") + chat_path(target.api), json=body, headers=target.headers())
+        response = fetch(client, target.url.rstrip("/") + chat_path(target.api), method="POST", json=body,
+                         headers=target.headers())
         data = response.json()
     except (httpx.HTTPError, ValueError) as exc:
         raise CalibrationError(f"cannot measure prompt tokens: {type(exc).__name__}") from None

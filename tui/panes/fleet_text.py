@@ -1,6 +1,6 @@
 """The fleet as the panes draw it (`--prometheus`): GPUs grouped by host, a row per host, a row per replica.
 
-Pure functions from a `FleetSample` (read by the app in a thread worker) to text; every name and label
+Pure functions from a `FleetSample` (read by the app in a thread of its own) to text; every name and label
 came from Prometheus and is shown as plain text. A reading older than STALE_S says its age in the
 alarm colour: DCGM's exporter collects every 30 s by default, and an old value must not pass for live.
 """
@@ -12,7 +12,7 @@ from itertools import groupby
 
 from rich.text import Text
 
-from tui.probes.fleet import FleetSample
+from tui.probes.fleet import MAX_AGE_S, FleetSample
 from tui.untrusted import visible
 from tui.widgets.drawing import append_bar, core_bars, fmt, load_block, load_style, size, sparkline
 from tui.widgets.palette import style
@@ -30,9 +30,18 @@ def _calm(sample: FleetSample) -> Text | None:
 
 def _age(text: Text, age_s: float) -> None:
     if age_s >= STALE_S:
-        text.append(f"  {age_s:.0f} s old", style=style("alarm"))
+        text.append(f"  {_span(age_s)} old", style=style("alarm"))
     elif age_s >= FRESH_S:
         text.append(f"  {age_s:.0f} s ago", style=style("muted"))
+
+
+def _span(seconds: float) -> str:
+    if seconds >= MAX_AGE_S:  # the probe's ceiling: no time, or one too old to tell
+        return "over a week"
+    for unit, span in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * span:
+            return f"{seconds / span:.0f} {unit}"
+    return f"{seconds:.0f} s"
 
 
 def gpu_text(sample: FleetSample, width: int, compact: bool = False,

@@ -1,6 +1,6 @@
 """The GPU pane: each GPU's load, memory, power, clocks, PCIe, a short history, and its processes.
 
-It renders `GpuReading`s it is handed (read by the app in a thread worker); it never calls NVML.
+It renders `GpuReading`s it is handed (read by the app in a thread of its own); it never calls NVML.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class GpuPane(TextBox):
     def show_fleet_history(self, history: dict[tuple[str, str], list[float]]) -> None:
         """What Prometheus remembers of each GPU's utilisation, before the live readings."""
         for key, values in history.items():
-            seeded = deque((None if math.isnan(v) else v for v in values), maxlen=HISTORY)
+            seeded = deque((v if v is not None and math.isfinite(v) else None for v in values), maxlen=HISTORY)
             seeded.extend(self._fleet_util.get(key, ()))
             self._fleet_util[key] = seeded
         self.refresh_view()

@@ -29,6 +29,7 @@ from tui.widgets.textbox import TextBox
 
 MODE_NAMES = {"output": "story", "input": "title"}
 ROWS_EVERY_NS = 1_000_000_000
+SHOWN_MODELS = 3  # models in memory named on the server line; the rest are counted
 
 
 def rate_shown(rate: float) -> str:
@@ -136,7 +137,7 @@ def server_text(sample: ServerSample | None, snap: Snapshot, observed_limit: int
     if sample.kind == "ollama":
         limit = f"observed limit {observed_limit}" if observed_limit else "limit not seen yet"
         text.append(f"  {limit}" if compact else f"  {limit} ({OLLAMA_PARALLEL_NOTE})", style=style("quiet"))
-    for model in sample.loaded:
+    for model in sample.loaded[:SHOWN_MODELS]:
         if compact:  # only what needs acting on
             if model.cpu_fraction > 0.01:
                 text.append(f"  {visible(model.name)} {model.cpu_fraction:.0%} on CPU", style=style("error"))
@@ -148,6 +149,9 @@ def server_text(sample: ServerSample | None, snap: Snapshot, observed_limit: int
             text.append(" 100% GPU")
         if model.context_length:
             text.append(f" ctx {model.context_length}")
+    more = len(sample.loaded) - SHOWN_MODELS + sample.loaded_left_off
+    if more > 0 and not compact:
+        text.append(f"  +{more} more in memory", style=style("muted"))
     return text
 
 

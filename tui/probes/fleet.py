@@ -3,29 +3,34 @@ nvitop-exporter), every host's CPU and RAM (node_exporter), every LLM server rep
 own /metrics), and the scrape targets that are down.
 
 `FleetProbe.read()` sends one batch of instant queries and never raises: what cannot be read becomes a
-note (which exporter seems absent) or `FleetSample.error`. Every reading keeps its age, because DCGM's
-exporter collects every 30 s by default and a stale value must not pass for a live one.
+note (which exporter seems absent) or `FleetSample.error`, whatever broke. Every reading keeps its age, because
+DCGM's exporter collects every 30 s by default and a stale value must not pass for a live one. Every figure is
+checked here, before any pane draws it: NaN, ±Inf and what no GPU, host or server can read (1e308 W, a cache
+4,200 times full) become None (unknown); a little past a bound (a rate's overshoot) is clamped to it.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 
 from tui.probes.prometheus import PrometheusClient, PrometheusError, ScrapeTarget, Series, credentials_from_env
 from tui.probes.server import QUEUES
+from tui.untrusted import bounded, one_line
 
 MIB = 2**20
-# (field, DCGM exporter name, nvitop-exporter name)
+# (field, DCGM exporter name, nvitop-exporter name, the least and the most a GPU can read)
 GPU_FIELDS = (
-    ("util", "DCGM_FI_DEV_GPU_UTIL", "gpu_utilization_Percentage"),
-    ("mem_used", "DCGM_FI_DEV_FB_USED", "gpu_memory_used_MiB"),
-    ("mem_free", "DCGM_FI_DEV_FB_FREE", "gpu_memory_free_MiB"),
-    ("power", "DCGM_FI_DEV_POWER_USAGE", "gpu_power_usage_W"),
-    ("temp", "DCGM_FI_DEV_GPU_TEMP", "gpu_temperature_C"),
-    ("sm_clock", "DCGM_FI_DEV_SM_CLOCK", "gpu_clock_sm_MHz"),
+    ("util", "DCGM_FI_DEV_GPU_UTIL", "gpu_utilization_Percentage", 0, 100),
+    ("mem_used", "DCGM_FI_DEV_FB_USED", "gpu_memory_used_MiB", 0, 2**24),  # MiB: 16 TiB
+    ("mem_free", "DCGM_FI_DEV_FB_FREE", "gpu_memory_free_MiB", 0, 2**24),
+    ("power", "DCGM_FI_DEV_POWER_USAGE", "gpu_power_usage_W", 0, 10_000),
+    ("temp", "DCGM_FI_DEV_GPU_TEMP", "gpu_temperature_C", -50, 200),
+    ("sm_clock", "DCGM_FI_DEV_SM_CLOCK", "gpu_clock_sm_MHz", 0, 10_000),
 )
+BOUNDS = {field: (low, high) for field, _, _, low, high in GPU_FIELDS}
+MAX_COUNT = 1e9  # requests running or waiting, tokens a second: more is no real replica
+MAX_AGE_S = 7 * 86400.0  # older (or with no time that is one) is shown as "over a week"
 # irate, not rate: rate() divides by the whole window, so a series younger than it reads low (at 1 s scrapes
 # a half-busy core reads 98 % busy for its first seconds); irate is the last interval's, as top shows it.
 CPU_BUSY = '1 - sum without (mode) (irate(node_cpu_seconds_total{mode=~"idle|iowait|steal"}[1m]))'
@@ -108,17 +113,17 @@ class FleetProbe:
         token, basic = credentials_from_env()
         return cls(PrometheusClient(url, token, basic))
 
-    def history(self, seconds: float = 600.0, step: float = 5.0) -> dict[tuple[str, str], list[float]]:
+    def history(self, seconds: float = 600.0, step: float = 5.0) -> dict[tuple[str, str], list[float | None]]:
         """Each GPU's utilisation (%) over the last `seconds`, from Prometheus's own memory: the chart starts
-        full instead of empty. Empty when it cannot be read (the live readings say why)."""
+        full instead of empty; None where it had none. Empty when it cannot be read (the live readings say why)."""
         end = time.time()
         for column in (1, 2):  # DCGM's names, else nvitop-exporter's
             try:
                 found = self.client.query_range(GPU_FIELDS[0][column], end - seconds, end, step)
-            except PrometheusError:
+            except Exception:  # noqa: BLE001 - whatever broke, the live readings say it
                 return {}
             if found:
-                return {_gpu_key(labels): values for labels, values in found}
+                return {_gpu_key(labels): [bounded(v, *BOUNDS["util"]) for v in values] for labels, values in found}
         return {}
 
     def read(self) -> FleetSample:
@@ -126,6 +131,8 @@ class FleetProbe:
             return self._read()
         except PrometheusError as exc:
             return FleetSample(error=str(exc))
+        except Exception as exc:  # what Prometheus sent broke a reading: said in the pane, never a crash
+            return FleetSample(error=one_line(self.client.redact(f"fleet reading failed: {type(exc).__name__}: {exc}")))
 
     def _read(self) -> FleetSample:
         now, notes = time.time(), []
@@ -159,15 +166,16 @@ class FleetProbe:
         return []
 
     def _hosts(self, notes: list[str]) -> list[FleetHost]:
-        cores: dict[str, list[tuple[int, float]]] = {}
+        cores: dict[str, list[tuple[int, str, float]]] = {}
         for series in self._query(CPU_BUSY, notes):
-            cpu = series.labels.get("cpu", "0")
-            cores.setdefault(host_of(series.labels), []).append((int(cpu) if cpu.isdigit() else 0, series.value))
-        ram = {host_of(s.labels): _finite(s.value) for s in self._query(RAM_USED, notes)}
+            busy = bounded(series.value, 0.0, 1.0)
+            if busy is not None:
+                cpu = series.labels.get("cpu", "0")
+                cores.setdefault(host_of(series.labels), []).append((_core_number(cpu), cpu, busy))
+        ram = {host_of(s.labels): bounded(s.value, 0.0, 1.0) for s in self._query(RAM_USED, notes)}
         if not cores and not ram:
             notes.append("no host metrics: node_exporter (node_cpu_seconds_total) is not scraped")
-        return [FleetHost(host, tuple(max(0.0, min(1.0, v)) for _, v in sorted(cores.get(host, []))
-                                      if math.isfinite(v)), ram.get(host))
+        return [FleetHost(host, tuple(v for *_, v in sorted(cores.get(host, []))), ram.get(host))
                 for host in sorted(set(cores) | set(ram))]
 
     def _replicas(self, notes: list[str]) -> list[Replica]:
@@ -186,8 +194,10 @@ class FleetProbe:
                 if labels.get("job", "").lower().find("router") >= 0:
                     continue  # a router re-exporting its replicas' names is not a replica
                 replicas.append(Replica(instance=key[0], job=labels.get("job", ""), kind=kind, model=key[1],
-                                        running=_value(running.get(key)), waiting=_value(waiting.get(key)),
-                                        cache=_value(cache.get(key)), tokens_per_s=_value(speed.get(key))))
+                                        running=_value(running.get(key), MAX_COUNT),
+                                        waiting=_value(waiting.get(key), MAX_COUNT),
+                                        cache=_value(cache.get(key), 1.0),
+                                        tokens_per_s=_value(speed.get(key), MAX_COUNT)))
         if not replicas:
             notes.append("no LLM server metrics (vLLM, SGLang, TGI, llama.cpp) are scraped")
         return replicas
@@ -197,12 +207,14 @@ def _key(series: Series) -> tuple[str, str]:
     return series.labels.get("instance", "?"), series.labels.get("model_name", "")
 
 
-def _value(series: Series | None) -> float | None:
-    return _finite(series.value) if series is not None else None
+def _value(series: Series | None, high: float) -> float | None:
+    return bounded(series.value, 0.0, high) if series is not None else None
 
 
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None
+def _core_number(label: str) -> int:
+    """node_exporter's `cpu` label as a number to sort by; a label that is none (`"²"` is a digit to
+    str.isdigit, and int() refuses it) sorts last."""
+    return int(label) if label.isascii() and label.isdigit() and len(label) < 10 else 1 << 31
 
 
 def _gpu_key(labels: dict[str, str]) -> tuple[str, str]:
@@ -212,11 +224,13 @@ def _gpu_key(labels: dict[str, str]) -> tuple[str, str]:
 
 def _gpu(key: tuple[str, str], name: str, fields: dict[str, Series], now: float, source: str) -> FleetGpu:
     def value(field: str, scale: float = 1.0) -> float | None:
-        number = _value(fields.get(field))
+        series = fields.get(field)
+        number = bounded(series.value, *BOUNDS[field]) if series is not None else None
         return number * scale if number is not None else None
 
     used, free = value("mem_used", MIB), value("mem_free", MIB)
+    stamps = [s.at for s in fields.values() if 0 < s.at <= now + 60]  # a time in the future is a clock's skew
+    age = now - min(stamps) if stamps else MAX_AGE_S
     return FleetGpu(host=key[0], index=key[1], name=name, util=value("util"), mem_used=used,
                     mem_total=used + free if used is not None and free is not None else None, power=value("power"),
-                    temp=value("temp"), sm_clock=value("sm_clock"),
-                    age_s=max(0.0, now - min(s.at for s in fields.values())), source=source)
+                    temp=value("temp"), sm_clock=value("sm_clock"), age_s=min(MAX_AGE_S, max(0.0, age)), source=source)

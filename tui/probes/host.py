@@ -1,5 +1,5 @@
 """CPU, memory and the server's process family from psutil. read() is cheap (the app calls it once a
-second from a thread worker); the slow search for the server's processes runs in a background thread."""
+second from a thread of its own); the slow search for the server's processes runs in a background thread."""
 
 from __future__ import annotations
 

@@ -6,15 +6,16 @@ worker once a second) and never raises: a failure becomes `ServerSample.error`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
 
+from tui.http_read import AnswerTooBig, AnswerTooSlow, Reply, fetch
 from tui.probes.metrics import parse_prometheus
-from tui.untrusted import count, mask_url, one_line
+from tui.untrusted import bounded, count, mask_url, one_line
 
+MAX_LOADED = 16  # models in memory kept from /api/ps; more are counted, not listed
 OLLAMA_PARALLEL_NOTE = "OLLAMA_NUM_PARALLEL sets it: default 1, was 4 up to v0.6.5"
 
 
@@ -54,7 +55,7 @@ class LoadedModel:
 
     @property
     def cpu_fraction(self) -> float:
-        return 1 - self.size_vram / self.size if self.size else 0.0
+        return min(1.0, max(0.0, 1 - self.size_vram / self.size)) if self.size else 0.0
 
 
 @dataclass(frozen=True)
@@ -66,18 +67,19 @@ class ServerSample:
     waiting: int | None = None  # the server's own queue
     cache_usage: float | None = None  # 0–1 (vLLM KV cache, SGLang token usage)
     metrics_source: str | None = None  # e.g. "llamacpp:requests_deferred"
-    loaded: tuple[LoadedModel, ...] = ()
+    loaded: tuple[LoadedModel, ...] = ()  # at most MAX_LOADED
+    loaded_left_off: int = 0  # more models in memory than that
     error: str | None = None
 
 
-def _get(client: httpx.Client, url: str) -> httpx.Response | None:
+def _get(client: httpx.Client, url: str) -> Reply | None:
     try:
-        return client.get(url)
+        return fetch(client, url)
     except httpx.HTTPError:
         return None
 
 
-def json_object(response: httpx.Response | None) -> dict | None:
+def json_object(response: Reply | None) -> dict | None:
     if response is None or response.status_code != 200:
         return None
     try:
@@ -108,11 +110,14 @@ def detect(client: httpx.Client, base: str) -> tuple[str, str | None]:
     return "openai-compatible", None
 
 
-def parse_ps(data: dict) -> tuple[LoadedModel, ...]:
+def parse_ps(data: dict) -> tuple[tuple[LoadedModel, ...], int]:
+    """The models in memory (at most MAX_LOADED, each name cut to one short line) and how many more there are."""
     listed = data.get("models")
-    return tuple(LoadedModel(name=str(m.get("name") or m.get("model") or "?"), size=count(m.get("size")) or 0,
-                             size_vram=count(m.get("size_vram")) or 0, context_length=count(m.get("context_length")))
-                 for m in (listed if isinstance(listed, list) else []) if isinstance(m, dict))
+    models = [m for m in (listed if isinstance(listed, list) else []) if isinstance(m, dict)]
+    return tuple(LoadedModel(name=one_line(str(m.get("name") or m.get("model") or "?"), 80),
+                             size=count(m.get("size")) or 0, size_vram=count(m.get("size_vram")) or 0,
+                             context_length=count(m.get("context_length")))
+                 for m in models[:MAX_LOADED]), max(0, len(models) - MAX_LOADED)
 
 
 class ServerProbe:
@@ -140,8 +145,12 @@ class ServerProbe:
             props = json_object(_get(self._client, self.url + "/props"))
             self._slots = count(props.get("total_slots")) if props else None
         if self._metrics:
-            response = _get(self._client, self.url + "/metrics")
-            if response is None:
+            try:
+                response = fetch(self._client, self.url + "/metrics")
+            except (AnswerTooBig, AnswerTooSlow) as exc:
+                return ServerSample(self.kind, self.version, slots=self._slots,
+                                    error=f"{mask_url(self.url)}/metrics: {exc}")
+            except httpx.HTTPError:
                 return ServerSample(self.kind, self.version, slots=self._slots,
                                     error=f"no answer from {mask_url(self.url)}/metrics")
             if response.status_code == 200:
@@ -150,7 +159,7 @@ class ServerProbe:
                 self._metrics = False  # ollama, or llama-server without --metrics
         if self.kind == "ollama":
             ps = json_object(_get(self._client, self.url + "/api/ps"))
-            fields["loaded"] = parse_ps(ps) if ps else ()
+            fields["loaded"], fields["loaded_left_off"] = parse_ps(ps) if ps else ((), 0)
         return ServerSample(self.kind, self.version, slots=self._slots, **fields)
 
     def _queue(self, values: dict[str, float]) -> dict:
@@ -161,7 +170,7 @@ class ServerProbe:
         return {
             "running": count(values.get(names.running, 0)),
             "waiting": count(values[names.waiting]),
-            "cache_usage": cache if cache is not None and math.isfinite(cache) else None,
+            "cache_usage": bounded(cache, 0.0, 1.0),
             "metrics_source": names.waiting,
         }
 

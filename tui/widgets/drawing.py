@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 from rich.style import Style
@@ -14,7 +15,8 @@ BLOCKS = "▁▂▃▄▅▆▇█"
 
 def sparkline(values: Iterable[float | None], width: int, top: float | None = None) -> str:
     """The last `width` values as block characters; `top` is the full-scale value (default: the max)."""
-    xs = list(values)[-width:] if width > 0 else []
+    # NaN and ±Inf are drawn as gaps: the probes drop them, and a drawing must not die of one that slipped by
+    xs = [x if x is not None and math.isfinite(x) else None for x in list(values)[-width:]] if width > 0 else []
     known = [x for x in xs if x is not None]
     scale = top if top else max(known, default=0.0)
     out = []
@@ -24,7 +26,8 @@ def sparkline(values: Iterable[float | None], width: int, top: float | None = No
         elif scale <= 0:
             out.append(BLOCKS[0])
         else:
-            out.append(BLOCKS[max(0, min(len(BLOCKS) - 1, round(x / scale * (len(BLOCKS) - 1))))])
+            share = min(1.0, max(0.0, x / scale))  # x / scale may still overflow to inf: min() takes it
+            out.append(BLOCKS[round(share * (len(BLOCKS) - 1))])
     return "".join(out).rjust(width)
 
 
