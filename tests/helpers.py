@@ -68,3 +68,14 @@ class MetricsWatcher:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+def bench(capsys, *argv: str) -> tuple[int, str, str]:
+    """`tokentop bench …` in this process: (status, stdout, stderr). One worker unless --workers says otherwise, so
+    the engine runs here on any machine (the default worker count follows the cores)."""
+    from tui.cli import main
+
+    workers = [] if "--workers" in argv else ["--workers", "1"]
+    status = main(["bench", *argv, *workers])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err

@@ -13,16 +13,11 @@ import time
 
 import pytest
 
-from tui.cli import main
+from helpers import bench
+
 
 ARTICLE_COLUMNS = ["Number of Requests", "Output Word Count", "Average Tokens", "Average Time (s)",
                    "Average Speed (tokens/s)"]
-
-
-def bench(capsys, *argv):
-    status = main(["bench", *argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def header_of(out: str, first: str) -> list[str]:

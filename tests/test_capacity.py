@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from helpers import bench
+
 from tui.load.capacity import CONCURRENCY, RATE, CapacitySearch
 from tui.cli import main
 from tui.load.slo import Broken, broken, parse_slo
@@ -60,12 +62,6 @@ def test_cell_slos_are_statistics_and_speeds_are_minimums():
     good = {"errors": 0, "percentiles": {"ttft_s": {"p99": 1.0}, "e2e_s": {"max": 12.0}, "stream_tps": {"p10": 20}}}
     assert broken(good, slo) == []
     assert [b.name for b in broken({**good, "errors": 2}, slo)] == ["errors"]  # a failed request never meets it
-
-
-def bench(capsys, *argv):
-    status = main(["bench", *argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def test_find_capacity_on_four_slots_finds_four(sim_factory, capsys, tmp_path):

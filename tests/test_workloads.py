@@ -9,18 +9,13 @@ import time
 
 import pytest
 
-from tui.cli import main
+from helpers import bench
+
 from tui.load.discover import discover
 from tui.load.engine import LoadEngine
 from tui.load.records import read_jsonl
 from tui.load.settings import LoadSettings
 from tui.load.stats import cell_row
-
-
-def bench(capsys, *argv):
-    status = main(["bench", *argv])
-    captured = capsys.readouterr()
-    return status, captured.out, captured.err
 
 
 def bench_json(capsys, *argv) -> dict:

@@ -9,6 +9,8 @@ from typing import Any
 
 from tui.load.settings import LoadSettings
 
+REQUEST_S = 10.0  # how long a request under load is taken to last, to size an open loop's workers
+
 
 @dataclass(frozen=True)
 class BenchRun:
@@ -43,5 +45,7 @@ class BenchRun:
 
     @property
     def most_in_flight(self) -> int:
-        """The most requests the run has in flight at once (the default worker count follows it)."""
-        return self.settings.max_inflight if self.open_loop else int(max(self.loads or (1,)))
+        """About the most requests the run has in flight at once (the default worker count follows it): a closed
+        loop's largest N; an open loop's highest rate for as long as a request under load takes (say 10 s)."""
+        most = max(self.loads or (1,))
+        return min(self.settings.max_inflight, math.ceil(most * REQUEST_S)) if self.open_loop else int(most)
