@@ -38,6 +38,10 @@ class Engine(Protocol):
     @property
     def records(self) -> Sequence[RequestRecord]: ...
 
+    @property
+    def workers(self) -> int:
+        """How many processes send its requests."""
+
     def start(self, running: bool = True) -> None: ...
 
     def stop(self, timeout: float = 2.0) -> None: ...
@@ -50,7 +54,8 @@ class Engine(Protocol):
     def warm(self, connections: int) -> None:
         """Open connections for a phase's first requests (blocks until they are open, or have failed)."""
 
-    def status(self) -> PhaseStatus: ...
+    def status(self, wait_s: float = 0.0) -> PhaseStatus:
+        """How far the phase has got; with `wait_s`, once it is done or after at most that long."""
 
     def new_records(self) -> list[RequestRecord]:
         """The requests finished since the last call."""

@@ -79,6 +79,7 @@ class LoadEngine:
         self._phase_began_ns = 0
         self._phase_sent: dict[int, int] = {}  # closed loop: requests each stream has sent in the phase
         self._phase_done = False
+        self._phase_ended = threading.Event()  # set with _phase_done, for status(wait_s)
         self._phase_cost = None
         self._open = OpenLoop(self._open_request, self._workers, worker, workers, on_idle=self._check_done)
 
@@ -127,6 +128,10 @@ class LoadEngine:
         return self._running
 
     @property
+    def workers(self) -> int:
+        return 1  # this process, with its share of the streams
+
+    @property
     def settings(self) -> LoadSettings:
         return self._settings
 
@@ -165,9 +170,12 @@ class LoadEngine:
         """The requests finished since the last call, oldest first (only the kept ones, if more finished)."""
         return self._finished.new_records()
 
-    def status(self) -> PhaseStatus:
+    def status(self, wait_s: float = 0.0) -> PhaseStatus:
+        """How far the phase has got; with `wait_s`, once it is done or that long has passed, whichever is first."""
+        if wait_s > 0:
+            self._phase_ended.wait(wait_s)
         return PhaseStatus(phase=self._phase, done=self._phase_done, completed=self._finished.completed,
-                           cost=self._phase_cost or self._cost.phase_cost(), unsent=self._open.phase_unsent,
+                           cost=self._phase_cost, unsent=self._open.phase_unsent,
                            record_error=self._finished.write_error)
 
     def snapshot(self) -> Snapshot:
@@ -208,6 +216,7 @@ class LoadEngine:
         self._phase, self._phase_began_ns = version, time.perf_counter_ns()
         self._phase_sent.clear()
         self._phase_done, self._phase_cost = False, None
+        self._phase_ended.clear()
         self._open.new_phase()
         self._cost.mark()
         self._maker.begin(settings, version)
@@ -254,6 +263,7 @@ class LoadEngine:
         if not self._open.idle:
             return
         self._phase_done, self._phase_cost = True, self._cost.phase_cost()
+        self._phase_ended.set()
 
     # --- the closed loop ------------------------------------------------------------------------
     async def _stream(self, index: int) -> None:

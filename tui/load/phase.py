@@ -1,7 +1,7 @@
 """One phase with an end on any Engine, waited for: a bench cell's round, a capacity level (app and bench).
 
 The phase starts at one instant in every worker process, a little after it is announced; the engine is
-followed a few times a second (its status, never a full snapshot) and its finished requests are handed on
+followed (its status, never a full snapshot; an engine in this process says at once when the phase is done) and its finished requests are handed on
 as they come, so a worker that dies loses only what it had in flight.
 """
 
@@ -18,8 +18,8 @@ from tui.load.records import RequestRecord
 from tui.load.selfcost import ClientCost
 from tui.load.snapshot import PhaseStatus
 
-START_AHEAD_NS = 20_000_000  # a phase starts this long after it is announced, so every worker is waiting
-POLL_S = 0.1
+START_AHEAD_NS = 20_000_000  # with several workers a phase starts this long after it is announced: all wait
+FOLLOW_S = 0.1  # the engine is asked at least this often (an in-process one answers at once when done)
 
 
 @dataclass
@@ -36,12 +36,11 @@ async def run_phase(engine: Engine, changes: dict[str, Any],
 
     Raises EngineStopped when the engine dies; a cancelled caller leaves the phase running (the engine's
     next phase or its stop ends it)."""
-    phase = engine.begin(**changes, start_ns=time.perf_counter_ns() + START_AHEAD_NS)
+    ahead = START_AHEAD_NS if engine.workers > 1 else 0
+    phase = engine.begin(**changes, start_ns=time.perf_counter_ns() + ahead)
     result = PhaseResult()
     while True:
-        await asyncio.sleep(POLL_S)
-        status = await asyncio.to_thread(engine.status)  # first: a done phase's last records come after it
-        new = await asyncio.to_thread(engine.new_records)
+        status, new = await asyncio.to_thread(_follow, engine)
         if new:
             result.records += new
             on_records(new)
@@ -51,3 +50,8 @@ async def run_phase(engine: Engine, changes: dict[str, Any],
         if status.phase >= phase and status.done:
             result.cost, result.unsent = status.cost, status.unsent
             return result
+
+
+def _follow(engine: Engine) -> tuple[PhaseStatus, list[RequestRecord]]:
+    status = engine.status(FOLLOW_S)  # first: a done phase's last records come after it
+    return status, engine.new_records()

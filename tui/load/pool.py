@@ -122,9 +122,9 @@ class EnginePool:
     def warm(self, connections: int) -> None:
         _each_at_once([lambda engine=engine: engine.warm(connections) for engine in self._engines])
 
-    def status(self) -> PhaseStatus:
+    def status(self, wait_s: float = 0.0) -> PhaseStatus:
         """The phase is done when every worker is done with it."""
-        statuses = [engine.status() for engine in self._engines]
+        statuses = [self._engines[0].status(wait_s), *(engine.status() for engine in self._engines[1:])]
         phase = min(s.phase for s in statuses)
         costs = [s.cost for s in statuses if s.cost is not None]
         return PhaseStatus(phase=phase, done=all(s.done and s.phase == phase for s in statuses),

@@ -40,6 +40,7 @@ from tui.load.settings import GIL_SWITCH_S, LoadSettings
 from tui.load.snapshot import PhaseStatus, Snapshot
 
 REPLY_TIMEOUT_S = 2.0
+ASK_AGAIN_S = 0.02  # status(wait_s) asks a child engine this often
 FINAL = -1  # the number of the last answer, (the records kept, those not yet taken), sent as the process stops
 
 
@@ -188,8 +189,11 @@ class EngineProcess:
         self._running = snap.running
         return snap
 
-    def status(self) -> PhaseStatus:
-        """The phase's progress; a dead or silent engine's says why (engine_error)."""
+    def status(self, wait_s: float = 0.0) -> PhaseStatus:
+        """The phase's progress; a dead or silent engine's says why (engine_error). `wait_s`: asked after a short
+        wait (the child is asked again, not told: its pipe answers one question at a time)."""
+        if wait_s > 0:
+            time.sleep(min(wait_s, ASK_AGAIN_S))
         try:
             return self._ask(GetStatus)
         except EngineStopped as exc:
@@ -234,6 +238,10 @@ class EngineProcess:
     @property
     def running(self) -> bool:
         return self._running
+
+    @property
+    def workers(self) -> int:
+        return 1
 
     @property
     def settings(self) -> LoadSettings:

@@ -73,7 +73,7 @@ class PhaseStatus:
     phase: int  # the settings version that began it (Engine.begin's answer)
     done: bool  # a phase with an end (a bench cell, a capacity level) that has ended and drained
     completed: int  # requests finished since the engine started
-    cost: ClientCost | None = None  # the client's own cost over the phase
+    cost: ClientCost | None = None  # the client's own cost over the phase, once it is done
     unsent: int = 0  # open loop: arrivals of the phase still held back at its end, never sent
     record_error: str | None = None  # why --out stopped being written, if it did
     engine_error: str | None = None  # why the engine stopped (its process died), if it did
