@@ -123,6 +123,20 @@ async def test_f_finds_the_capacity_live_marks_the_knee_and_restores_the_setting
         assert sum("knee" in (p.mark or "") for p in app.history.points) == 1  # the stopped one found none
 
 
+async def test_f_lets_the_load_in_flight_finish_before_the_first_level(sim_factory):
+    # 8 streams on 2 slots: six queue. Were the first level sent among them, it would wait seconds for a slot.
+    sim = sim_factory(parallel=2, service_s=5.0, speed=10)
+    app = sim_app(sim, slo={"ttft_p99": 0.25}, hold_s=1.0, concurrency=8, words=25)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(lambda: app.engine.snapshot().waiting >= 4, pilot)
+        await pilot.press("f")
+        await until(lambda: any((p.mark or "").startswith("1 ") for p in app.history.points), pilot, timeout=20)
+        assert "1 ✓" in " ".join(p.mark for p in app.history.points if p.mark)
+        await pilot.press("escape")
+        await until(lambda: not app.capacity.running and received(app).concurrency == 8, pilot)
+        assert app.engine.running  # the user's load runs again
+
+
 async def test_eight_streams_on_four_slots_four_wait_then_start(sim_factory):
     sim = sim_factory(parallel=4, speed=5)
     app = sim_app(sim, concurrency=8, words=100)  # ~1.5 s a request: the queue is there long enough to see

@@ -1,7 +1,8 @@
 """`f` in the app: the capacity search of the bench (tui/load/capacity.py), run live on the app's engine.
 
-Each level is a phase held for `hold_s` seconds that then drains, so every request of the level is judged,
-not only the ones quick enough to end inside the hold; the sliders follow the engine as it steps. Esc (a
+The load in flight finishes first; then each level is a phase held for `hold_s` seconds that then drains,
+so every request of the level is judged, not only the ones quick enough to end inside the hold, and none
+of another level's queues in front of it; the sliders follow the engine as it steps. Esc (a
 cancel) stops it. Either way the user's own setting comes back, paused again if it was.
 """
 
@@ -40,12 +41,14 @@ class LiveCapacity:
         async def run_level(level: float) -> list[RequestRecord]:
             engine.resume()
             shape = {"rate": level} if search.kind == RATE else {"rate": None, "concurrency": int(level)}
-            return (await run_phase(engine, {**shape, "duration_s": self.hold_s})).records
+            return (await run_phase(engine, {**shape, "duration_s": self.hold_s, "requests_per_stream": None})).records
 
         def heard(level: float, missed: list[Broken]) -> None:
             self.history.mark(f"{level:g} {'✓' if not missed else '✗'}")
 
         try:
+            engine.resume()  # the requests in flight finish first: none of them may queue in front of a level's
+            await run_phase(engine, {"concurrency": 0, "rate": None, "requests_per_stream": 1})
             await search_capacity(search, run_level, self.slo, heard)
             self.history.mark(f"knee {search.capacity:g}")
             self.say(search.summary(self.slo).replace("\n", " "), title="capacity", timeout=60)
@@ -54,6 +57,7 @@ class LiveCapacity:
             raise
         finally:
             self.search = None
-            engine.begin(concurrency=before.concurrency, rate=before.rate, duration_s=None, start_ns=None)
+            engine.begin(concurrency=before.concurrency, rate=before.rate, duration_s=None, requests_per_stream=None,
+                         start_ns=None)
             if not was_running:
                 engine.pause()
