@@ -209,7 +209,7 @@ def test_a_pool_of_engine_processes_is_one_engine(sim_factory, tmp_path):
 
 
 def test_a_bug_in_a_stream_is_an_error_record_and_a_log_line(sim_factory, engine_for, monkeypatch, caplog):
-    import tui.load.engine as engine_module
+    import tui.load.sending as engine_module  # where the engine sends each request
 
     real, calls = engine_module.stream_once, []
 

@@ -83,7 +83,8 @@ def test_max_inflight_holds_arrivals_back_and_counts_those_never_sent(sim_factor
     (["--rate", "two", "--duration", "1"], "--rate takes comma-separated requests per second"),
     (["--rate", "2"], "--rate needs --duration S"),
     (["--rate", "2", "--duration", "0"], "--duration must be a number of seconds more than 0"),
-    (["--rate", "2", "--duration", "1", "--concurrency", "4"], "choose --rate (an open loop) or --concurrency"),
+    (["--rate", "2", "--duration", "1", "--concurrency", "4"],
+     "choose one of --concurrency, --rate, --users and --trace, not --concurrency and --rate"),
     (["--rate", "2", "--duration", "1", "--max-inflight", "0"], "--max-inflight must be 1 to 1024"),
     (["--rate", "2,2", "--duration", "1"], "--rate lists 2 twice"),
 ])

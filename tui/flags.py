@@ -42,7 +42,7 @@ def check_server_arguments(args: argparse.Namespace) -> None:
 
 def add_workload_arguments(p: argparse.ArgumentParser) -> None:
     """What the requests ask and how arrivals come: flags of the app and the bench alike."""
-    from tui.load.settings import ARRIVALS, MAX_CONCURRENCY
+    from tui.load.settings import ARRIVALS, MAX_CONCURRENCY, THINKS
 
     p.add_argument("--input-tokens", type=int, metavar="N",
                    help="synthetic prompts of N tokens as the server counts them (calibrated once from its"
@@ -62,6 +62,52 @@ def add_workload_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-inflight", type=int, default=MAX_CONCURRENCY, metavar="N",
                    help=f"with --rate: at most N requests in flight; later arrivals wait at the client and are"
                         f" counted as held back (default {MAX_CONCURRENCY})")
+    p.add_argument("--burstiness", type=float, default=1.0, metavar="B",
+                   help="with --arrival gamma: the gaps' gamma shape, as vllm bench serve's (1 is Poisson, below 1"
+                        " burstier, above steadier; default 1)")
+    p.add_argument("--ramp", type=float, metavar="S",
+                   help="raise the load (streams, rate or users) linearly from nothing over S seconds")
+    p.add_argument("--warmup", type=float, metavar="S",
+                   help="send for S seconds first; those requests are kept, marked warmup, and left out of every figure")
+    p.add_argument("--cancel-share", type=float, default=0.0, metavar="P",
+                   help="close a share P (0 to 1) of the requests on purpose, --cancel-after seconds after each was"
+                        " sent (people who give up; seeded by --seed): recorded as cancelled, not as errors")
+    p.add_argument("--cancel-after", type=float, default=1.0, metavar="S", help="see --cancel-share (default 1 s)")
+    p.add_argument("--turns", default="1", metavar="K|A-B",
+                   help="with --users: turns in each conversation, a number or a range drawn per conversation"
+                        " (default 1)")
+    p.add_argument("--think-time", type=float, default=0.0, metavar="S",
+                   help="with --users: the mean pause between an answer and the user's next turn (default 0)")
+    p.add_argument("--think", default="exponential", choices=THINKS,
+                   help="with --users: think times drawn from an exponential of that mean, or all the same")
+    p.add_argument("--trace", metavar="FILE",
+                   help="replay a recorded workload at its own times (an open loop): Mooncake JSONL (its hash ids"
+                        " become shared prompt blocks), BurstGPT CSV or Azure's LLM inference trace CSV")
+    p.add_argument("--time-scale", type=float, default=1.0, metavar="X", help="with --trace: replay X times faster")
+    p.add_argument("--token-scale", type=float, default=1.0, metavar="X",
+                   help="with --trace: every length (and the block size) times X, for a small model")
+    p.add_argument("--max-requests", type=int, metavar="N", help="with --trace: its first N requests")
+
+
+def parse_turns(text: str) -> tuple[int, int]:
+    """--turns 4 → (4, 4); --turns 2-8 → (2, 8); UsageError in one line."""
+    from tui.untrusted import one_line
+
+    low, _, high = text.partition("-")
+    try:
+        turns = (int(low), int(high or low))
+    except ValueError:
+        raise UsageError(f"--turns takes a number or a range like 2-8, not {one_line(text, 40)!r}") from None
+    if not 1 <= turns[0] <= turns[1]:
+        raise UsageError(f"--turns takes whole numbers of 1 or more, low to high, not {one_line(text, 40)!r}")
+    return turns
+
+
+def shape_settings(args: argparse.Namespace) -> dict:
+    """The LoadSettings fields the shape flags set (LoadSettings.validated checks their values)."""
+    return dict(arrival=args.arrival, burstiness=args.burstiness, ramp_s=args.ramp, warmup_s=args.warmup,
+                cancel_share=args.cancel_share, cancel_after_s=args.cancel_after, turns=parse_turns(args.turns),
+                think_s=args.think_time, think=args.think)
 
 
 def check_prometheus_url(url: str | None) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import shutil
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from tui.bench import charts, runfile
 from tui.bench.cells import run_cell, run_cells
@@ -21,7 +22,7 @@ from tui.bench.options import add_arguments, validate
 from tui.bench.plan import plan_text
 from tui.bench.render import make_meta, render, rows_of
 from tui.bench.watch import Watch, load_of
-from tui.bench.workload import BenchRun
+from tui.bench.workload import BenchRun, mean_rate
 from tui.flags import UsageError
 from tui.load.capacity import RATE, CapacitySearch, search_capacity
 from tui.load.contract import Engine, EngineStopped
@@ -38,6 +39,9 @@ from tui.probes.gpu import GpuProbe
 from tui.probes.prometheus import CredentialsError
 from tui.probes.server import ServerProbe
 from tui.untrusted import one_line
+
+if TYPE_CHECKING:
+    from tui.load.trace import Trace
 
 __all__ = ["add_arguments", "run"]
 
@@ -59,8 +63,15 @@ def run(args: argparse.Namespace) -> int:
             sim = SimProcess(speed=args.sim_speed).start()
             url = sim.url
         target, info = discover(url, args.api, args.model)
-        if args.input_tokens is not None:
+        try:
+            trace = _trace(args, target, info)
+        except ValueError as exc:  # a TraceError: the file and its line, in one line
+            return _die(str(exc))
+        if args.input_tokens is not None or trace is not None:
             calibration = calibrate(target, args.seed or 0, args.timeout)
+        if trace is not None:
+            bench = bench.with_trace(mean_rate(trace), (calibration.per_word, calibration.overhead))
+        if args.input_tokens is not None:
             bench = bench.with_synthetic(calibration.words_for(args.input_tokens),
                                          calibration.shared_words_for(args.shared_prefix or 0))
             print(f"calibrated: {bench.settings.input_words} words = {args.input_tokens} prompt tokens as the server"
@@ -72,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         print(plan_text(bench, args), file=sys.stderr)
         watch = Watch(ServerProbe(info.url, info.kind, info.version, target.headers(), redact=target.redactor()),
                       GpuProbe(), fleet=_first_reading(fleet))
-        engine = _engine(target, bench, args)
+        engine = _engine(target, bench, args, trace)
         engine.start()
         outcome = _drive(engine, bench, watch)
         engine.stop()
@@ -95,10 +106,24 @@ def run(args: argparse.Namespace) -> int:
             sim.stop()
 
 
-def _engine(target, bench: BenchRun, args: argparse.Namespace) -> Engine:
+def _trace(args: argparse.Namespace, target, info) -> Trace | None:
+    """--trace FILE, scaled, its lengths cut to the model's context; its plan said before the run."""
+    if args.trace is None:
+        return None
+    from tui.load.trace import load_trace
+
+    trace = load_trace(args.trace, time_scale=args.time_scale, token_scale=args.token_scale,
+                       max_requests=args.max_requests, context_tokens=runfile.model_context(target, info))
+    print(trace.summary(), file=sys.stderr)
+    for note in trace.notes:
+        print(f"tokentop bench: {note}", file=sys.stderr)
+    return trace
+
+
+def _engine(target, bench: BenchRun, args: argparse.Namespace, trace: Trace | None) -> Engine:
     """The app's engine: in this process with one worker, else a pool of engine processes."""
     workers = args.workers or default_workers(bench.most_in_flight)
-    options = dict(out_path=args.out, read_timeout=args.timeout, prompts=bench.prompts)
+    options = dict(out_path=args.out, read_timeout=args.timeout, prompts=bench.prompts, trace=trace)
     if workers == 1:
         return LoadEngine(target, bench.settings, **options)
     return EnginePool(target, bench.settings, workers=workers, **options)
@@ -174,7 +199,7 @@ def _report(args: argparse.Namespace, bench: BenchRun, meta: dict, outcome: Outc
         print(f"{'terminated' if outcome.terminated else 'interrupted'}: {len(records)} finished request(s) kept",
               file=sys.stderr)
     loads = sorted(search.results) if search is not None else list(bench.loads)
-    rows = rows_of(records, loads, list(bench.words), bench.slo, rate=bench.open_loop)
+    rows = rows_of(records, loads, list(bench.words), bench.slo, bench.shape, bench.trace_rate)
     for row in rows:
         watch.add_to(row)
     if watch.fleet_error:

@@ -43,6 +43,9 @@ async def run_cell(engine: Engine, run: BenchRun, cell: Cell, collect: Collect, 
 
 async def run_cells(engine: Engine, run: BenchRun, collect: Collect, watch: Watch,
                     on_status: Callable[[PhaseStatus], None]) -> None:
+    if (warmup := run.warmup()) is not None:  # its records are kept, marked, and in no row
+        await asyncio.to_thread(engine.warm, run.connections(run.loads[0]))
+        await run_phase(engine, warmup, collect, on_status)
     for load in run.loads:
         for words in run.words:
             await run_cell(engine, run, (load, words), collect, watch, on_status)

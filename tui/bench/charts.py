@@ -16,7 +16,7 @@ from typing import Any
 
 import plotext as plt
 
-from tui.bench.watch import load_of
+from tui.bench.watch import LOAD_LABELS, load_kind, load_of
 from tui.untrusted import visible
 
 COLOURS = ("cyan", "green", "orange", "magenta", "blue", "red", "yellow")
@@ -68,7 +68,7 @@ def load_chart(rows: Sequence[dict[str, Any]], width: int = WIDTH, height: int =
     word count (or prompt length). Client-clock figures, as in the table."""
     _start(width, height)
     plt.subplots(1, 2)
-    label = "rate (requests/s)" if any("rate" in r for r in rows) else "concurrent streams"
+    label = LOAD_LABELS[load_kind(rows[0])] if rows else LOAD_LABELS["concurrency"]
     by_words: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
         by_words.setdefault(row["words"], []).append(row)
@@ -119,7 +119,7 @@ def compare_chart(runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], width: i
     plt.subplots(1, 2)
     loads = [load_of(r) for _, rows in runs for r in rows]
     log = _log_scale(loads)
-    label = "rate (requests/s)" if any("rate" in r for _, rows in runs for r in rows) else "concurrent streams"
+    label = next((LOAD_LABELS[load_kind(r)] for _, rows in runs for r in rows), LOAD_LABELS["concurrency"])
     for column, (key, title) in enumerate((("decode_tps_mean", "per-stream tok/s"), ("ttft_p99_s", "TTFT p99 s")), 1):
         plt.subplot(1, column)
         plt.title(title)

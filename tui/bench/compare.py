@@ -16,7 +16,7 @@ from typing import Any
 
 from tui.bench import charts
 from tui.bench.runfile import RunFileError, load_run
-from tui.bench.watch import load_of
+from tui.bench.watch import load_kind, load_of
 from tui.untrusted import one_line, visible
 
 FORMATS = ("table", "markdown", "csv")
@@ -133,7 +133,7 @@ def _text(value: Any) -> str:
 
 
 def _load(row: dict[str, Any]) -> tuple[str, float]:
-    return ("rate" if "rate" in row else "concurrency"), load_of(row)
+    return load_kind(row), load_of(row)
 
 
 def cells(names: list[str], docs: list[dict[str, Any]], fmt: str, colour: bool) -> str:

@@ -14,11 +14,12 @@ from tui.flags import (
     add_workload_arguments,
     check_prometheus_url,
     check_server_arguments,
-    check_workload_arguments,
+    check_workload_arguments, shape_settings,
 )
+from tui.bench.workload import TRACE, USERS
 from tui.load.capacity import CONCURRENCY, KINDS, RATE
 from tui.load.prompts import INPUT, MODES, OUTPUT, PROMPT_FILE, build_prompt
-from tui.load.settings import MAX_CONCURRENCY, MAX_RATE, LoadSettings
+from tui.load.settings import MAX_CONCURRENCY, MAX_RATE, MAX_USERS, LoadSettings
 from tui.load.synthetic import SYNTHETIC
 from tui.untrusted import one_line
 
@@ -37,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", metavar="R,…",
                    help="comma-separated arrival rates in requests/s, one cell each (needs --duration): an open loop"
                         " that sends each request at its planned time whatever the server does")
+    p.add_argument("--users", metavar="N,…",
+                   help=f"comma-separated counts of users in conversations, each 1 to {MAX_USERS:,}, one cell each"
+                        " (needs --duration; see --turns and --think-time): each turn resends the history")
     p.add_argument("--words", help=f"comma-separated word counts, output mode (default {DEFAULT_WORDS}; {ONE_WORDS}"
                                    " with --rate, --duration, --find-capacity or --output-tokens)")
     p.add_argument("--rounds", type=int, default=1, help="repeat each cell R times (default 1)")
@@ -97,33 +101,52 @@ def _no_repeats(values: list, flag: str) -> None:
         raise UsageError(f"{flag} lists {repeated:g} twice (--rounds repeats a cell)")
 
 
+def _shape(args: argparse.Namespace) -> str:
+    """The run's load: streams, a rate, users in conversations or a trace; UsageError when two are asked for."""
+    given = [flag for flag, value in (("--concurrency", args.concurrency), ("--rate", args.rate),
+                                      ("--users", args.users), ("--trace", args.trace)) if value is not None]
+    if args.find_capacity and given:
+        raise UsageError(f"--find-capacity chooses the levels itself: leave out {given[0]}")
+    if len(given) > 1:
+        raise UsageError(f"choose one of --concurrency, --rate, --users and --trace, not {given[0]} and {given[1]}")
+    if args.find_capacity:
+        return RATE if args.find_capacity == RATE else CONCURRENCY
+    return {"--rate": RATE, "--users": USERS, "--trace": TRACE}.get(given[0] if given else "", CONCURRENCY)
+
+
 def validate(args: argparse.Namespace) -> BenchRun:
     """What the flags ask the bench to run, or UsageError in one line. The flags are read, never changed."""
     check_server_arguments(args)
     check_prometheus_url(args.prometheus)
-    rates = None
+    shape = _shape(args)
     duration = args.duration
     if args.find_capacity:
-        if args.rate is not None or args.concurrency is not None:
-            raise UsageError("--find-capacity chooses the levels itself: leave out --concurrency and --rate")
         if args.slo is None:
             raise UsageError("--find-capacity needs --slo, e.g. --slo ttft_p99=2,stream_tps_p10=10")
         if args.words is not None and "," in args.words:
             raise UsageError("--find-capacity takes one --words value (the levels are the variable)")
         if duration is None:
             duration = CAPACITY_HOLD_S
-    elif args.rate is not None:
-        if args.concurrency is not None:
-            raise UsageError("choose --rate (an open loop) or --concurrency (a closed loop), not both")
-        rates = parse_rates(args.rate)
-        if duration is None:
-            raise UsageError("--rate needs --duration S: how long each rate sends")
-    concurrency = parse_int_list("1,2,4" if args.concurrency is None else args.concurrency, "--concurrency",
-                                 MAX_CONCURRENCY)
+    elif shape in (RATE, USERS) and duration is None:
+        raise UsageError(f"--{shape} needs --duration S: how long each {'rate sends' if shape == RATE else 'cell runs'}")
+    loads: tuple = ()
+    if shape == RATE and not args.find_capacity:
+        loads = tuple(parse_rates(args.rate))
+    elif shape == USERS:
+        loads = tuple(parse_int_list(args.users, "--users", MAX_USERS))
+    elif shape == CONCURRENCY and not args.find_capacity:
+        loads = tuple(parse_int_list("1,2,4" if args.concurrency is None else args.concurrency, "--concurrency",
+                                     MAX_CONCURRENCY))
+    elif shape == TRACE:
+        loads = (0,)  # one cell: the trace
+        if args.warmup is not None:
+            raise UsageError("--warmup does not apply to --trace: the trace says when each request goes")
+    _check_trace_flags(args)
     words_defaulted = None  # the flag that made the default one word count, said in the plan
     if args.words is None:
         words_defaulted = next((flag for flag, given in (
             ("--find-capacity", args.find_capacity), ("--rate", args.rate is not None),
+            ("--users", args.users is not None), ("--trace", args.trace is not None),
             ("--duration", args.duration is not None), ("--output-tokens", args.output_tokens is not None)) if given),
             None)
     given = args.words if args.words is not None else str(ONE_WORDS) if words_defaulted else DEFAULT_WORDS
@@ -131,8 +154,8 @@ def validate(args: argparse.Namespace) -> BenchRun:
     try:  # the load's own values are checked where the app's are
         settings = LoadSettings(concurrency=0, words=max(words), mode=args.mode, max_tokens=args.max_tokens,
                                 temperature=args.temperature, seed=args.seed, num_ctx=args.num_ctx,
-                                output_tokens=args.output_tokens, arrival=args.arrival,
-                                max_inflight=args.max_inflight, duration_s=duration).validated()
+                                output_tokens=args.output_tokens, max_inflight=args.max_inflight,
+                                duration_s=duration, **shape_settings(args)).validated()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.rounds < 1:
@@ -140,14 +163,27 @@ def validate(args: argparse.Namespace) -> BenchRun:
     if not (math.isfinite(args.sim_speed) and args.sim_speed > 0):
         raise UsageError(f"--sim-speed must be a number more than 0, not {args.sim_speed}")
     slo, prompts = check_workload_arguments(args)
-    if prompts is not None:
+    if shape == TRACE:
+        words = [0]  # the trace says each request's lengths
+    elif prompts is not None:
         words = [len(prompts)]  # the file is the variable: its column says how many prompts it has
     elif args.input_tokens is not None:
         words = [args.input_tokens]  # the prompt's length is the variable
     elif args.mode == INPUT:
         words = [len(build_prompt(INPUT, 0).split())]  # the prompt's length is the variable
-    open_loop = args.rate is not None or args.find_capacity == RATE
-    return BenchRun(settings=settings, loads=() if args.find_capacity else tuple(rates or concurrency),
-                    words=tuple(words), open_loop=open_loop, rounds=args.rounds, slo=slo, prompts=prompts,
-                    capacity=args.find_capacity, words_defaulted=words_defaulted,
-                    prompt_kind=PROMPT_FILE if prompts else SYNTHETIC if args.input_tokens else args.mode)
+    return BenchRun(settings=settings, loads=loads, words=tuple(words), shape=shape, rounds=args.rounds, slo=slo,
+                    prompts=prompts, capacity=args.find_capacity, words_defaulted=words_defaulted,
+                    prompt_kind=TRACE if shape == TRACE else PROMPT_FILE if prompts else SYNTHETIC if args.input_tokens
+                    else args.mode)
+
+
+def _check_trace_flags(args: argparse.Namespace) -> None:
+    for flag, value, default in (("--time-scale", args.time_scale, 1.0), ("--token-scale", args.token_scale, 1.0),
+                                 ("--max-requests", args.max_requests, None)):
+        if value != default and args.trace is None:
+            raise UsageError(f"{flag} needs --trace FILE")
+    for flag, value in (("--time-scale", args.time_scale), ("--token-scale", args.token_scale)):
+        if not (math.isfinite(value) and value > 0):
+            raise UsageError(f"{flag} must be a number more than 0, not {value}")
+    if args.max_requests is not None and args.max_requests < 1:
+        raise UsageError(f"--max-requests must be 1 or more, not {args.max_requests}")

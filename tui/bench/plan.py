@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tui.bench.workload import BenchRun
+from tui.bench.workload import CONCURRENCY, RATE, TRACE, USERS, BenchRun
 from tui.load.prompts import OUTPUT
 from tui.load.slo import slo_text
 from tui.untrusted import one_line
@@ -47,15 +47,43 @@ def plan_text(run: BenchRun, args: argparse.Namespace) -> str:
         return (f"plan: find the most {unit} within {slo_text(run.slo)}, {variable}: levels 1, 2, 4 … until"
                 f" one breaks, then a bisection, each held {_duration(duration)}{rounds} (a capacity of 16 takes"
                 f" about 9 levels: {_duration(9 * duration * run.rounds)})")
+    if run.shape == TRACE:
+        return "plan: the trace at its own times (above), then its requests in flight finish" + _extras(run)
     loads = run.loads
     cells = len(loads) * len(run.words)
-    what = (f"rates {_list(loads)} requests/s" if run.open_loop else f"concurrency {_list(loads)}") + f" × {variable}"
+    what = {RATE: f"rates {_list(loads)} requests/s", USERS: f"{_list(loads)} users in conversations ({_talk(run)})",
+            CONCURRENCY: f"concurrency {_list(loads)}"}[run.shape] + f" × {variable}"
     head = f"plan: {cells} cell{'s' if cells != 1 else ''}, {what}{rounds}"
     runs = cells * run.rounds
     if duration:
-        sends = "sends arrivals" if run.open_loop else "keeps its streams busy"
+        sends = {RATE: "sends arrivals", USERS: "keeps its users talking"}.get(run.shape, "keeps its streams busy")
+        warmup = run.settings.warmup_s or 0
         return (f"{head}; each {sends} for {_duration(duration)}, then its requests in flight finish:"
-                f" about {_duration(runs * duration)} in all, plus the last answers of each cell")
+                f" about {_duration(runs * duration + warmup)} in all, plus the last answers of each cell"
+                + _extras(run))
     requests = int(sum(loads)) * len(run.words) * run.rounds
     return (f"{head}; each sends its requests at once and waits for the last: {requests} requests in all; the"
-            " time depends on the server (the progress bar counts them)")
+            " time depends on the server (the progress bar counts them)" + _extras(run))
+
+
+def _talk(run: BenchRun) -> str:
+    s = run.settings
+    low, high = s.turns
+    turns = f"{low} turn{'s' if low != 1 else ''}" if low == high else f"{low}-{high} turns"
+    think = f"{s.think_s:g} s {'each' if s.think == 'fixed' else 'mean'} to think" if s.think_s else "no pause"
+    return f"{turns}, {think}"
+
+
+def _extras(run: BenchRun) -> str:
+    """How the load arrives and leaves, when the flags change it."""
+    s = run.settings
+    said = []
+    if s.warmup_s:
+        said.append(f"first {_duration(s.warmup_s)} of warm-up, kept out of the figures")
+    if s.ramp_s:
+        said.append(f"each cell's load ramps up over {_duration(s.ramp_s)}")
+    if s.arrival == "gamma":
+        said.append(f"gamma arrivals, burstiness {s.burstiness:g}")
+    if s.cancel_share:
+        said.append(f"{s.cancel_share:.0%} of the requests closed {s.cancel_after_s:g} s after they are sent")
+    return "; " + "; ".join(said) if said else ""

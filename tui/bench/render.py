@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tui import __version__
-from tui.bench.workload import BenchRun
+from tui.bench.workload import CONCURRENCY, RATE, TRACE, USERS, BenchRun
 from tui.load.discover import ServerInfo
 from tui.load.prompts import INPUT, OUTPUT, PROMPT_FILE
 from tui.load.records import RequestRecord
@@ -57,16 +57,21 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("tokens_source", "Tokens from", "s"),
     ("client_cpu_pct", "Client CPU %", ".0f"),
     ("client_lag_p90_ms", "Client lag p90 (ms)", ".1f"),
+    ("send_lag_p99_s", "Send lag p99 (s)", ".3f"),
+    ("sessions_rps", "Sessions/s", ".2f"),
+    ("cancelled_by_plan", "Cancelled (plan)", "d"),
     ("errors", "Errors", "d"),
 ]
 RATE_COLUMN = ("rate", "Rate (req/s)", "g")  # the first column of open-loop rows
-OPEN_LOOP_ONLY = ("sent_rps", "backlog_end", "backlog_growth_rps", "held_back", "unsent")
+USERS_COLUMN = ("users", "Users", "d")  # the first column of rows of users in conversations
+OPEN_LOOP_ONLY = ("sent_rps", "backlog_end", "backlog_growth_rps", "held_back", "unsent", "send_lag_p99_s")
+USERS_ONLY = ("sessions_rps",)
 FLEET_ONLY = ("fleet_power_w", "fleet_j_per_token", "replica_queue_max")  # with --prometheus
 # The table's selection, after the article's five columns: enough to size a server, narrow enough for a terminal.
 COMPACT = ("sent_rps", "request_rps", "backlog_end", "backlog_growth_rps", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s",
-           "itl_p99_s", "aggregate_tps", "fleet_j_per_token", "slo_met_share", "goodput_rps", "held_back", "unsent", "tokens_source",
-           "errors")
-SHOWN_WHEN_NONZERO = ("held_back", "unsent")  # in the compact table
+           "itl_p99_s", "aggregate_tps", "sessions_rps", "fleet_j_per_token", "slo_met_share", "goodput_rps", "held_back",
+           "unsent", "cancelled_by_plan", "tokens_source", "errors")
+SHOWN_WHEN_NONZERO = ("held_back", "unsent", "cancelled_by_plan")  # in the compact table
 
 LEGEND = (
     "Tokens from: 'server' = server-reported counts (ollama eval_count / OpenAI usage), "
@@ -91,21 +96,38 @@ LEGEND = (
     "Fleet GPU W (--prometheus) = mean power of every GPU Prometheus knows (DCGM or nvitop-exporter, server-side"
     " readings), Fleet J/token = that over Aggregate tok/s; JSON rows add each replica's queue peak.\n"
     "Client CPU % = tokentop's own CPU per second of the cell (100 = one core); Client lag p90 = how late its event"
-    " loop woke up: past 90 % or 5 ms the client, not the server, is the bottleneck, and a line under the table says so."
+    " loop woke up: past 90 % or 5 ms the client, not the server, is the bottleneck, and a line under the table says so.\n"
+    "Users (--users): each holds a conversation of --turns turns, each turn resending the history after --think-time;"
+    " Sessions/s = conversations ended per second; TTFT by turn is under the table. Send lag p99 = how late an open"
+    " loop's requests went against their plan (the rate's or the trace's; held back included). Cancelled (plan) ="
+    " requests the client closed on purpose (--cancel-share): not errors, in no figure. --warmup's requests are in"
+    " no row."
 )
 
 
 
 
 def rows_of(records: list[RequestRecord], loads: list, words: list[int], slo: dict[str, float] | None = None,
-            rate: bool = False) -> list[dict[str, Any]]:
-    """One row per (load, words) cell that has records; a load is a concurrency, or a rate when `rate`."""
+            shape: str = CONCURRENCY, trace_rate: float | None = None) -> list[dict[str, Any]]:
+    """One row per (load, words) cell that has records; a load is a concurrency, a rate, a count of users, or
+    the trace (one cell, at its mean rate). Warm-up requests are in no row."""
+    measured = [r for r in records if not r.warmup]
+    if shape == TRACE:
+        cell = [r for r in measured if r.trace_index is not None]
+        return [cell_row(None, words[0], cell, slo, rate=trace_rate or 0.0) | {"trace": True}] if cell else []
+    of = {CONCURRENCY: lambda r: r.concurrency, RATE: lambda r: r.rate, USERS: lambda r: r.users}[shape]
     rows = []
     for load in loads:
         for w in words:
-            cell = [r for r in records if (r.rate if rate else r.concurrency) == load and r.words == w]
-            if cell:
-                rows.append(cell_row(None, w, cell, slo, rate=load) if rate else cell_row(load, w, cell, slo))
+            cell = [r for r in measured if of(r) == load and r.words == w]
+            if not cell:
+                continue
+            if shape == RATE:
+                rows.append(cell_row(None, w, cell, slo, rate=load))
+            elif shape == USERS:
+                rows.append({"users": load, **cell_row(None, w, cell, slo)})
+            else:
+                rows.append(cell_row(load, w, cell, slo))
     return rows
 
 
@@ -150,9 +172,13 @@ def _cell(value: Any, fmt: str) -> str:
 def columns_for(rows: list[dict[str, Any]], fmt: str) -> list[tuple[str, str, str]]:
     """The columns a format shows: the compact table a selection, the others every column that applies."""
     rate = any("rate" in row for row in rows)
-    columns = [RATE_COLUMN if rate and key == "concurrency" else (key, header, f) for key, header, f in COLUMNS]
+    users = any("users" in row for row in rows)
+    first = RATE_COLUMN if rate else USERS_COLUMN if users else None
+    columns = [first if first and key == "concurrency" else (key, header, f) for key, header, f in COLUMNS]
     if not rate:
         columns = [c for c in columns if c[0] not in OPEN_LOOP_ONLY]
+    if not users:
+        columns = [c for c in columns if c[0] not in USERS_ONLY]
     if not any("fleet_power_w" in row for row in rows):
         columns = [c for c in columns if c[0] not in FLEET_ONLY]
     if fmt != "table":
@@ -171,8 +197,8 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str
         return json.dumps({"meta": meta, "rows": rows, **(answer or {})}, indent=2) + "\n"
     columns = columns_for(rows, fmt)
     headers = [h for _, h, _ in columns]
-    headers[1] = {INPUT: "Input Word Count", SYNTHETIC: "Input Tokens", PROMPT_FILE: "Prompts in File"}.get(
-        mode, headers[1])
+    headers[1] = {INPUT: "Input Word Count", SYNTHETIC: "Input Tokens", PROMPT_FILE: "Prompts in File",
+                  TRACE: "Trace (its lengths)"}.get(mode, headers[1])
     body = [[_cell(row.get(key), f) for key, _, f in columns] for row in rows]
     errors_at = [key for key, _, _ in columns].index("errors")
     for cells, row in zip(body, rows):
@@ -196,7 +222,7 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str
     if fmt == "markdown":
         lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in body]
-        return f"{title}\n\n" + "\n".join(lines) + "\n\n" + client_bound(rows) + LEGEND + "\n"
+        return f"{title}\n\n" + "\n".join(lines) + "\n\n" + by_turn(rows) + client_bound(rows) + LEGEND + "\n"
     split = [two_lines(h) if fmt == "table" else ("", h) for h in headers]
     widths = [max(len(top), len(bottom), *(len(r[i]) for r in body)) for i, (top, bottom) in enumerate(split)]
     lines = ["  ".join(part[k].rjust(wd) for part, wd in zip(split, widths)).rstrip() for k in (0, 1)]
@@ -205,7 +231,7 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str
         lines.pop(0)
     if not body:
         lines.append("(no finished requests)")
-    return title + "\n" + "\n".join(lines) + "\n" + client_bound(rows) + LEGEND + "\n"
+    return title + "\n" + "\n".join(lines) + "\n" + by_turn(rows) + client_bound(rows) + LEGEND + "\n"
 
 
 def two_lines(header: str) -> tuple[str, str]:
@@ -218,7 +244,18 @@ def two_lines(header: str) -> tuple[str, str]:
 def client_bound(rows: list[dict[str, Any]]) -> str:
     """A warning line per cell where tokentop itself was the bottleneck (empty when none was)."""
     def cell(row: dict[str, Any]) -> str:
-        return f"{row['rate']:g} req/s" if "rate" in row else f"{row['concurrency']}"
+        return f"{row['rate']:g} req/s" if "rate" in row else f"{row['users']} users" if "users" in row else (
+            f"{row['concurrency']}")
 
     return "".join(f"WARNING {cell(row)} x {row['words']}: {row['client_warning']}\n"
                    for row in rows if row.get("client_warning"))
+
+
+def by_turn(rows: list[dict[str, Any]]) -> str:
+    """Users in conversations: a line per cell of TTFT by turn (does the first token slow as the history grows?)."""
+    def turn(n: int, figures: dict[str, Any]) -> str:
+        return f"turn {n} {_cell(figures['p50'], '.3f')} / {_cell(figures['p99'], '.3f')} s ({figures['n']})"
+
+    return "".join(f"TTFT p50 / p99 by turn, {row['users']} users: "
+                   + " · ".join(turn(n, f) for n, f in row["ttft_by_turn"].items()) + "\n"
+                   for row in rows if row.get("ttft_by_turn"))

@@ -23,12 +23,13 @@ import httpx
 import psutil
 
 from tui import __version__
+from tui.bench.watch import load_kind
 from tui.files import read_text_file
 from tui.http_read import fetch
 from tui.load.client import Target
 from tui.load.discover import ServerInfo
 from tui.load.records import RequestRecord
-from tui.untrusted import Redactor, one_line, url_password, visible
+from tui.untrusted import Redactor, count, one_line, url_password, visible
 
 FORMAT = "tokentop-run"
 VERSION = 1
@@ -65,6 +66,22 @@ def model_facts(target: Target, info: ServerInfo, timeout: float = 5.0) -> dict[
     except (httpx.HTTPError, ValueError, AttributeError, TypeError):
         pass  # the run is still worth its file without them
     return facts
+
+
+def model_context(target: Target, info: ServerInfo, timeout: float = 5.0) -> int | None:
+    """The most tokens a request may hold, prompt and answer: llama.cpp's per-slot n_ctx, vLLM's max_model_len."""
+    try:
+        with httpx.Client(timeout=timeout, headers=target.headers()) as client:
+            if info.kind == "llama.cpp":
+                settings = fetch(client, target.url + "/props").json().get("default_generation_settings") or {}
+                return count(settings.get("n_ctx"))
+            if info.api != "ollama":
+                listed = fetch(client, target.url + "/v1/models").json().get("data") or []
+                entry = next((m for m in listed if isinstance(m, dict) and m.get("id") == info.model), {})
+                return count(entry.get("max_model_len"))
+    except (httpx.HTTPError, ValueError, AttributeError, TypeError):
+        pass
+    return None  # ollama's depends on num_ctx: not cut
 
 
 def _scalars(obj: dict[str, Any], redact: Redactor) -> dict[str, Any]:
@@ -150,7 +167,7 @@ def _cell_problem(row: Any, figures: Sequence[str]) -> str | None:
     words = row.get("words")
     if not (_number(words) and words >= 0):
         return f"words is {_shown_value(words)}, not a number of 0 or more"
-    load = "rate" if "rate" in row else "concurrency"
+    load = load_kind(row)
     if not (_number(row.get(load)) and (row[load] > 0 if load == "rate" else row[load] >= 0)):
         return f"{load} is {_shown_value(row.get(load))}, not a number {'over 0' if load == 'rate' else 'of 0 or more'}"
     for figure in figures:

@@ -18,9 +18,17 @@ from tui.probes.server import ServerProbe
 Cell = tuple[float, int]  # (load, words): the load is a concurrency, or a rate in an open loop
 
 
+def load_kind(row: dict[str, Any]) -> str:
+    """What a row's load is: "rate" (an open loop, a trace's at its mean), "users" or "concurrency"."""
+    return "rate" if "rate" in row else "users" if "users" in row else "concurrency"
+
+
 def load_of(row: dict[str, Any]) -> float:
-    """A row's load: its rate in an open loop, else its concurrency."""
-    return row["rate"] if "rate" in row else row["concurrency"]
+    """A row's load: its rate in an open loop, its users, else its concurrency."""
+    return row[load_kind(row)]
+
+
+LOAD_LABELS = {"rate": "rate (requests/s)", "users": "users in conversations", "concurrency": "concurrent streams"}
 
 
 @dataclass

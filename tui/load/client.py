@@ -233,6 +233,8 @@ def _apply(record: RequestRecord, event, t: int) -> bool:
     # "" for a token that ends inside a UTF-8 character (an emoji's first bytes). A finishing chunk's count
     # is the total, not a rise.
     counted = event.tokens_so_far is not None and event.tokens_so_far > before and event.done_reason is None
+    if event.content and record.answer_parts is not None:  # a conversation: the next turn resends it
+        record.answer_parts.append(event.content)
     if event.content or event.reasoning or counted:
         if record.first_token_ns is None:
             record.first_token_ns = t

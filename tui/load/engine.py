@@ -19,20 +19,28 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
+import random
 import threading
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from tui.load.client import Target, make_client, stream_once
+from tui.load.client import Target, make_client
 from tui.load.finished import Finished
 from tui.load.open_loop import OPEN_BASE, OpenLoop, until
 from tui.load.records import NS, RequestRecord
-from tui.load.request_maker import RequestMaker
+from tui.load.request_maker import Conversation, RequestMaker
+from tui.load.sending import gives_up, send
 from tui.load.selfcost import CostMonitor
+from tui.load.phase_state import PhaseState
 from tui.load.settings import LoadSettings, share
 from tui.load.snapshot import PhaseStatus, Snapshot
 from tui.load.views import BACKLOG_EVERY_S, Board
+
+if TYPE_CHECKING:
+    from tui.load.trace import Trace, TraceRequest
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +62,17 @@ class LoadEngine:
         worker: int = 0,
         workers: int = 1,
         prompts: Sequence[str] | None = None,
+        conversations: Sequence[tuple[str, ...]] | None = None,
+        trace: Trace | None = None,
     ) -> None:
         """`worker` of `workers`: this engine runs the streams i with i % workers == worker (tui/load/pool.py).
 
         `out_path` and `keep_records`: see tui/load/finished.py. `prompts` (from --prompts FILE): sent in turn instead of the mode's prompt, unless synthetic prompts
-        (settings.input_words) are asked for."""
+        (settings.input_words) are asked for; `conversations`: the file's human turns, for users in conversations.
+        `trace`: what settings.replay sends, at its own times."""
         self.target = target
-        self._maker = RequestMaker(prompts, worker, workers)
+        self._maker = RequestMaker(prompts, worker, workers, conversations, trace)
+        self._sessions = itertools.count()  # conversations begun here (their ids interleave across the workers)
         self._worker, self._workers_n = worker, workers
         self._settings = self._live = (settings or LoadSettings()).validated()  # _live: as the loop applied them
         self._settings_lock = threading.Lock()
@@ -75,13 +87,9 @@ class LoadEngine:
         self._workers: dict[int, asyncio.Task] = {}  # the running streams and open-loop requests, by key
         self._cost = CostMonitor(window_s)
         # the phase
-        self._phase = 0  # the settings version that began it
-        self._phase_began_ns = 0
-        self._phase_sent: dict[int, int] = {}  # closed loop: requests each stream has sent in the phase
-        self._phase_done = False
-        self._phase_ended = threading.Event()  # set with _phase_done, for status(wait_s)
-        self._phase_cost = None
-        self._open = OpenLoop(self._open_request, self._workers, worker, workers, on_idle=self._check_done)
+        self._phase = PhaseState()
+        self._open = OpenLoop(self._open_request, self._workers, worker, workers, on_idle=self._check_done,
+                              trace=trace)
 
     # --- lifecycle (any thread) -------------------------------------------------------------
     def start(self, running: bool = True) -> None:
@@ -173,9 +181,10 @@ class LoadEngine:
     def status(self, wait_s: float = 0.0) -> PhaseStatus:
         """How far the phase has got; with `wait_s`, once it is done or that long has passed, whichever is first."""
         if wait_s > 0:
-            self._phase_ended.wait(wait_s)
-        return PhaseStatus(phase=self._phase, done=self._phase_done, completed=self._finished.completed,
-                           cost=self._phase_cost, unsent=self._open.phase_unsent,
+            self._phase.ended.wait(wait_s)
+        phase = self._phase
+        return PhaseStatus(phase=phase.number, done=phase.done, completed=self._finished.completed,
+                           cost=phase.cost, unsent=self._open.phase_unsent,
                            record_error=self._finished.write_error)
 
     def snapshot(self) -> Snapshot:
@@ -213,10 +222,7 @@ class LoadEngine:
         self._reconcile()
 
     def _begin_phase(self, settings: LoadSettings, version: int) -> None:
-        self._phase, self._phase_began_ns = version, time.perf_counter_ns()
-        self._phase_sent.clear()
-        self._phase_done, self._phase_cost = False, None
-        self._phase_ended.clear()
+        self._phase.begin(version)
         self._open.new_phase()
         self._cost.mark()
         self._maker.begin(settings, version)
@@ -228,21 +234,18 @@ class LoadEngine:
         self._reconcile()
 
     def _target(self) -> int:
-        if not self._running or self._stopping or self._live.rate is not None:
+        """How many streams (or users) this worker runs now."""
+        s = self._live
+        if not self._running or self._stopping or s.open_loop:
             return 0
-        return share(self._live.concurrency, self._worker, self._workers_n)
+        return share(s.users if s.users is not None else s.concurrency, self._worker, self._workers_n)
+
 
     def _start_ns(self) -> int:
-        return self._live.start_ns or self._phase_began_ns
-
-    def _past_deadline(self) -> bool:
-        duration = self._live.duration_s
-        return duration is not None and time.perf_counter_ns() >= self._start_ns() + int(duration * NS)
+        return self._phase.start_ns(self._live)
 
     def _exhausted(self, index: int) -> bool:
-        """This stream has sent all the phase asks of it."""
-        limit = self._live.requests_per_stream
-        return (limit is not None and self._phase_sent.get(index, 0) >= limit) or self._past_deadline()
+        return self._phase.exhausted(self._live, index)
 
     def _reconcile(self) -> None:
         target = self._target()
@@ -253,27 +256,27 @@ class LoadEngine:
             for index, task in list(self._workers.items()):
                 if target <= index < OPEN_BASE:
                     task.cancel()
-        self._open.reconcile(self._live, self._running and not self._stopping, self._phase, self._start_ns())
+        self._open.reconcile(self._live, self._running and not self._stopping, self._phase.number, self._start_ns())
         self._check_done()
 
     def _check_done(self) -> None:
         """A phase with an end is done once nothing more will be sent and its requests have finished."""
-        if self._phase_done or not self._live.bounded or any(index < OPEN_BASE for index in self._workers):
+        if self._phase.done or not self._live.bounded or any(index < OPEN_BASE for index in self._workers):
             return
-        if not self._open.idle:
-            return
-        self._phase_done, self._phase_cost = True, self._cost.phase_cost()
-        self._phase_ended.set()
+        if self._open.idle:
+            self._phase.end(self._cost.phase_cost())
 
     # --- the closed loop ------------------------------------------------------------------------
     async def _stream(self, index: int) -> None:
+        stream = index * self._workers_n + self._worker
         try:
-            await until(self._start_ns())
+            await until(self._phase.ramped_start_ns(self._live, stream))
             while index < self._target() and not self._exhausted(index):
-                k = self._phase_sent.get(index, 0)
-                self._phase_sent[index] = k + 1
-                record = await self._guarded(index, index * self._workers_n + self._worker, k)
-                if record.error_kind and not self._exhausted(index):
+                if self._live.users is not None:
+                    record = await self._converse(index, stream)
+                else:
+                    record = await self._guarded(index, stream, self._phase.count_sent(index))
+                if record is not None and record.error_kind and not self._exhausted(index):
                     await self._back_off(record)
         except asyncio.CancelledError:
             pass
@@ -282,18 +285,45 @@ class LoadEngine:
             self._board.gone(index)
             self._check_done()
 
+    async def _converse(self, index: int, stream: int) -> RequestRecord | None:
+        """A user's conversation: each turn sent with the history, after a pause to think; ends early on an error,
+        a lower user count or the phase's end. Its last request, or None if it sent none."""
+        s = self._live
+        session = next(self._sessions) * self._workers_n + self._worker
+        rng = random.Random(f"{s.seed}:session:{self._phase.number}:{session}")
+        talk = self._maker.conversation(s, session, rng)
+        record = None
+        for turn in range(talk.turns):
+            if turn:
+                self._board.thinking.add(index)
+                try:
+                    await asyncio.sleep(s.think_s if s.think == "fixed" else rng.expovariate(1 / s.think_s)
+                                        if s.think_s else 0)
+                finally:
+                    self._board.thinking.discard(index)
+            if index >= self._target() or self._exhausted(index):
+                break
+            last = turn == talk.turns - 1
+            record = await self._guarded(index, stream, self._phase.count_sent(index), talk=talk, last_turn=last)
+            if not record.ok:
+                break
+            talk.history.append((talk.prompt, "".join(record.answer_parts or ())))
+            record.answer_parts = None  # the history holds it now
+        return record
+
     async def _back_off(self, record: RequestRecord) -> None:
         """After a failure: a second, or what the server's Retry-After asked, but never past the phase's end."""
         pause = min(MAX_BACKOFF_S, max(ERROR_BACKOFF_S, record.retry_after_s or 0))
-        if self._live.duration_s is not None:
-            left = (self._start_ns() + int(self._live.duration_s * NS) - time.perf_counter_ns()) / NS
-            pause = min(pause, max(0.0, left))
+        deadline = self._phase.deadline_ns(self._live)
+        if deadline is not None:
+            pause = min(pause, max(0.0, (deadline - time.perf_counter_ns()) / NS))
         await asyncio.sleep(pause)
 
     # --- the open loop (tui/load/open_loop.py) -----------------------------------------------------
-    async def _open_request(self, key: int, stream: int, k: int, planned: int, held: bool) -> None:
+    async def _open_request(self, key: int, stream: int, k: int, planned: int, held: bool,
+                            item: TraceRequest | None) -> None:
         try:
-            await self._guarded(key, stream, k, planned=planned, held=held)
+            await self._guarded(key, stream, k, planned=planned, held=held, item=item)
         finally:
             self._board.gone(key)
 
@@ -303,17 +333,20 @@ class LoadEngine:
             await asyncio.sleep(BACKLOG_EVERY_S)
 
     # --- one request --------------------------------------------------------------------------------
-    async def _guarded(self, index: int, stream: int, k: int, planned: int | None = None,
-                       held: bool = False) -> RequestRecord:
+    async def _guarded(self, index: int, stream: int, k: int, planned: int | None = None, held: bool = False,
+                       talk: Conversation | None = None, item: TraceRequest | None = None,
+                       last_turn: bool = False) -> RequestRecord:
         """One request; a bug of ours becomes an error record and a log line, and the load goes on."""
         s, target = self._live, self.target  # read once: another thread may change them
         open_loop = index >= OPEN_BASE
         record = None
         try:
-            record, spec = self._maker.make(target, s, stream, k, open_loop)
+            record, spec = self._maker.make(target, s, stream, k, open_loop, talk, item)
             record.planned_ns, record.held_back = planned, held
             self._board.started(index, record)
-            await stream_once(self._client, target, spec, record)
+            await send(self._client, target, spec, record, s, gives_up(s, self._phase.number, stream, k),
+                       self._start_ns())
+            record.ends_session = last_turn and record.ok
         except asyncio.CancelledError:  # stopped, or a surplus stream cancelled on purpose: data too
             if record is not None:
                 self._finish(index, record)

@@ -18,7 +18,7 @@ class Finished:
         self._records: list[RequestRecord] = []
         self._lock = threading.Lock()
         self.completed = self._dropped = self._taken = 0  # finished; no longer kept; handed out by new_records
-        self.errors = self.truncated = self.cold_starts = 0
+        self.errors = self.truncated = self.cold_starts = self.sessions_done = 0
         self.recent: deque[RequestRecord] = deque(maxlen=256)  # for the snapshot's TTFT and queue figures
         self.write_error: str | None = None  # why --out stopped being written, if it did
 
@@ -34,6 +34,7 @@ class Finished:
         self.errors += record.error_kind is not None
         self.truncated += record.truncated
         self.cold_starts += record.cold_start
+        self.sessions_done += record.ends_session
         if self._writer is not None:
             try:
                 self._writer.write(record)

@@ -13,7 +13,7 @@ import math
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tui.load.client import Target
 from tui.load.process import EngineProcess
@@ -22,6 +22,9 @@ from tui.load.selfcost import ClientCost
 from tui.load.settings import LoadSettings
 from tui.load.snapshot import STREAMING, PhaseStatus, Snapshot
 from tui.load.stats import mean, percentile
+
+if TYPE_CHECKING:
+    from tui.load.trace import Trace
 
 STREAMS_PER_WORKER = 256  # what one worker holds on one core with room to spare (README, Performance)
 
@@ -90,7 +93,8 @@ class EnginePool:
 
     def __init__(self, target: Target, settings: LoadSettings | None = None, *, workers: int,
                  out_path: str | None = None, read_timeout: float = 600.0, keep_records: int | None = None,
-                 prompts: list[str] | None = None) -> None:
+                 prompts: list[str] | None = None, conversations: list[tuple[str, ...]] | None = None,
+                 trace: Trace | None = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be 1 or more, not {workers}")
         self.target = target
@@ -98,7 +102,8 @@ class EnginePool:
         self._workers = workers
         keep = math.ceil(keep_records / workers) if keep_records else None
         self._engines = [EngineProcess(target, self._settings, out_path=out_path, read_timeout=read_timeout,
-                                       keep_records=keep, worker=k, workers=workers, prompts=prompts)
+                                       keep_records=keep, worker=k, workers=workers, prompts=prompts,
+                                       conversations=conversations, trace=trace)
                          for k in range(workers)]
 
     def start(self, running: bool = True) -> None:

@@ -17,7 +17,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tui.load.client import Target
 from tui.load.contract import (
@@ -39,18 +39,22 @@ from tui.load.records import RequestRecord
 from tui.load.settings import GIL_SWITCH_S, LoadSettings
 from tui.load.snapshot import PhaseStatus, Snapshot
 
+if TYPE_CHECKING:
+    from tui.load.trace import Trace
+
 REPLY_TIMEOUT_S = 2.0
 ASK_AGAIN_S = 0.02  # status(wait_s) asks a child engine this often
 FINAL = -1  # the number of the last answer, (the records kept, those not yet taken), sent as the process stops
 
 
 def _serve(conn, target: Target, settings: LoadSettings, out_path: str | None, read_timeout: float,
-           keep_records: int | None, worker: int, workers: int, prompts: list[str] | None) -> None:
+           keep_records: int | None, worker: int, workers: int, prompts: list[str] | None,
+           conversations: list[tuple[str, ...]] | None, trace: Trace | None) -> None:
     """The engine process: apply commands from the pipe until Stop or the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal reaches the whole group: the parent stops us
     sys.setswitchinterval(GIL_SWITCH_S)
     engine = LoadEngine(target, settings, read_timeout=read_timeout, out_path=out_path, keep_records=keep_records,
-                        worker=worker, workers=workers, prompts=prompts)
+                        worker=worker, workers=workers, prompts=prompts, conversations=conversations, trace=trace)
     engine.start(running=False)
     # Every Update the sender made comes here in order and was checked there: the engine's count of them,
     # which its snapshots and phases carry, is the sender's.
@@ -100,9 +104,10 @@ class EngineProcess:
 
     def __init__(self, target: Target, settings: LoadSettings | None = None, *, out_path: str | None = None,
                  read_timeout: float = 600.0, keep_records: int | None = None, worker: int = 0,
-                 workers: int = 1, prompts: list[str] | None = None) -> None:
+                 workers: int = 1, prompts: list[str] | None = None, conversations: list[tuple[str, ...]] | None = None,
+                 trace: Trace | None = None) -> None:
         self.target = target
-        self._prompts = prompts
+        self._inputs = (prompts, conversations, trace)  # handed to the child once, as it starts
         self._layout = (worker, workers)  # which share of the streams it runs (tui/load/pool.py)
         self._settings = (settings or LoadSettings()).validated()
         self._out_path, self._read_timeout, self._keep_records = out_path, read_timeout, keep_records
@@ -122,7 +127,7 @@ class EngineProcess:
         self._conn, child = context.Pipe()
         self._process = context.Process(target=_serve, name="tokentop-engine", daemon=True,
                                         args=(child, self.target, self._settings, self._out_path, self._read_timeout,
-                                              self._keep_records, *self._layout, self._prompts))
+                                              self._keep_records, *self._layout, *self._inputs))
         # multiprocessing hands its helper our stderr's file descriptor; a TUI replaces sys.stderr with
         # an object that has none (Textual's fileno() is -1), so lend it the real one while it starts.
         stderr, sys.stderr = sys.stderr, sys.__stderr__

@@ -51,6 +51,14 @@ class RequestRecord:
     rate: float | None = None  # open loop: the arrival rate (requests/s) of its cell; None in a closed loop
     planned_ns: int | None = None  # open loop: when its arrival was due (send_ns is later if it was held back)
     held_back: bool = False  # open loop: waited at the client for room under the in-flight ceiling
+    warmup: bool = False  # sent in the warm-up: kept, and left out of every figure
+    cancelled_by_plan: bool = False  # closed by the client on purpose (--cancel-share): not an error
+    users: int | None = None  # users in conversations: how many in its cell
+    session: int | None = None  # its conversation, and its turn in it (1, 2, …)
+    turn: int | None = None
+    ends_session: bool = False  # the conversation's last turn, answered: the user is done
+    trace_index: int | None = None  # a trace's request: its place in the trace
+    answer_parts: list[str] | None = field(default=None, repr=False, compare=False)  # kept for the next turn only
 
     # --- state -----------------------------------------------------------------------------
     @property
@@ -59,7 +67,8 @@ class RequestRecord:
 
     @property
     def ok(self) -> bool:
-        return self.finished and self.error_kind is None
+        """Finished as asked: no error, and not closed on purpose before its end."""
+        return self.finished and self.error_kind is None and not self.cancelled_by_plan
 
     # --- tokens ------------------------------------------------------------------------------
     @property
@@ -236,6 +245,13 @@ class RequestRecord:
             "rate": self.rate,
             "planned_ns": self.planned_ns,
             "held_back": self.held_back,
+            "warmup": self.warmup,
+            "cancelled_by_plan": self.cancelled_by_plan,
+            "users": self.users,
+            "session": self.session,
+            "turn": self.turn,
+            "ends_session": self.ends_session,
+            "trace_index": self.trace_index,
             "chunk_offsets_ms": [round((t - self.send_ns) / 1e6, 3) for t in self.chunk_ns],
             "chunk_tokens": self.chunk_tokens if len(self.chunk_tokens) == len(self.chunk_ns) else None,
         }
@@ -259,7 +275,9 @@ class RequestRecord:
             retried=obj.get("retried", False), response_id=obj.get("response_id"),
             streamed=obj.get("streamed", True), retry_after_s=obj.get("retry_after_s"),
             forced_length=obj.get("forced_length", False), rate=obj.get("rate"), planned_ns=obj.get("planned_ns"),
-            held_back=obj.get("held_back", False),
+            held_back=obj.get("held_back", False), warmup=obj.get("warmup", False),
+            cancelled_by_plan=obj.get("cancelled_by_plan", False), users=obj.get("users"), session=obj.get("session"),
+            turn=obj.get("turn"), ends_session=obj.get("ends_session", False), trace_index=obj.get("trace_index"),
         )
         if e2e is not None and record.end_ns is not None and chunks:
             record.end_ns = max(record.end_ns, chunks[-1])  # both are rounded to 1 µs

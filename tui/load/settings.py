@@ -19,13 +19,33 @@ CONCURRENCY_STOPS = (*range(17), 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 12
                      320, 384, 448, 512, 640, 768, 896, 1024)
 MAX_RATE = 10_000.0  # requests/s: more than any one client machine sends
 GIL_SWITCH_S = 0.0005  # a process that sends takes the GIL back from its other threads within 0.5 ms
-ARRIVALS = ("poisson", "constant")
+ARRIVALS = ("poisson", "constant", "gamma")
+THINKS = ("exponential", "fixed")
+MAX_USERS = 10_000  # users in conversations: most of them think, so they hold no connection
+MAX_TURNS = 1_000
+# The app's users slider: every count up to 10, then steps that feel even on a log scale.
+USER_STOPS = (*range(1, 11), 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 1500, 2000, 3000, 5000, 7000,
+              10_000)
 
 
-def arrivals(kind: str, rate: float, rng: random.Random) -> Iterator[float]:
-    """Seconds between arrivals: exponential gaps (Poisson arrivals) or equal ones."""
+def arrivals(kind: str, rate: float, rng: random.Random, burstiness: float = 1.0) -> Iterator[float]:
+    """Seconds between arrivals: exponential gaps (Poisson arrivals), equal ones, or gamma gaps of shape
+    `burstiness` and mean 1/rate (vllm bench serve's --burstiness: 1 is Poisson, below 1 burstier)."""
     while True:
-        yield rng.expovariate(rate) if kind == "poisson" else 1 / rate
+        if kind == "poisson":
+            yield rng.expovariate(rate)
+        elif kind == "gamma":
+            yield rng.gammavariate(burstiness, 1 / (rate * burstiness))
+        else:
+            yield 1 / rate
+
+
+def ramped(t_s: float, ramp_s: float | None) -> float:
+    """Real seconds from the start for `t_s` seconds of arrivals at the full rate, when the rate rises linearly
+    from nothing over `ramp_s` seconds: the arrivals' own clock, Λ(t) = t²/2R, turned back into time."""
+    if not ramp_s:
+        return t_s
+    return math.sqrt(2 * ramp_s * t_s) if t_s < ramp_s / 2 else t_s + ramp_s / 2
 
 
 def first_arrival_ns(kind: str, rate: float, worker: int) -> int:
@@ -56,11 +76,29 @@ class LoadSettings:
     duration_s: float | None = None  # nothing new is sent this long after the start; then the phase drains
     start_ns: int | None = None  # when the first requests go (perf_counter_ns: one clock in every process)
     round: int = 0  # written into each record (the bench's --rounds)
+    # How the load arrives and leaves
+    burstiness: float = 1.0  # --arrival gamma: the gaps' gamma shape
+    ramp_s: float | None = None  # the load (streams, rate or users) rises linearly from nothing over this long
+    warmup_s: float | None = None  # requests sent this long after the phase's start are marked warmup
+    cancel_share: float = 0.0  # a share of the requests that the client closes on purpose (seeded) …
+    cancel_after_s: float = 1.0  # … this long after it sent them
+    # Users in conversations: each turn resends the history, after a pause to think
+    users: int | None = None  # this many users instead of streams or a rate
+    turns: tuple[int, int] = (1, 1)  # each conversation's turns, drawn between these
+    think_s: float = 0.0  # the mean pause between an answer and the next turn
+    think: str = "exponential"
+    replay: bool = False  # the engine's trace at its own times (an open loop) instead of a rate
+    calibration: tuple[float, float] | None = None  # (tokens a word, template tokens) as this server counts them
 
     @property
     def bounded(self) -> bool:
-        """The phase ends by itself (a request count or a duration), then drains."""
-        return self.requests_per_stream is not None or self.duration_s is not None
+        """The phase ends by itself (a request count, a duration, the trace's end), then drains."""
+        return self.requests_per_stream is not None or self.duration_s is not None or self.replay
+
+    @property
+    def open_loop(self) -> bool:
+        """Requests sent at planned times (a rate or a trace), not by streams or users."""
+        return self.replay or (self.rate is not None and self.users is None)
 
     def validated(self) -> LoadSettings:
         """Self, or ValueError naming the flag that sets the bad value (the app and the bench say it as it is)."""
@@ -93,6 +131,29 @@ class LoadSettings:
             raise ValueError(f"a phase's requests per stream must be 1 or more, not {self.requests_per_stream}")
         if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
             raise ValueError(f"--duration must be a number of seconds more than 0, not {self.duration_s}")
+        return self._shape_checked()
+
+    def _shape_checked(self) -> LoadSettings:
+        def seconds(value: float | None, flag: str, zero: bool = False) -> None:
+            if value is not None and not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
+                more = "0 or more" if zero else "more than 0"
+                raise ValueError(f"{flag} must be a number of seconds {more}, not {value}")
+
+        if not (math.isfinite(self.burstiness) and 0 < self.burstiness <= 100):
+            raise ValueError(f"--burstiness must be a number more than 0 and up to 100, not {self.burstiness}")
+        seconds(self.ramp_s, "--ramp")
+        seconds(self.warmup_s, "--warmup")
+        seconds(self.cancel_after_s, "--cancel-after")
+        seconds(self.think_s, "--think-time", zero=True)
+        if not (math.isfinite(self.cancel_share) and 0 <= self.cancel_share <= 1):
+            raise ValueError(f"--cancel-share must be a share from 0 to 1, not {self.cancel_share}")
+        if self.users is not None and not 1 <= self.users <= MAX_USERS:
+            raise ValueError(f"--users must be 1 to {MAX_USERS:,}, not {self.users}")
+        low, high = self.turns
+        if not 1 <= low <= high <= MAX_TURNS:
+            raise ValueError(f"--turns must be 1 to {MAX_TURNS}, or a range like 2-8, not {low}-{high}")
+        if self.think not in THINKS:
+            raise ValueError(f"unknown --think {self.think!r} (choose from: {', '.join(THINKS)})")
         return self
 
 

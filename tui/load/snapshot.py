@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from tui.load.selfcost import ClientCost
 from tui.load.settings import LoadSettings
 
-WAITING, STREAMING, DONE, ERROR = "waiting", "streaming", "done", "error"
+WAITING, STREAMING, DONE, ERROR, THINKING = "waiting", "streaming", "done", "error", "thinking"
 QUEUED_AFTER_S = 0.3  # waiting this long with others streaming is taken as queueing, not prefill
 
 
@@ -57,6 +57,8 @@ class Snapshot:
     held_total: int = 0
     unsent: int = 0
     backlog_growth_rps: float | None = None  # slope of (sent, no first token yet) over the last 10 s
+    thinking: int = 0  # users in conversations between an answer and their next turn
+    sessions_done: int = 0  # conversations that ended
 
     @property
     def queued(self) -> int:

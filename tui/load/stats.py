@@ -77,7 +77,8 @@ def cell_row(concurrency: int | None, words: int, records: Sequence[RequestRecor
         "words": words,
         "requests": len(records),
         "ok": len(ok),
-        "errors": len(records) - len(ok),
+        "errors": sum(1 for r in records if r.error_kind),
+        "cancelled_by_plan": sum(1 for r in records if r.cancelled_by_plan),
         "avg_tokens": avg_tokens,
         "avg_time_s": avg_time,
         "avg_speed_tps": avg_tokens / avg_time if avg_tokens and avg_time else None,
@@ -93,7 +94,8 @@ def cell_row(concurrency: int | None, words: int, records: Sequence[RequestRecor
         "tokens_source": tokens_source(ok),
         "error_kinds": sorted({r.error_kind for r in records if r.error_kind}),
         **latencies(records, ok, slo),
-        **({} if rate is None else open_loop(rate, records)),
+        **({} if rate is None else {**open_loop(rate, records), **send_lag(records)}),
+        **(conversations(records) if any(r.session is not None for r in records) else {}),
     }
 
 
@@ -174,3 +176,26 @@ def open_loop(rate: float, records: Sequence[RequestRecord], points: int = 21) -
         "backlog_end": max(ends) if ends else None,
         "backlog_growth_rps": mean(slopes),
     }
+
+
+def conversations(records: Sequence[RequestRecord]) -> dict[str, Any]:
+    """Users in conversations: TTFT by turn (does the first token slow as the history grows?), and the
+    conversations that ended per second of wall time."""
+    by_turn: dict[int, list[float]] = {}
+    for r in records:
+        if r.ok and r.turn is not None and r.ttft_s is not None:
+            by_turn.setdefault(r.turn, []).append(r.ttft_s)
+    wall = wall_s(records)
+    done = sum(1 for r in records if r.ends_session)
+    return {
+        "ttft_by_turn": {turn: {"n": len(v), "p50": percentile(v, 50), "p99": percentile(v, 99)}
+                         for turn, v in sorted(by_turn.items())},
+        "sessions_done": done,
+        "sessions_rps": done / wall if wall > 0 else None,
+    }
+
+
+def send_lag(records: Sequence[RequestRecord]) -> dict[str, Any]:
+    """An open loop's sends against its plan: how late each went (held back under --max-inflight included)."""
+    lags = [(r.send_ns - r.planned_ns) / NS for r in records if r.planned_ns is not None and r.send_ns]
+    return {"send_lag_p50_s": percentile(lags, 50), "send_lag_p99_s": percentile(lags, 99)}

@@ -15,7 +15,7 @@ from tui.load.open_loop import OpenLoop
 from tui.load.records import NS, RequestRecord
 from tui.load.selfcost import ClientCost
 from tui.load.settings import LoadSettings
-from tui.load.snapshot import DONE, ERROR, STREAMING, WAITING, Snapshot, StreamView
+from tui.load.snapshot import DONE, ERROR, STREAMING, THINKING, WAITING, Snapshot, StreamView
 from tui.load.stats import mean, percentile, slope
 
 
@@ -34,10 +34,11 @@ def window_chunks(current: Iterable[RequestRecord], recent: Iterable[RequestReco
                        if id(r) not in ids and r.end_ns and r.end_ns >= since_ns)
 
 
-def stream_view(record: RequestRecord, now: int, since: int, requests_done: int, note: str | None) -> StreamView:
+def stream_view(record: RequestRecord, now: int, since: int, requests_done: int, note: str | None,
+                thinking: bool = False) -> StreamView:
     first, end = record.first_token_ns, record.end_ns
     if end is not None:
-        state = ERROR if record.error_kind else DONE
+        state = ERROR if record.error_kind else THINKING if thinking else DONE
     else:
         state = WAITING if first is None else STREAMING
     live = 0.0
@@ -75,6 +76,7 @@ class Board:
         self.window_ns = window_ns
         self.running_since_ns = 0  # the rates count from a resume, not from before a pause
         self.current: dict[int, RequestRecord] = {}  # by the engine's key: stream index or open-loop request
+        self.thinking: set[int] = set()  # users between an answer and their next turn
         self._done_count: dict[int, int] = {}
         self._last_note: dict[int, str | None] = {}
         self._ended_ns: deque[int] = deque()  # when requests ended, within the rate window
@@ -108,8 +110,9 @@ class Board:
         now = time.perf_counter_ns()
         since = max(now - self.window_ns, self.running_since_ns)  # after a resume, only since then
         current = sorted(list(self.current.items()))
-        views = tuple(stream_view(record, now, since, self._done_count.get(key, 0), self._last_note.get(key))
-                      for key, record in current)
+        thinking = self.thinking
+        views = tuple(stream_view(record, now, since, self._done_count.get(key, 0), self._last_note.get(key),
+                                  key in thinking) for key, record in current)
         recent = list(finished.recent)
         streaming = [v for v in views if v.state == STREAMING]
         ttfts = [r.ttft_s for r in recent if r.ttft_s is not None]
@@ -143,4 +146,6 @@ class Board:
             held_total=open_loop.held_total,
             unsent=open_loop.unsent,
             backlog_growth_rps=trend,
+            thinking=sum(1 for v in views if v.state == THINKING),
+            sessions_done=finished.sessions_done,
         )

@@ -262,6 +262,7 @@ class RequestSpec:
     seed: int | None = None
     num_ctx: int | None = None  # ollama only
     force_length: bool = False  # exactly max_tokens: ignore_eos + min_tokens (not ollama: it has no such option)
+    history: tuple[tuple[str, str], ...] = ()  # a conversation's earlier turns: (the user's prompt, the answer)
 
 
 def chat_path(api: str) -> str:
@@ -269,7 +270,9 @@ def chat_path(api: str) -> str:
 
 
 def chat_body(api: str, spec: RequestSpec, usage_per_chunk: bool = False) -> dict[str, Any]:
-    messages = [{"role": "user", "content": spec.prompt}]
+    messages = [message for prompt, answer in spec.history
+                for message in ({"role": "user", "content": prompt}, {"role": "assistant", "content": answer})]
+    messages.append({"role": "user", "content": spec.prompt})
     if api == OLLAMA:
         options: dict[str, Any] = {}
         if spec.max_tokens is not None:
