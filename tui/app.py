@@ -74,6 +74,7 @@ class TokentopApp(App):
         Binding("plus,equals_sign", "load(1)", "load", key_display="+"),
         Binding("minus", "load(-1)", "", show=False),
         Binding("r", "shape", "rate"),
+        Binding("u", "users", "users"),
         Binding("right_square_bracket", "words(1)", "words", key_display="]"),
         Binding("left_square_bracket", "words(-1)", "", show=False),
         Binding("f", "find_capacity", "capacity"),
@@ -99,6 +100,7 @@ class TokentopApp(App):
         self.fleet: FleetSample | None = None
         self.prompt_label = prompt_label
         self.last_rate = engine.settings.rate or 1.0  # what `r` goes back to
+        self.last_users = engine.settings.users or 10  # what `u` goes back to
         self.engine, self.info = engine, info
         self.read_gpu, self.read_host, self.read_server = read_gpu, read_host, read_server
         self.notice = notice  # a line kept under the header (why the demo is simulated, and the fix)
@@ -125,7 +127,8 @@ class TokentopApp(App):
             yield GpuPane(id="gpu")
             yield HostPane(id="host")
         yield LoadPane(s.concurrency, s.words, s.mode, s.output_tokens or s.max_tokens, s.output_tokens is not None,
-                       rate=s.rate, prompt_label=self.prompt_label, on_slider=self.slider_moved, id="load")
+                       rate=s.rate, users=s.users, prompt_label=self.prompt_label, on_slider=self.slider_moved,
+                       id="load")
         yield Footer()
         yield Palette()
 
@@ -258,22 +261,34 @@ class TokentopApp(App):
 
     # --- steering: each goes to the engine once, here --------------------------------------------------
     def slider_moved(self, name: str, value: float) -> None:
+        settings = self.engine.settings
         if name == "rate":
-            if self.engine.settings.rate is None:
+            if settings.rate is None:
                 return  # the hidden rate slider of a closed loop
             self.last_rate = value
             self.engine.update(rate=value)
+        elif name == "users":
+            if settings.users is None:
+                return  # the hidden users slider
+            self.last_users = int(value)
+            self.engine.update(users=int(value))
         else:
             self.engine.update(**{name: int(value)})
 
     def action_load(self, delta: int) -> None:
         """+/-: one step of whichever slider drives the load (concurrency, or the open loop's rate)."""
-        which = "#concurrency" if self.engine.settings.rate is None else "#rate"
+        settings = self.engine.settings
+        which = "#users" if settings.users is not None else "#rate" if settings.rate is not None else "#concurrency"
         self.query_one(which, Slider).index += delta
 
     def action_shape(self) -> None:
         """Switch between a closed loop (N streams) and an open loop (a request rate)."""
-        self.engine.update(rate=self.last_rate if self.engine.settings.rate is None else None)
+        self.engine.update(rate=self.last_rate if self.engine.settings.rate is None else None, users=None)
+        self._redraw_load()
+
+    def action_users(self) -> None:
+        """Switch between N streams (or a rate) and N users in conversations."""
+        self.engine.update(users=self.last_users if self.engine.settings.users is None else None, rate=None)
         self._redraw_load()
 
     def action_words(self, delta: int) -> None:

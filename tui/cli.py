@@ -64,7 +64,7 @@ def add_app_arguments(p: argparse.ArgumentParser) -> None:
     from tui.load.prompts import MODES, OUTPUT
 
     from tui.flags import add_server_arguments, add_workload_arguments
-    from tui.load.settings import MAX_CONCURRENCY
+    from tui.load.settings import MAX_CONCURRENCY, MAX_USERS
 
     add_server_arguments(p)
     add_workload_arguments(p)
@@ -73,6 +73,9 @@ def add_app_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=float, metavar="R",
                    help="start in the open loop: R requests/s sent at planned times whatever the server does"
                         " (the r key switches between concurrency and rate)")
+    p.add_argument("--users", type=int, metavar="N",
+                   help=f"start with N users in conversations, 1 to {MAX_USERS:,} (see --turns, --think-time; the u key"
+                        " switches to users and back)")
     p.add_argument("--words", type=int, default=100, help="words asked for in the story prompt (default 100)")
     p.add_argument("--mode", default=OUTPUT, choices=MODES,
                    help="output: 'tell a story in N words:'; input: title of a ~480-word text")
@@ -98,7 +101,8 @@ def _die(message: str) -> int:
 
 
 def run_app(args: argparse.Namespace) -> int:
-    from tui.flags import UsageError, check_prometheus_url, check_server_arguments, check_workload_arguments
+    from tui.flags import (UsageError, check_prometheus_url, check_server_arguments, check_workload_arguments,
+                           shape_settings)
     from tui.load.discover import DiscoveryError, discover
     from tui.load.settings import LoadSettings
     from tui.probes.prometheus import PrometheusError
@@ -109,6 +113,9 @@ def run_app(args: argparse.Namespace) -> int:
         check_server_arguments(args)
         check_prometheus_url(args.prometheus)
         slo, prompts = check_workload_arguments(args)
+        shape = shape_settings(args)
+        if sum(x is not None for x in (args.rate, args.users, args.trace)) > 1:
+            raise UsageError("start with one of --rate, --users and --trace")
     except UsageError as exc:
         return _die(str(exc))
     if not (math.isfinite(args.hold) and args.hold > 0):
@@ -120,8 +127,8 @@ def run_app(args: argparse.Namespace) -> int:
         max_tokens = DEMO_MAX_TOKENS  # the demo's tiny model rambles for a minute+; a cap keeps the queue moving
     try:
         settings = LoadSettings(concurrency=concurrency, words=args.words, mode=args.mode, max_tokens=max_tokens,
-                                output_tokens=args.output_tokens, rate=args.rate, arrival=args.arrival,
-                                max_inflight=args.max_inflight).validated()
+                                output_tokens=args.output_tokens, rate=args.rate, users=args.users,
+                                replay=args.trace is not None, max_inflight=args.max_inflight, **shape).validated()
     except ValueError as exc:
         return _die(str(exc))
     sim = server = app = None
@@ -144,8 +151,14 @@ def run_app(args: argparse.Namespace) -> int:
             sim = SimProcess().start()
             url = sim.url
         target, info = discover(url, args.api, args.model)
-        prompt_label = None
-        if args.input_tokens is not None:
+        prompt_label = trace = None
+        if args.trace is not None:
+            try:
+                trace, settings = app_trace(args, target, info, settings)
+            except ValueError as exc:  # a TraceError: the file and its line, in one line
+                return _die(str(exc))
+            prompt_label = f"trace {args.trace} ({len(trace.requests)} requests at their own times)"
+        elif args.input_tokens is not None:
             calibration = calibrate(target, 0, args.timeout)
             settings = dataclasses.replace(settings, input_words=calibration.words_for(args.input_tokens),
                                            shared_words=calibration.shared_words_for(args.shared_prefix or 0))
@@ -157,7 +170,8 @@ def run_app(args: argparse.Namespace) -> int:
             open(args.out, "w").close()  # fail here, in one line, not in the engine's process
         app = make_app(target, info, settings, autostart=args.autostart or args.demo, out_path=args.out,
                        read_timeout=args.timeout, workers=args.workers, notice=notice, prompts=prompts,
-                       prompt_label=prompt_label, slo=slo, hold_s=args.hold, fleet=fleet_probe(args.prometheus))
+                       prompt_label=prompt_label, slo=slo, hold_s=args.hold, fleet=fleet_probe(args.prometheus),
+                       trace=trace)
         signal.signal(signal.SIGTERM, lambda signum, frame: app.exit())  # quit as `q` does: files whole
         app.run()
         return app.return_code or 0
@@ -175,9 +189,21 @@ def run_app(args: argparse.Namespace) -> int:
             server.stop()
 
 
+def app_trace(args: argparse.Namespace, target, info, settings):
+    """--trace FILE for the app: read, scaled and cut to the model's context; the settings that replay it."""
+    from tui.bench.runfile import model_context
+    from tui.load.synthetic import calibrate
+    from tui.load.trace import load_trace
+
+    trace = load_trace(args.trace, time_scale=args.time_scale, token_scale=args.token_scale,
+                       max_requests=args.max_requests, context_tokens=model_context(target, info))
+    calibration = calibrate(target, 0, args.timeout)
+    return trace, dataclasses.replace(settings, calibration=(calibration.per_word, calibration.overhead))
+
+
 def make_app(target, info, settings, *, autostart: bool = False, out_path: str | None = None,
              read_timeout: float = 600.0, workers: int | None = None, engine=None, read_gpu=None,
-             read_host=None, read_server=None, prompts: list[str] | None = None, **app_options):
+             read_host=None, read_server=None, prompts: list[str] | None = None, trace=None, **app_options):
     """The app wired to a real engine (in its own process) and the real probes; the tests hand in their own."""
     from tui.app import TokentopApp
     from tui.load.settings import MAX_CONCURRENCY
@@ -189,7 +215,8 @@ def make_app(target, info, settings, *, autostart: bool = False, out_path: str |
 
     if engine is None:
         workers = workers or default_workers(MAX_CONCURRENCY)
-        options = dict(out_path=out_path, read_timeout=read_timeout, keep_records=APP_KEEP_RECORDS, prompts=prompts)
+        options = dict(out_path=out_path, read_timeout=read_timeout, keep_records=APP_KEEP_RECORDS, prompts=prompts,
+                       trace=trace)
         engine = (EnginePool(target, settings, workers=workers, **options) if workers > 1
                   else EngineProcess(target, settings, **options))
     if read_host is None:

@@ -20,7 +20,7 @@ from tui.load.process import EngineProcess
 from tui.load.records import RequestRecord
 from tui.load.selfcost import ClientCost
 from tui.load.settings import LoadSettings
-from tui.load.snapshot import STREAMING, PhaseStatus, Snapshot
+from tui.load.snapshot import PhaseStatus, Snapshot
 from tui.load.stats import mean, percentile
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ def default_workers(concurrency: int, cores: int | None = None) -> int:
 def merge(snaps: list[Snapshot], settings: LoadSettings) -> Snapshot:
     """One snapshot of the whole pool from each worker's."""
     streams = sorted((v for s in snaps for v in s.streams), key=lambda v: v.index)
-    streaming = [v for v in streams if v.state == STREAMING]
     ttfts = [t for s in snaps for t in s.recent_ttfts_s]
     costs = [s.client_cost for s in snaps if s.client_cost is not None]
     return Snapshot(
@@ -51,7 +50,7 @@ def merge(snaps: list[Snapshot], settings: LoadSettings) -> Snapshot:
         completed=sum(s.completed for s in snaps),
         errors=sum(s.errors for s in snaps),
         aggregate_tps=sum(s.aggregate_tps for s in snaps),
-        mean_stream_tps=mean(v.live_tps for v in streaming),
+        mean_stream_tps=mean(s.mean_stream_tps for s in snaps),  # each worker's over all its streams
         ttft_p50_s=percentile(ttfts, 50),
         truncated=sum(s.truncated for s in snaps),
         cold_starts=sum(s.cold_starts for s in snaps),
@@ -67,6 +66,10 @@ def merge(snaps: list[Snapshot], settings: LoadSettings) -> Snapshot:
         held_total=sum(s.held_total for s in snaps),
         unsent=sum(s.unsent for s in snaps),
         backlog_growth_rps=_sum_known(s.backlog_growth_rps for s in snaps),
+        thinking=sum(s.thinking for s in snaps),
+        sessions_done=sum(s.sessions_done for s in snaps),
+        streams_left_off=sum(s.streams_left_off for s in snaps),
+        queued_all=sum(s.queued for s in snaps),
     )
 
 

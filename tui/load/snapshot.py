@@ -59,12 +59,17 @@ class Snapshot:
     backlog_growth_rps: float | None = None  # slope of (sent, no first token yet) over the last 10 s
     thinking: int = 0  # users in conversations between an answer and their next turn
     sessions_done: int = 0  # conversations that ended
+    streams_left_off: int = 0  # streams past the rows a snapshot carries (tui/load/views.py MAX_ROWS)
+
+    queued_all: int | None = None  # `queued` counted over every stream, when the rows are not all of them
 
     @property
     def queued(self) -> int:
         """Streams waiting longer than a prefill takes while others stream: the live queue."""
         if not self.streaming:
             return 0
+        if self.queued_all is not None:
+            return self.queued_all
         return sum(1 for v in self.streams if v.state == WAITING and v.waited_s >= QUEUED_AFTER_S)
 
 

@@ -15,7 +15,7 @@ from tui.load.open_loop import OpenLoop
 from tui.load.records import NS, RequestRecord
 from tui.load.selfcost import ClientCost
 from tui.load.settings import LoadSettings
-from tui.load.snapshot import DONE, ERROR, STREAMING, THINKING, WAITING, Snapshot, StreamView
+from tui.load.snapshot import DONE, ERROR, QUEUED_AFTER_S, STREAMING, THINKING, WAITING, Snapshot, StreamView
 from tui.load.stats import mean, percentile, slope
 
 
@@ -34,17 +34,47 @@ def window_chunks(current: Iterable[RequestRecord], recent: Iterable[RequestReco
                        if id(r) not in ids and r.end_ns and r.end_ns >= since_ns)
 
 
+MAX_ROWS = 256  # stream rows a snapshot carries; past it, the most telling ones and the counts of all
+
+
+def _state(record: RequestRecord, thinking: bool) -> str:
+    if record.end_ns is not None:
+        return ERROR if record.error_kind else THINKING if thinking else DONE
+    return WAITING if record.first_token_ns is None else STREAMING
+
+
+def _most_telling(current: list[tuple[int, RequestRecord]], states: list[str], now: int
+                  ) -> list[tuple[int, RequestRecord]]:
+    """Past MAX_ROWS: those waiting longest, then the slowest streaming (fewest chunks for their time), then the
+    newest of the rest; shown in the engine's order."""
+    def slowness(item: tuple[int, RequestRecord]) -> float:
+        record = item[1]
+        return len(record.chunk_ns) / max(1, now - (record.first_token_ns or now))
+
+    by_state: dict[str, list[tuple[int, RequestRecord]]] = {}
+    for item, state in zip(current, states):
+        by_state.setdefault(state, []).append(item)
+    chosen = sorted(by_state.get(WAITING, []), key=lambda item: item[1].send_ns)
+    chosen += sorted(by_state.get(STREAMING, []), key=slowness)
+    chosen += sorted((item for state in (ERROR, THINKING, DONE) for item in by_state.get(state, [])),
+                     key=lambda item: -(item[1].end_ns or 0))
+    return sorted(chosen[:MAX_ROWS])
+
+
+def live_tps(record: RequestRecord, now: int, since: int) -> float:
+    """A streaming request's chunks per second over the window (client-counted)."""
+    first = record.first_token_ns
+    if first is None:
+        return 0.0
+    span = (now - max(first, since)) / NS
+    return chunks_in_window(record, since) / span if span > 0.05 else 0.0
+
+
 def stream_view(record: RequestRecord, now: int, since: int, requests_done: int, note: str | None,
                 thinking: bool = False) -> StreamView:
     first, end = record.first_token_ns, record.end_ns
-    if end is not None:
-        state = ERROR if record.error_kind else THINKING if thinking else DONE
-    else:
-        state = WAITING if first is None else STREAMING
-    live = 0.0
-    if state == STREAMING and first is not None:
-        span = (now - max(first, since)) / NS
-        live = chunks_in_window(record, since) / span if span > 0.05 else 0.0
+    state = _state(record, thinking)
+    live = live_tps(record, now, since) if state == STREAMING else 0.0
     stop = end if end is not None else now
     return StreamView(
         index=record.stream,
@@ -111,10 +141,11 @@ class Board:
         since = max(now - self.window_ns, self.running_since_ns)  # after a resume, only since then
         current = sorted(list(self.current.items()))
         thinking = self.thinking
+        states = [_state(record, key in thinking) for key, record in current]
+        shown = current if len(current) <= MAX_ROWS else _most_telling(current, states, now)
         views = tuple(stream_view(record, now, since, self._done_count.get(key, 0), self._last_note.get(key),
-                                  key in thinking) for key, record in current)
+                                  key in thinking) for key, record in shown)
         recent = list(finished.recent)
-        streaming = [v for v in views if v.state == STREAMING]
         ttfts = [r.ttft_s for r in recent if r.ttft_s is not None]
         window = max(0.05, min(self.window_ns, now - self.running_since_ns) / NS)  # short just after a start
         backlog = list(self._backlog)
@@ -126,12 +157,12 @@ class Board:
             running=running,
             settings=settings,
             streams=views,
-            waiting=sum(1 for v in views if v.state == WAITING),
-            streaming=len(streaming),
+            waiting=states.count(WAITING),
+            streaming=states.count(STREAMING),
             completed=finished.completed,
             errors=finished.errors,
             aggregate_tps=window_chunks((r for _, r in current), recent, since) / window,
-            mean_stream_tps=(sum(v.live_tps for v in streaming) / len(streaming)) if streaming else None,
+            mean_stream_tps=mean(live_tps(r, now, since) for (_, r), state in zip(current, states) if state == STREAMING),
             ttft_p50_s=percentile(ttfts, 50),
             truncated=finished.truncated,
             cold_starts=finished.cold_starts,
@@ -146,6 +177,9 @@ class Board:
             held_total=open_loop.held_total,
             unsent=open_loop.unsent,
             backlog_growth_rps=trend,
-            thinking=sum(1 for v in views if v.state == THINKING),
+            thinking=states.count(THINKING),
+            streams_left_off=len(current) - len(shown),
+            queued_all=sum(1 for (_, r), state in zip(current, states)
+                           if state == WAITING and now - r.send_ns >= QUEUED_AFTER_S * NS),
             sessions_done=finished.sessions_done,
         )

@@ -14,7 +14,7 @@ from textual.widgets import Static
 
 from tui.load.history import LoadPoint
 from tui.load.prompts import INPUT, TITLE_INSTRUCTION, WORD_STOPS
-from tui.load.settings import CONCURRENCY_STOPS, RATE_STOPS, LoadSettings
+from tui.load.settings import CONCURRENCY_STOPS, RATE_STOPS, USER_STOPS, LoadSettings
 from tui.load.snapshot import Snapshot
 from tui.panes import fleet_text
 from tui.probes.fleet import FleetSample
@@ -47,8 +47,15 @@ def summary_text(snap: Snapshot, power_w: float | None = None, compact: bool = F
         text.append(f"--out is no longer written ({visible(snap.record_error)})  ", style=style("alarm"))
     text.append("▶ running" if snap.running else "⏸ paused (space starts)", style=style("streaming") if snap.running
                 else style("waiting"))
+    if snap.settings.users is not None:
+        text.append(f"  users {snap.settings.users}: thinking {snap.thinking}", style=style("quiet"))
     text.append(f"  streaming {snap.streaming}", style=style("streaming"))
     text.append(f"  waiting {snap.waiting}", style=style("waiting") if snap.waiting else "")
+    if snap.sessions_done:
+        text.append(f"  conversations done {snap.sessions_done}", style=style("quiet"))
+    if snap.streams_left_off:
+        text.append(f"  rows: {len(snap.streams)} of {len(snap.streams) + snap.streams_left_off} (the longest waiting,"
+                    " the slowest)", style=style("muted"))
     if snap.settings.rate is not None:
         text.append_text(open_loop_text(snap, compact))
     text.append(f"  aggregate {snap.aggregate_tps:.1f} tok/s")
@@ -176,14 +183,14 @@ def mode_text(mode: str, words: int, max_tokens: int | None = None, exact: bool 
 
 class LoadPane(Vertical):
     def __init__(self, concurrency: int, words: int, mode: str, max_tokens: int | None = None, exact: bool = False, *,
-                 rate: float | None = None, prompt_label: str | None = None,
+                 rate: float | None = None, users: int | None = None, prompt_label: str | None = None,
                  on_slider: Callable[[str, float], None] = lambda name, value: None, id: str | None = None) -> None:
-        """`on_slider(name, value)`: a slider was moved ("concurrency", "rate" or "words")."""
+        """`on_slider(name, value)`: a slider was moved ("concurrency", "rate", "users" or "words")."""
         super().__init__(id=id)
         self._on_slider = on_slider
         self._prompt_label = prompt_label
         self.border_title = "load"
-        self._concurrency, self._words, self._mode, self._rate = concurrency, words, mode, rate
+        self._concurrency, self._words, self._mode, self._rate, self._users = concurrency, words, mode, rate, users
         self._max_tokens, self._exact = max_tokens, exact
         self.compact = False  # set by the app on short terminals
         self._rows_ns: int | None = None  # when the stream rows were last drawn, and how many
@@ -195,9 +202,13 @@ class LoadPane(Vertical):
                                  on_change=self._moved("concurrency"), id="concurrency")
             rate = Slider(sorted({*RATE_STOPS, self._rate or 1.0}), self._rate or 1.0, "rate", shown=rate_shown,
                           on_change=self._moved("rate"), id="rate")
-            concurrency.display, rate.display = self._rate is None, self._rate is not None
+            users = Slider(sorted({*USER_STOPS, self._users or 10}), self._users or 10, "users",
+                           on_change=self._moved("users"), id="users")
+            concurrency.display = self._rate is None and self._users is None
+            rate.display, users.display = self._rate is not None, self._users is not None
             yield concurrency
             yield rate
+            yield users
             yield Slider(sorted({*WORD_STOPS, self._words}), self._words, "words", on_change=self._moved("words"),
                          id="words")
         yield TextBox(mode_text(self._mode, self._words, self._max_tokens, self._exact, self._prompt_label), id="mode")
@@ -218,7 +229,7 @@ class LoadPane(Vertical):
              fleet_sample: FleetSample | None = None) -> None:
         """`settings`: what the engine runs with (the sliders and the mode line follow it)."""
         self.query_one("#concurrency", Slider).show_value(settings.concurrency)
-        self.show_shape(settings.rate)
+        self.show_shape(settings)
         self.query_one("#words", Slider).show_value(settings.words)
         if (settings.mode, settings.words) != (self._mode, self._words):
             self._mode, self._words = settings.mode, settings.words
@@ -234,12 +245,16 @@ class LoadPane(Vertical):
             self._rows_ns, self._rows_n = snap.taken_ns, len(snap.streams)
             self.query_one(StreamTable).show(snap.streams)
 
-    def show_shape(self, rate: float | None) -> None:
-        """The concurrency slider in a closed loop, the rate slider in an open one."""
-        self.query_one("#concurrency", Slider).display = rate is None
+    def show_shape(self, settings: LoadSettings) -> None:
+        """The slider of the load that runs: concurrency in a closed loop, the rate in an open one, or users."""
+        rate, users = settings.rate if settings.open_loop else None, settings.users
+        self.query_one("#concurrency", Slider).display = rate is None and users is None and not settings.replay
         self.query_one("#rate", Slider).display = rate is not None
+        self.query_one("#users", Slider).display = users is not None
         if rate is not None:
             self.query_one("#rate", Slider).show_value(rate)
+        if users is not None:
+            self.query_one("#users", Slider).show_value(users)
 
     def redraw(self) -> None:
         """Draw everything again at the next snapshot (after a theme change)."""
