@@ -456,3 +456,12 @@ def test_a_trace_is_plain_data():
     assert isinstance(got, Trace) and isinstance(got.requests, tuple)
     with pytest.raises(AttributeError):
         got.requests[0].at_s = 5  # frozen
+
+
+def test_a_summary_of_requests_all_at_one_time(tmp_path):
+    one = load_trace(write(tmp_path, mooncake((7, 100, 3, [1]))))
+    assert one.summary() == (f"trace {Path(one.path).name} (mooncake): 1 request all at once;"
+                             " input p50 100 p99 100 tokens, output p50 3 p99 3")
+    same = load_trace(write(tmp_path, AZURE_HEADER + "2023-11-16 18:15:46,4,1\n" * 3, name="x\x1b.csv"))
+    assert same.summary() == ("trace x\u241b.csv (azure): 3 requests all at once;"
+                              " input p50 4 p99 4 tokens, output p50 1 p99 1")
