@@ -350,15 +350,20 @@ def trace_prompt(request: TraceRequest, block_tokens: int, per_word: float, over
     left, last = words, len(request.blocks) - 1
     for i, h in enumerate(request.blocks):
         take = left if i == last else min(per_block, left)
-        parts.extend(_block_words(h, per_block)[:take] if take <= per_block else _block_words(h, take))
+        # A run-on last block is not cached: its length is the request's own, and would crowd the cache out.
+        parts.extend(_block_words(h, per_block)[:take] if take <= per_block else _block_run(h, take))
         left -= take
         if not left:
             break
     return f"{INSTRUCTION} {' '.join(parts)}"
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=4096)  # 4,096 blocks of 512 words: about 16 MiB
 def _block_words(h: int, n: int) -> tuple[str, ...]:
+    return _block_run(h, n)
+
+
+def _block_run(h: int, n: int) -> tuple[str, ...]:
     """Block h's first n words. The first is WORDS[h % len(WORDS)], so blocks whose ids differ by less than
     len(WORDS) differ from their first word; the rest are drawn from a generator seeded by h, one draw a
     word, so a longer run of a block starts with its shorter one."""
