@@ -5,7 +5,15 @@ import pytest
 
 from tui import files
 from tui.load import prompt_file
-from tui.load.prompt_file import PromptFileError, PromptSource, load_prompts, read_prompt_file
+from tui.load.prompt_file import (
+    ConversationFile,
+    ConversationSource,
+    PromptFileError,
+    PromptSource,
+    load_prompts,
+    read_conversations,
+    read_prompt_file,
+)
 
 
 def write(tmp_path, text, name="prompts.jsonl"):
@@ -181,5 +189,101 @@ def test_source_copies_its_list_and_needs_a_prompt():
     source = PromptSource(prompts)
     prompts.append("c")
     assert len(source) == 2 and [source.next() for _ in range(3)] == ["a", "b", "a"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="PromptSource needs at least one prompt"):
         PromptSource([])
+
+
+# --- conversations: every human turn, in order ------------------------------------------------------------------
+
+
+def test_sharegpt_conversations_give_their_human_turns_in_order(tmp_path):
+    path = write(tmp_path, jsonl(
+        {"conversations": [{"from": "system", "value": "be nice"}, {"from": "human", "value": "what is 2+2?"},
+                           {"from": "gpt", "value": "4"}, {"from": "human", "value": "and 3+3?"},
+                           {"from": "gpt", "value": "6"}, {"from": "human", "value": "thanks"}]},
+        {"conversations": [{"from": "human", "value": "one question"}, {"from": "gpt", "value": "one answer"}]},
+    ))
+    assert read_conversations(path) == ConversationFile(
+        [("what is 2+2?", "and 3+3?", "thanks"), ("one question",)], 0, False)
+    assert load_prompts(path) == ["what is 2+2?", "one question"]  # the prompts are still the first turns
+
+
+def test_openai_messages_give_their_user_turns_and_never_the_assistants(tmp_path):
+    path = write(tmp_path, jsonl(
+        {"messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"},
+                      {"role": "assistant", "content": "hello"}, {"role": "user", "content": "bye"},
+                      {"role": "assistant", "content": "see you"}]},
+        {"conversations": [{"role": "user", "content": "role in conversations"}, {"role": "tool", "content": "x"}]},
+    ))
+    conversations = read_conversations(path).conversations
+    assert conversations == [("hi", "bye"), ("role in conversations",)]
+    assert not {"hello", "see you", "sys", "x"} & {turn for c in conversations for turn in c}
+
+
+def test_a_prompt_object_is_a_one_turn_conversation(tmp_path):
+    path = write(tmp_path, jsonl({"prompt": "alone"}, {"prompt": " spaced \n"}))
+    assert read_conversations(path).conversations == [("alone",), (" spaced \n",)]
+
+
+def test_empty_and_odd_turns_are_left_out_and_a_conversation_without_any_is_skipped(tmp_path):
+    path = write(tmp_path, jsonl(
+        {"conversations": [{"from": "human", "value": ""}, {"from": "human", "value": "later"},
+                           {"from": "human", "value": "   "}, {"from": "human", "value": 7},
+                           {"from": "human"}, "not a turn", None, {"value": "nobody said it"},
+                           {"from": "human", "value": "last"}]},
+        {"conversations": [{"from": "gpt", "value": "only the model speaks"}]},
+        {"conversations": "not a list"},
+        {"messages": []},
+        [1, 2],
+        {"prompt": "   ", "messages": [{"role": "user", "content": "from messages"}]},
+    ))
+    assert read_conversations(path) == ConversationFile([("later", "last"), ("from messages",)], 4, False)
+
+
+def test_conversations_in_one_json_array(tmp_path):
+    items = [
+        {"id": "a", "conversations": [{"from": "human", "value": "q1"}, {"from": "gpt", "value": "a1"},
+                                      {"from": "human", "value": "q2"}]},
+        {"id": "b", "conversations": []},
+    ]
+    path = write(tmp_path, json.dumps(items, indent=2), name="sharegpt.json")
+    assert read_conversations(path) == ConversationFile([("q1", "q2")], 1, False)
+
+
+def test_conversations_are_read_with_the_prompt_files_errors(tmp_path):
+    path = write(tmp_path, jsonl({"prompt": "ok"}) + "not json\n")
+    with pytest.raises(PromptFileError, match=r"line 2: not JSON \(Expecting value\)$"):
+        read_conversations(path)
+    none = write(tmp_path, jsonl({"conversations": [{"from": "gpt", "value": "b"}]}), name="none.jsonl")
+    with pytest.raises(PromptFileError, match="no usable prompt"):
+        read_conversations(none)
+    with pytest.raises(PromptFileError, match="empty$"):
+        read_conversations(write(tmp_path, "", name="empty.jsonl"))
+
+
+def test_at_most_max_prompts_conversations_are_kept_and_said(tmp_path, monkeypatch):
+    monkeypatch.setattr(prompt_file, "MAX_PROMPTS", 2)
+    path = write(tmp_path, jsonl(*({"conversations": [{"from": "human", "value": f"q{i}"}]} for i in range(3))))
+    assert read_conversations(path) == ConversationFile([("q0",), ("q1",)], 0, True)
+    assert read_prompt_file(path).left_off
+
+
+def test_conversation_source_cycles_in_turn():
+    conversations = [("a1", "a2"), ("b1",), ("c1", "c2", "c3")]
+    source = ConversationSource(conversations)
+    assert len(source) == 3
+    assert [source.next() for _ in range(5)] == [("a1", "a2"), ("b1",), ("c1", "c2", "c3"), ("a1", "a2"), ("b1",)]
+
+
+def test_conversation_source_shuffles_deterministically_per_seed():
+    conversations = [(f"q{i}", f"r{i}") for i in range(20)]
+    first, second = ConversationSource(conversations, shuffle=True, seed=3), ConversationSource(
+        conversations, shuffle=True, seed=3)
+    sequence = [first.next() for _ in range(40)]
+    assert sequence == [second.next() for _ in range(40)]
+    assert sorted(sequence[:20]) == sorted(conversations) == sorted(sequence[20:])
+    assert sequence[:20] != conversations and sequence[:20] != sequence[20:]
+    other = ConversationSource(conversations, shuffle=True, seed=4)
+    assert [other.next() for _ in range(20)] != sequence[:20]
+    with pytest.raises(ValueError, match="ConversationSource needs at least one conversation"):
+        ConversationSource([])

@@ -3,7 +3,8 @@
 The file is JSONL, one object a line, or one JSON array of such objects (ShareGPT datasets are
 published that way). A usable object is `{"prompt": "..."}` or a conversation, ShareGPT's
 `{"conversations": [{"from": "human", "value": "..."}, ...]}` or OpenAI's
-`{"messages": [{"role": "user", "content": "..."}, ...]}`, whose first human turn is the prompt.
+`{"messages": [{"role": "user", "content": "..."}, ...]}`, whose first human turn is the prompt; or, read as
+conversations (read_conversations), whose human turns are the prompts of one conversation, in order.
 Valid JSON without a usable prompt is skipped and counted; anything else is a PromptFileError. The file is
 read a line (an item) at a time, and at most MAX_PROMPTS prompts are kept.
 """
@@ -16,8 +17,8 @@ import json
 import os
 import random
 import re
-from collections.abc import Iterator
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from tui.files import open_capped
 from tui.untrusted import one_line
@@ -29,6 +30,7 @@ MAX_PROMPTS = 100_000
 CHUNK = 1 << 20
 _SPACE = re.compile(r"[ \t\r\n]*")
 _HUMAN = ("human", "user")
+T = TypeVar("T")
 
 
 class PromptFileError(ValueError):
@@ -52,6 +54,25 @@ def _prompt_of(obj: Any) -> str | None:
     return None
 
 
+def _turns_of(obj: Any) -> tuple[str, ...] | None:
+    """Every human turn of a conversation, in order (a `{"prompt": ...}` object is one turn); turns that are not
+    text, or only whitespace, are left out; None when none is left."""
+    if not isinstance(obj, dict):
+        return None
+    prompt = obj.get("prompt")
+    if isinstance(prompt, str) and prompt.strip():
+        return (prompt,)
+    for key in ("conversations", "messages"):
+        turns = obj.get(key)
+        if isinstance(turns, list):
+            human = tuple(text for turn in turns
+                          if isinstance(turn, dict) and turn.get("from", turn.get("role")) in _HUMAN
+                          and isinstance(text := turn.get("value", turn.get("content")), str) and text.strip())
+            if human:
+                return human
+    return None
+
+
 def _not_json(name: str, error: Exception | str, lineno: int | None) -> PromptFileError:
     where = f"{name} line {lineno}" if lineno else name
     # JSONDecodeError's msg is the reason alone; a RecursionError (nesting) or a too-long integer has no msg.
@@ -71,8 +92,26 @@ def read_prompt_file(path: str | os.PathLike[str]) -> PromptFile:
 
     Streamed: a line or an array item at a time, so memory holds the prompts, not the file's parsed JSON (a
     small JSON object costs about 25 times its size in Python)."""
+    return PromptFile(*_read(path, _prompt_of))
+
+
+class ConversationFile(NamedTuple):
+    conversations: list[tuple[str, ...]]  # each one's human turns in order, in file order
+    skipped: int  # lines (array items) of valid JSON without a human turn
+    left_off: bool = False  # the file holds more than MAX_PROMPTS conversations: only the first are kept
+
+
+def read_conversations(path: str | os.PathLike[str]) -> ConversationFile:
+    """The file's conversations (at most MAX_PROMPTS), each as its human turns in order: the prompts a user in
+    a conversation sends one after another. Read as read_prompt_file reads (the same formats and errors)."""
+    return ConversationFile(*_read(path, _turns_of))
+
+
+def _read(path: str | os.PathLike[str], usable: Callable[[Any], T | None]) -> tuple[list[T], int, bool]:
+    """What `usable` makes of each line (array item) that it can use, at most MAX_PROMPTS; how many it could
+    not use; whether more were left off."""
     name = one_line(os.fspath(path))
-    prompts: list[str] = []
+    kept: list[T] = []
     skipped, left_off = 0, False
     with open_capped(path, name, MAX_BYTES, PromptFileError) as f:
         head, lineno = _skip_space(f)
@@ -80,18 +119,18 @@ def read_prompt_file(path: str | os.PathLike[str]) -> PromptFile:
             raise PromptFileError(f"{name}: empty")
         unit = "item" if head == b"[" else "line"
         for item in (_ArrayItems(f, name, lineno) if unit == "item" else _lines(f, name, lineno)):
-            prompt = _prompt_of(item)
-            if prompt is None:
+            got = usable(item)
+            if got is None:
                 skipped += 1
-            elif len(prompts) == MAX_PROMPTS:
+            elif len(kept) == MAX_PROMPTS:
                 left_off = True
                 break
             else:
-                prompts.append(prompt)
-    if not prompts:
+                kept.append(got)
+    if not kept:
         raise PromptFileError(f'{name}: no usable prompt (each {unit} needs {{"prompt": "..."}}'
                               ' or ShareGPT {"conversations": [...]} with a human turn)')
-    return PromptFile(prompts, skipped, left_off)
+    return kept, skipped, left_off
 
 
 def _skip_space(f: io.BufferedReader) -> tuple[bytes | None, int]:
@@ -213,29 +252,43 @@ def load_prompts(path: str | os.PathLike[str]) -> list[str]:
     return read_prompt_file(path)[0]
 
 
-class PromptSource:
-    """Hands out the prompts one at a time, starting over when all have been given.
+class _Rounds(Generic[T]):
+    """Hands out the items one at a time, starting over when all have been given.
 
     With shuffle, each round is a fresh shuffle from `random.Random(seed)`: the same seed gives the
     same sequence of rounds.
     """
 
-    def __init__(self, prompts: list[str], shuffle: bool = False, seed: int | None = None) -> None:
-        if not prompts:
-            raise ValueError("PromptSource needs at least one prompt")
-        self._prompts = list(prompts)
+    _what = "item"
+
+    def __init__(self, items: Sequence[T], shuffle: bool = False, seed: int | None = None) -> None:
+        if not items:
+            raise ValueError(f"{type(self).__name__} needs at least one {self._what}")
+        self._items = list(items)
         self._rng = random.Random(seed) if shuffle else None
-        self._round: list[str] = []
+        self._round: list[T] = []
         self._index = 0
 
     def __len__(self) -> int:
-        return len(self._prompts)
+        return len(self._items)
 
-    def next(self) -> str:
+    def next(self) -> T:
         if self._index >= len(self._round):
-            self._round = list(self._prompts)
+            self._round = list(self._items)
             if self._rng is not None:
                 self._rng.shuffle(self._round)
             self._index = 0
         self._index += 1
         return self._round[self._index - 1]
+
+
+class PromptSource(_Rounds[str]):
+    """The prompts in turn (or each round shuffled, with a seed); next() is one prompt."""
+
+    _what = "prompt"
+
+
+class ConversationSource(_Rounds[tuple[str, ...]]):
+    """The conversations in turn (or each round shuffled, with a seed); next() is one conversation's human turns."""
+
+    _what = "conversation"
