@@ -102,7 +102,7 @@ def _die(message: str) -> int:
 
 def run_app(args: argparse.Namespace) -> int:
     from tui.flags import (UsageError, check_prometheus_url, check_server_arguments, check_workload_arguments,
-                           shape_settings)
+                           read_conversations_of, shape_settings)
     from tui.load.discover import DiscoveryError, discover
     from tui.load.settings import LoadSettings
     from tui.probes.prometheus import PrometheusError
@@ -114,6 +114,7 @@ def run_app(args: argparse.Namespace) -> int:
         check_prometheus_url(args.prometheus)
         slo, prompts = check_workload_arguments(args)
         shape = shape_settings(args)
+        conversations = read_conversations_of(args)
         if sum(x is not None for x in (args.rate, args.users, args.trace)) > 1:
             raise UsageError("start with one of --rate, --users and --trace")
     except UsageError as exc:
@@ -171,7 +172,7 @@ def run_app(args: argparse.Namespace) -> int:
         app = make_app(target, info, settings, autostart=args.autostart or args.demo, out_path=args.out,
                        read_timeout=args.timeout, workers=args.workers, notice=notice, prompts=prompts,
                        prompt_label=prompt_label, slo=slo, hold_s=args.hold, fleet=fleet_probe(args.prometheus),
-                       trace=trace)
+                       trace=trace, conversations=conversations)
         signal.signal(signal.SIGTERM, lambda signum, frame: app.exit())  # quit as `q` does: files whole
         app.run()
         return app.return_code or 0
@@ -192,18 +193,18 @@ def run_app(args: argparse.Namespace) -> int:
 def app_trace(args: argparse.Namespace, target, info, settings):
     """--trace FILE for the app: read, scaled and cut to the model's context; the settings that replay it."""
     from tui.bench.runfile import model_context
-    from tui.load.synthetic import calibrate
+    from tui.load.synthetic import trace_calibration
     from tui.load.trace import load_trace
 
     trace = load_trace(args.trace, time_scale=args.time_scale, token_scale=args.token_scale,
                        max_requests=args.max_requests, context_tokens=model_context(target, info))
-    calibration = calibrate(target, 0, args.timeout)
-    return trace, dataclasses.replace(settings, calibration=(calibration.per_word, calibration.overhead))
+    return trace, dataclasses.replace(settings, calibration=trace_calibration(target, args.timeout))
 
 
 def make_app(target, info, settings, *, autostart: bool = False, out_path: str | None = None,
              read_timeout: float = 600.0, workers: int | None = None, engine=None, read_gpu=None,
-             read_host=None, read_server=None, prompts: list[str] | None = None, trace=None, **app_options):
+             read_host=None, read_server=None, prompts: list[str] | None = None, trace=None, conversations=None,
+             **app_options):
     """The app wired to a real engine (in its own process) and the real probes; the tests hand in their own."""
     from tui.app import TokentopApp
     from tui.load.settings import MAX_CONCURRENCY
@@ -216,7 +217,7 @@ def make_app(target, info, settings, *, autostart: bool = False, out_path: str |
     if engine is None:
         workers = workers or default_workers(MAX_CONCURRENCY)
         options = dict(out_path=out_path, read_timeout=read_timeout, keep_records=APP_KEEP_RECORDS, prompts=prompts,
-                       trace=trace)
+                       trace=trace, conversations=conversations)
         engine = (EnginePool(target, settings, workers=workers, **options) if workers > 1
                   else EngineProcess(target, settings, **options))
     if read_host is None:

@@ -170,3 +170,22 @@ def read_prompts(args: argparse.Namespace) -> list[str] | None:
         print(f"tokentop: {one_line(args.prompts, 80)} holds more than {MAX_PROMPTS:,} prompts;"
               f" the first {MAX_PROMPTS:,} are sent", file=sys.stderr)
     return found.prompts
+
+
+def read_conversations_of(args: argparse.Namespace) -> list[tuple[str, ...]] | None:
+    """With --users and --prompts FILE: each conversation's human turns, in order (UsageError in one line)."""
+    import sys
+
+    from tui.load.prompt_file import MAX_PROMPTS, PromptFileError, read_conversations
+    from tui.untrusted import one_line
+
+    if args.prompts is None or getattr(args, "users", None) is None:
+        return None
+    try:
+        found = read_conversations(args.prompts)
+    except PromptFileError as exc:
+        raise UsageError(str(exc)) from None
+    if found.left_off:
+        print(f"tokentop: {one_line(args.prompts, 80)} holds more than {MAX_PROMPTS:,} conversations;"
+              f" the first {MAX_PROMPTS:,} are used", file=sys.stderr)
+    return found.conversations

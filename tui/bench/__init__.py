@@ -22,7 +22,7 @@ from tui.bench.options import add_arguments, validate
 from tui.bench.plan import plan_text
 from tui.bench.render import make_meta, render, rows_of
 from tui.bench.watch import Watch, load_of
-from tui.bench.workload import BenchRun, mean_rate
+from tui.bench.workload import BenchRun
 from tui.flags import UsageError
 from tui.load.capacity import RATE, CapacitySearch, search_capacity
 from tui.load.contract import Engine, EngineStopped
@@ -33,7 +33,7 @@ from tui.load.records import RequestRecord
 from tui.load.settings import GIL_SWITCH_S
 from tui.load.slo import Broken, value_of
 from tui.load.snapshot import PhaseStatus
-from tui.load.synthetic import CalibrationError, calibrate
+from tui.load.synthetic import CalibrationError, calibrate, trace_calibration
 from tui.probes.fleet import FleetProbe
 from tui.probes.gpu import GpuProbe
 from tui.probes.prometheus import CredentialsError
@@ -67,10 +67,10 @@ def run(args: argparse.Namespace) -> int:
             trace = _trace(args, target, info)
         except ValueError as exc:  # a TraceError: the file and its line, in one line
             return _die(str(exc))
-        if args.input_tokens is not None or trace is not None:
-            calibration = calibrate(target, args.seed or 0, args.timeout)
         if trace is not None:
-            bench = bench.with_trace(mean_rate(trace), (calibration.per_word, calibration.overhead))
+            bench = bench.with_trace(trace, trace_calibration(target, args.timeout))
+        if args.input_tokens is not None:
+            calibration = calibrate(target, args.seed or 0, args.timeout)
         if args.input_tokens is not None:
             bench = bench.with_synthetic(calibration.words_for(args.input_tokens),
                                          calibration.shared_words_for(args.shared_prefix or 0))
@@ -123,7 +123,8 @@ def _trace(args: argparse.Namespace, target, info) -> Trace | None:
 def _engine(target, bench: BenchRun, args: argparse.Namespace, trace: Trace | None) -> Engine:
     """The app's engine: in this process with one worker, else a pool of engine processes."""
     workers = args.workers or default_workers(bench.most_in_flight)
-    options = dict(out_path=args.out, read_timeout=args.timeout, prompts=bench.prompts, trace=trace)
+    options = dict(out_path=args.out, read_timeout=args.timeout, prompts=bench.prompts,
+                   conversations=bench.conversations, trace=trace)
     if workers == 1:
         return LoadEngine(target, bench.settings, **options)
     return EnginePool(target, bench.settings, workers=workers, **options)

@@ -14,7 +14,7 @@ from tui.flags import (
     add_workload_arguments,
     check_prometheus_url,
     check_server_arguments,
-    check_workload_arguments, shape_settings,
+    check_workload_arguments, read_conversations_of, shape_settings,
 )
 from tui.bench.workload import TRACE, USERS
 from tui.load.capacity import CONCURRENCY, KINDS, RATE
@@ -164,7 +164,7 @@ def validate(args: argparse.Namespace) -> BenchRun:
         raise UsageError(f"--sim-speed must be a number more than 0, not {args.sim_speed}")
     slo, prompts = check_workload_arguments(args)
     if shape == TRACE:
-        words = [0]  # the trace says each request's lengths
+        words = [1]  # the trace says each request's lengths (the row says how many requests, once it is read)
     elif prompts is not None:
         words = [len(prompts)]  # the file is the variable: its column says how many prompts it has
     elif args.input_tokens is not None:
@@ -173,6 +173,7 @@ def validate(args: argparse.Namespace) -> BenchRun:
         words = [len(build_prompt(INPUT, 0).split())]  # the prompt's length is the variable
     return BenchRun(settings=settings, loads=loads, words=tuple(words), shape=shape, rounds=args.rounds, slo=slo,
                     prompts=prompts, capacity=args.find_capacity, words_defaulted=words_defaulted,
+                    conversations=read_conversations_of(args),
                     prompt_kind=TRACE if shape == TRACE else PROMPT_FILE if prompts else SYNTHETIC if args.input_tokens
                     else args.mode)
 

@@ -198,7 +198,7 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str
     columns = columns_for(rows, fmt)
     headers = [h for _, h, _ in columns]
     headers[1] = {INPUT: "Input Word Count", SYNTHETIC: "Input Tokens", PROMPT_FILE: "Prompts in File",
-                  TRACE: "Trace (its lengths)"}.get(mode, headers[1])
+                  TRACE: "Trace Requests"}.get(mode, headers[1])
     body = [[_cell(row.get(key), f) for key, _, f in columns] for row in rows]
     errors_at = [key for key, _, _ in columns].index("errors")
     for cells, row in zip(body, rows):

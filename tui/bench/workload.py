@@ -27,6 +27,7 @@ class BenchRun:
     words_defaulted: str | None  # the flag that made one word count the default, said in the plan
     prompt_kind: str  # what the prompts are, for the table's header
     trace_rate: float = 0.0  # a trace's mean requests/s, once it is read
+    conversations: list[tuple[str, ...]] | None = None  # --users with --prompts FILE: each one's human turns
 
     @property
     def duration_s(self) -> float | None:
@@ -57,9 +58,11 @@ class BenchRun:
         return {**self.cell(self.loads[0], self.words[0], 0), "requests_per_stream": None, "duration_s": warmup,
                 "warmup_s": warmup}
 
-    def with_trace(self, rate: float, calibration: tuple[float, float]) -> BenchRun:
-        """A trace's run: its mean rate (for its row and its workers) and the server's token counting."""
-        return replace(self, trace_rate=rate, settings=replace(self.settings, calibration=calibration))
+    def with_trace(self, trace, calibration: tuple[float, float]) -> BenchRun:
+        """A trace's run: its mean rate (for its row and its workers), its requests (the row's second column) and
+        the server's token counting (for its prompts' lengths)."""
+        return replace(self, trace_rate=float(f"{mean_rate(trace):.3g}"), words=(len(trace.requests),),
+                       settings=replace(self.settings, calibration=calibration))
 
     def connections(self, load: float) -> int:
         """What a cell opens before its first request: its N streams, or about a second of its arrivals (a user

@@ -15,6 +15,7 @@ OUTPUT = "output"
 INPUT = "input"
 MODES = (OUTPUT, INPUT)
 PROMPT_FILE = "prompt-file"  # the records' mode when the prompts come from --prompts FILE
+TRACE_MODE = "trace"  # the records' mode when a trace's lengths make the prompts (--trace FILE)
 WORD_STOPS = (25, 50, 100, 200, 400, 800, 1600)
 
 TITLE_INSTRUCTION = "give a title for below text in 10 words: "

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tui.load.client import Target
-from tui.load.prompt_file import PromptSource
-from tui.load.prompts import PROMPT_FILE
+from tui.load.prompt_file import ConversationSource, PromptSource
+from tui.load.prompts import PROMPT_FILE, TRACE_MODE
 from tui.load.wire import RequestSpec
 from tui.load.records import RequestRecord
 from tui.load.settings import LoadSettings, request_spec
@@ -45,7 +45,7 @@ class RequestMaker:
         self._worker, self._workers = worker, workers
         self._trace = trace
         self._source: PromptSource | None = None
-        self._scripts: PromptSource | None = None  # of conversations: any list hands out in turn
+        self._scripts: ConversationSource | None = None
         self._phase = -1
 
     def begin(self, settings: LoadSettings, phase: int) -> None:
@@ -55,7 +55,7 @@ class RequestMaker:
         if self._prompts is not None:
             self._source = PromptSource(self._prompts, shuffle=seed is not None, seed=seed)
         if self._conversations is not None:
-            self._scripts = PromptSource(self._conversations, shuffle=seed is not None, seed=seed)
+            self._scripts = ConversationSource(self._conversations, shuffle=seed is not None, seed=seed)
 
     def conversation(self, settings: LoadSettings, session: int, rng: random.Random) -> Conversation:
         """A new conversation of settings.turns turns (at most the file's conversation's human turns)."""
@@ -96,9 +96,9 @@ class RequestMaker:
     def _replayed(self, record: RequestRecord, spec: RequestSpec, s: LoadSettings, item: TraceRequest
                   ) -> tuple[RequestRecord, RequestSpec]:
         """A trace's request: its blocks as text (equal ids, equal text), exactly its output tokens."""
-        from tui.load.trace import BLOCK_TOKENS, TRACE, trace_prompt
+        from tui.load.trace import BLOCK_TOKENS, trace_prompt
 
         per_word, overhead = s.calibration or (1.0, 0.0)
-        record.mode, record.trace_index, record.rate = TRACE, item.index, None
+        record.mode, record.trace_index, record.rate = TRACE_MODE, item.index, None
         prompt = trace_prompt(item, self._trace.block_tokens if self._trace else BLOCK_TOKENS, per_word, overhead)
         return record, dataclasses.replace(spec, prompt=prompt, max_tokens=item.output_tokens, force_length=True)

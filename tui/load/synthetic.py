@@ -96,3 +96,17 @@ def calibrate(target: Target, seed: int = 0, timeout: float = 120.0) -> Calibrat
     if per_word <= 0:
         raise CalibrationError(f"the server counted {small} and {large} tokens for longer and longer prompts")
     return Calibration(small - per_word * PROBE_WORDS[0], per_word)
+
+
+def trace_calibration(target: Target, timeout: float, say=None) -> tuple[float, float]:
+    """(tokens a word, template tokens) for a trace's prompts; a server that will not say is taken as one token a
+    word, and that is said (the trace's times and shares still hold, its lengths only roughly)."""
+    import sys
+
+    try:
+        found = calibrate(target, 0, timeout)
+    except CalibrationError as exc:
+        (say or (lambda line: print(line, file=sys.stderr)))(
+            f"tokentop: {exc}; the trace's prompts assume one token a word")
+        return 1.0, 0.0
+    return found.per_word, found.overhead
