@@ -243,3 +243,18 @@ async def test_p_lists_the_server_family_and_hides_it_again(sim_factory):
         assert "VLLM::Worker␛[31m" in listed  # a control character shown, never obeyed
         await pilot.press("p")
         await until(lambda: "EngineCore" not in pane_text(app, "#host"), pilot)
+
+
+async def test_the_u_key_switches_to_users_whose_slider_steers_the_engine(sim_factory):
+    app = sim_app(sim_factory(parallel=2, speed=10), concurrency=2, words=25, think_s=0.2, turns=(2, 3))
+    async with app.run_test(size=(160, 48)) as pilot:
+        assert not app.query_one("#users", Slider).display
+        await pilot.press("u")
+        assert received(app).users == 10 and app.query_one("#users", Slider).display
+        assert not app.query_one("#concurrency", Slider).display
+        await pilot.press("+")  # + steps the users now
+        assert received(app).users == 15
+        await until(lambda: "users 15: thinking" in pane_text(app, "#summary"), pilot)
+        await until(lambda: any(r.turn == 2 for r in app.engine.records), pilot, timeout=15)
+        await pilot.press("u")  # back to the streams it had
+        assert received(app).users is None and received(app).concurrency == 2

@@ -14,7 +14,7 @@ class LoadPoint:
     t_s: float  # seconds since the history began
     aggregate_tps: float
     mean_stream_tps: float | None
-    concurrency: int  # the setting
+    concurrency: int  # the setting: streams, or users in conversations
     streaming: int
     waiting: int
     server_running: int | None = None  # server-reported (/metrics), when the server has them
@@ -40,7 +40,7 @@ class LoadHistory:
             t_s=(snap.taken_ns - self._origin_ns) / NS,
             aggregate_tps=snap.aggregate_tps,
             mean_stream_tps=snap.mean_stream_tps,
-            concurrency=snap.settings.concurrency if snap.running else 0,
+            concurrency=(s.users if (s := snap.settings).users is not None else s.concurrency) if snap.running else 0,
             streaming=snap.streaming,
             waiting=snap.waiting,
             server_running=server_running,
