@@ -25,7 +25,6 @@ from tui.live_capacity import LiveCapacity
 from tui.load.contract import Engine
 from tui.load.discover import ServerInfo
 from tui.load.history import LoadHistory, ObservedLimit
-from tui.load.prompts import INPUT, OUTPUT
 from tui.load.records import NS
 from tui.load.snapshot import Snapshot
 from tui.messages import EngineSampled, FleetHistory, FleetSampled, GpuSampled, HostSampled, ServerSampled
@@ -37,6 +36,7 @@ from tui.probes.fleet import FleetProbe, FleetSample
 from tui.probes.gpu import GpuReading
 from tui.probes.host import HostSample
 from tui.probes.server import ServerSample
+from tui.steering import Steering
 from tui.untrusted import one_line, visible
 from tui.widgets.model_picker import ModelPicker
 from tui.widgets.palette import Palette, style
@@ -99,8 +99,7 @@ class TokentopApp(App):
         self.fleet_probe = fleet  # --prometheus: the fleet replaces the local GPU, host and server views
         self.fleet: FleetSample | None = None
         self.prompt_label = prompt_label
-        self.last_rate = engine.settings.rate or 1.0  # what `r` goes back to
-        self.last_users = engine.settings.users or 10  # what `u` goes back to
+        self.steering = Steering(engine)
         self.engine, self.info = engine, info
         self.read_gpu, self.read_host, self.read_server = read_gpu, read_host, read_server
         self.notice = notice  # a line kept under the header (why the demo is simulated, and the fix)
@@ -127,7 +126,8 @@ class TokentopApp(App):
             yield GpuPane(id="gpu")
             yield HostPane(id="host")
         yield LoadPane(s.concurrency, s.words, s.mode, s.output_tokens or s.max_tokens, s.output_tokens is not None,
-                       rate=s.rate, users=s.users, prompt_label=self.prompt_label, on_slider=self.slider_moved,
+                       rate=s.rate, users=s.users, prompt_label=self.prompt_label,
+                       on_slider=self.steering.slider_moved,
                        id="load")
         yield Footer()
         yield Palette()
@@ -259,43 +259,24 @@ class TokentopApp(App):
             pane.refresh_view()
         self.query_one(LoadPane).compact = height < SHORT_BELOW
 
-    # --- steering: each goes to the engine once, here --------------------------------------------------
-    def slider_moved(self, name: str, value: float) -> None:
-        settings = self.engine.settings
-        if name == "rate":
-            if settings.rate is None:
-                return  # the hidden rate slider of a closed loop
-            self.last_rate = value
-            self.engine.update(rate=value)
-        elif name == "users":
-            if settings.users is None:
-                return  # the hidden users slider
-            self.last_users = int(value)
-            self.engine.update(users=int(value))
-        else:
-            self.engine.update(**{name: int(value)})
-
+    # --- steering: each goes to the engine once (tui/steering.py), then the load pane is drawn again ---------
     def action_load(self, delta: int) -> None:
-        """+/-: one step of whichever slider drives the load (concurrency, or the open loop's rate)."""
-        settings = self.engine.settings
-        which = "#users" if settings.users is not None else "#rate" if settings.rate is not None else "#concurrency"
-        self.query_one(which, Slider).index += delta
+        """+/-: one step of whichever slider drives the load (concurrency, the open loop's rate, or users)."""
+        self.query_one(self.steering.load_slider(), Slider).index += delta
 
     def action_shape(self) -> None:
-        """Switch between a closed loop (N streams) and an open loop (a request rate)."""
-        self.engine.update(rate=self.last_rate if self.engine.settings.rate is None else None, users=None)
+        self.steering.switch_rate()
         self._redraw_load()
 
     def action_users(self) -> None:
-        """Switch between N streams (or a rate) and N users in conversations."""
-        self.engine.update(users=self.last_users if self.engine.settings.users is None else None, rate=None)
+        self.steering.switch_users()
         self._redraw_load()
 
     def action_words(self, delta: int) -> None:
         self.query_one("#words", Slider).index += delta
 
     def action_mode(self) -> None:
-        self.engine.update(mode=INPUT if self.engine.settings.mode == OUTPUT else OUTPUT)
+        self.steering.switch_mode()
         self._redraw_load()
 
     def action_models(self) -> None:
@@ -315,10 +296,7 @@ class TokentopApp(App):
         self.say(f"next requests go to {self.info.model_label}", title="model")
 
     def action_toggle(self) -> None:
-        if self.engine.running:
-            self.engine.pause()
-        else:
-            self.engine.resume()
+        self.steering.toggle_running()
 
     def action_find_capacity(self) -> None:
         """Step the load up and bisect, live, to the most it takes within the SLO (tui/live_capacity.py)."""

@@ -44,32 +44,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ERROR_BACKOFF_S = 1.0  # pause after a failed request so a dead server is not hammered
-MAX_BACKOFF_S = 60.0  # the longest pause a server's Retry-After gets
 WARM_TIMEOUT_S = 30.0
 
 
 class LoadEngine:
-    def __init__(
-        self,
-        target: Target,
-        settings: LoadSettings | None = None,
-        *,
-        read_timeout: float = 600.0,
-        window_s: float = 2.0,
-        out_path: str | None = None,
-        keep_records: int | None = None,
-        worker: int = 0,
-        workers: int = 1,
-        prompts: Sequence[str] | None = None,
-        conversations: Sequence[tuple[str, ...]] | None = None,
-        trace: Trace | None = None,
-    ) -> None:
+    def __init__(self, target: Target, settings: LoadSettings | None = None, *, read_timeout: float = 600.0,
+                 window_s: float = 2.0, out_path: str | None = None, keep_records: int | None = None,
+                 worker: int = 0, workers: int = 1, prompts: Sequence[str] | None = None,
+                 conversations: Sequence[tuple[str, ...]] | None = None, trace: Trace | None = None) -> None:
         """`worker` of `workers`: this engine runs the streams i with i % workers == worker (tui/load/pool.py).
-
-        `out_path` and `keep_records`: see tui/load/finished.py. `prompts` (from --prompts FILE): sent in turn instead of the mode's prompt, unless synthetic prompts
-        (settings.input_words) are asked for; `conversations`: the file's human turns, for users in conversations.
-        `trace`: what settings.replay sends, at its own times."""
+        `out_path` and `keep_records`: see tui/load/finished.py. `prompts` (--prompts FILE): sent in turn instead of
+        the mode's prompt, unless synthetic ones (settings.input_words) are asked for; `conversations`: the file's
+        human turns, for users in conversations; `trace`: what settings.replay sends, at its own times."""
         self.target = target
         self._maker = RequestMaker(prompts, worker, workers, conversations, trace)
         self._sessions = itertools.count()  # conversations begun here (their ids interleave across the workers)
@@ -80,13 +66,11 @@ class LoadEngine:
         self._read_timeout = read_timeout
         self._board = Board(int(window_s * NS))  # the requests as a snapshot shows them
         self._finished = Finished(out_path, keep_records)
-        self._running = False
-        self._stopping = False
+        self._running = self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._workers: dict[int, asyncio.Task] = {}  # the running streams and open-loop requests, by key
         self._cost = CostMonitor(window_s)
-        # the phase
         self._phase = PhaseState()
         self._open = OpenLoop(self._open_request, self._workers, worker, workers, on_idle=self._check_done,
                               trace=trace)
@@ -241,9 +225,6 @@ class LoadEngine:
         return share(s.users if s.users is not None else s.concurrency, self._worker, self._workers_n)
 
 
-    def _start_ns(self) -> int:
-        return self._phase.start_ns(self._live)
-
     def _exhausted(self, index: int) -> bool:
         return self._phase.exhausted(self._live, index)
 
@@ -256,7 +237,7 @@ class LoadEngine:
             for index, task in list(self._workers.items()):
                 if target <= index < OPEN_BASE:
                     task.cancel()
-        self._open.reconcile(self._live, self._running and not self._stopping, self._phase.number, self._start_ns())
+        self._open.reconcile(self._live, self._running and not self._stopping, self._phase.number, self._phase.start_ns(self._live))
         self._check_done()
 
     def _check_done(self) -> None:
@@ -290,34 +271,26 @@ class LoadEngine:
         a lower user count or the phase's end. Its last request, or None if it sent none."""
         s = self._live
         session = next(self._sessions) * self._workers_n + self._worker
-        rng = random.Random(f"{s.seed}:session:{self._phase.number}:{session}")
-        talk = self._maker.conversation(s, session, rng)
+        talk = self._maker.conversation(s, session, random.Random(f"{s.seed}:session:{self._phase.number}:{session}"))
         record = None
         for turn in range(talk.turns):
             if turn:
                 self._board.thinking.add(index)
                 try:
-                    await asyncio.sleep(s.think_s if s.think == "fixed" else rng.expovariate(1 / s.think_s)
-                                        if s.think_s else 0)
+                    await asyncio.sleep(talk.think_s(s))
                 finally:
                     self._board.thinking.discard(index)
             if index >= self._target() or self._exhausted(index):
                 break
-            last = turn == talk.turns - 1
-            record = await self._guarded(index, stream, self._phase.count_sent(index), talk=talk, last_turn=last)
+            record = await self._guarded(index, stream, self._phase.count_sent(index), talk=talk,
+                                         last_turn=turn == talk.turns - 1)
             if not record.ok:
                 break
-            talk.history.append((talk.prompt, "".join(record.answer_parts or ())))
-            record.answer_parts = None  # the history holds it now
+            talk.answered(record)
         return record
 
     async def _back_off(self, record: RequestRecord) -> None:
-        """After a failure: a second, or what the server's Retry-After asked, but never past the phase's end."""
-        pause = min(MAX_BACKOFF_S, max(ERROR_BACKOFF_S, record.retry_after_s or 0))
-        deadline = self._phase.deadline_ns(self._live)
-        if deadline is not None:
-            pause = min(pause, max(0.0, (deadline - time.perf_counter_ns()) / NS))
-        await asyncio.sleep(pause)
+        await asyncio.sleep(self._phase.pause_after(self._live, record))
 
     # --- the open loop (tui/load/open_loop.py) -----------------------------------------------------
     async def _open_request(self, key: int, stream: int, k: int, planned: int, held: bool,
@@ -345,7 +318,7 @@ class LoadEngine:
             record.planned_ns, record.held_back = planned, held
             self._board.started(index, record)
             await send(self._client, target, spec, record, s, gives_up(s, self._phase.number, stream, k),
-                       self._start_ns())
+                       self._phase.start_ns(self._live))
             record.ends_session = last_turn and record.ok
         except asyncio.CancelledError:  # stopped, or a surplus stream cancelled on purpose: data too
             if record is not None:

@@ -6,9 +6,13 @@ from __future__ import annotations
 import threading
 import time
 
-from tui.load.records import NS
+from tui.load.records import NS, RequestRecord
 from tui.load.selfcost import ClientCost
 from tui.load.settings import LoadSettings
+
+
+ERROR_BACKOFF_S = 1.0  # pause after a failed request so a dead server is not hammered
+MAX_BACKOFF_S = 60.0  # the longest pause a server's Retry-After gets
 
 
 class PhaseState:
@@ -57,3 +61,11 @@ class PhaseState:
         if not s.ramp_s or not n:
             return self.start_ns(s)
         return self.start_ns(s) + int(s.ramp_s * NS * min(1.0, stream / n))
+
+    def pause_after(self, s: LoadSettings, failed: RequestRecord) -> float:
+        """After a failure: a second, or what the server's Retry-After asked, but never past the phase's end."""
+        pause = min(MAX_BACKOFF_S, max(ERROR_BACKOFF_S, failed.retry_after_s or 0))
+        deadline = self.deadline_ns(s)
+        if deadline is not None:
+            pause = min(pause, max(0.0, (deadline - time.perf_counter_ns()) / NS))
+        return pause

@@ -32,9 +32,21 @@ class Conversation:
 
     session: int
     turns: int
+    rng: random.Random  # its own draws: turns, think times
     scripted: tuple[str, ...] | None = None
     history: list[tuple[str, str]] = field(default_factory=list)  # (the user's prompt, the answer), turn by turn
     prompt: str = ""  # the turn in flight's
+
+    def think_s(self, s: LoadSettings) -> float:
+        """The pause before the next turn: think_s each (fixed), or drawn with that mean."""
+        if not s.think_s:
+            return 0.0
+        return s.think_s if s.think == "fixed" else self.rng.expovariate(1 / s.think_s)
+
+    def answered(self, record: RequestRecord) -> None:
+        """The turn in flight and its answer join the history (the record lets go of the answer's text)."""
+        self.history.append((self.prompt, "".join(record.answer_parts or ())))
+        record.answer_parts = None
 
 
 class RequestMaker:
@@ -61,7 +73,7 @@ class RequestMaker:
         """A new conversation of settings.turns turns (at most the file's conversation's human turns)."""
         turns = rng.randint(*settings.turns)
         scripted = self._scripts.next() if self._scripts is not None else None
-        return Conversation(session, min(turns, len(scripted)) if scripted else turns, scripted)
+        return Conversation(session, min(turns, len(scripted)) if scripted else turns, rng, scripted)
 
     def make(self, target: Target, settings: LoadSettings, stream: int, k: int, open_loop: bool,
              talk: Conversation | None = None, item: TraceRequest | None = None) -> tuple[RequestRecord, RequestSpec]:
