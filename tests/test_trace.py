@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from helpers import UNDER_CI
 
 from tui import files
 from tui.load import trace
@@ -16,8 +15,8 @@ from tui.load.synthetic import INSTRUCTION, WORDS
 from tui.load.trace import Trace, TraceError, TraceRequest, load_trace, trace_prompt
 
 ROOT = Path(__file__).resolve().parent.parent
-# The shared slice of Mooncake's public trace: beside the checkout (../shared), or in it (shared/).
-SAMPLES = [folder / "shared" / "traces" / "mooncake_synthetic_1001-1200.jsonl" for folder in (ROOT.parent, ROOT)]
+# The slice of Mooncake's public trace the project shares, kept with the tests (tests/data/traces/README.md).
+SAMPLE = ROOT / "tests" / "data" / "traces" / "mooncake_synthetic_1001-1200.jsonl"
 BURSTGPT_HEADER = "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
 AZURE_HEADER = "TIMESTAMP,ContextTokens,GeneratedTokens\n"
 
@@ -44,13 +43,7 @@ def error_of(path, **options) -> str:
 
 @pytest.fixture
 def sample() -> Path:
-    found = next((path for path in SAMPLES if path.exists()), None)
-    if found is None:
-        message = f"the shared Mooncake sample is missing ({SAMPLES[0]})"
-        if UNDER_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+    return SAMPLE
 
 
 def sample_rows(sample: Path) -> list[dict]:
