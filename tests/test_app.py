@@ -258,3 +258,33 @@ async def test_the_u_key_switches_to_users_whose_slider_steers_the_engine(sim_fa
         await until(lambda: any(r.turn == 2 for r in app.engine.records), pilot, timeout=15)
         await pilot.press("u")  # back to the streams it had
         assert received(app).users is None and received(app).concurrency == 2
+
+
+async def test_the_server_view_is_read_only_while_open_and_shows_where_the_time_goes(sim_factory):
+    """`i` opens the server view; nothing is asked of the server before, and nothing after it closes. The simulated
+    ollama reports its durations (at speed 1, in real time), so the split is its own, its queue included."""
+    from tui.probes.inside import InsideProbe
+
+    sim = sim_factory(parallel=2, speed=1)
+    made: list[InsideProbe] = []
+
+    def make() -> InsideProbe:
+        made.append(InsideProbe(sim.url, "ollama"))
+        return made[-1]
+
+    target, info = discover(sim.url)
+    settings = LoadSettings(concurrency=3, words=25)
+    app = make_app(target, info, settings, autostart=True, workers=1, engine=LoadEngine(target, settings),
+                   make_inside=make)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await until(lambda: app.engine.records, pilot, timeout=15)
+        assert not made and not app.query_one("#inside").display
+        await pilot.press("i")
+        assert len(made) == 1
+        await until(lambda: "network + client" in pane_text(app, "#inside"), pilot, timeout=15)
+        shown = pane_text(app, "#inside")
+        assert "server inside · ollama" in shown and "\nqueue " in shown and "prefill" in shown and "(server)" in shown
+        assert app.query_one("#inside").display and not app.query_one("#chart").display
+        await pilot.press("i")
+        assert not app.query_one("#inside").display and app.query_one("#chart").display
+        assert app.inside.sample is None and len(made) == 1

@@ -21,15 +21,18 @@ from textual.css.query import NoMatches
 from textual.widgets import Footer, Static
 
 from tui.export import export_run
+from tui.inside_view import InsideView
 from tui.live_capacity import LiveCapacity
 from tui.load.contract import Engine
 from tui.load.discover import ServerInfo
 from tui.load.history import LoadHistory, ObservedLimit
 from tui.load.records import NS
 from tui.load.snapshot import Snapshot
-from tui.messages import EngineSampled, FleetHistory, FleetSampled, GpuSampled, HostSampled, ServerSampled
+from tui.messages import (EngineSampled, FleetHistory, FleetSampled, GpuSampled, HostSampled, InsideSampled,
+                          ServerSampled)
 from tui.panes.gpu import GpuPane
 from tui.panes.host import HostPane
+from tui.panes.inside_text import inside_text
 from tui.panes.load import LoadPane
 from tui.polling import Poller
 from tui.probes.fleet import FleetProbe, FleetSample
@@ -78,6 +81,7 @@ class TokentopApp(App):
         Binding("right_square_bracket", "words(1)", "words", key_display="]"),
         Binding("left_square_bracket", "words(-1)", "", show=False),
         Binding("f", "find_capacity", "capacity"),
+        Binding("i", "inside", "server view"),
         Binding("escape", "stop_finding", "", show=False),
         Binding("m", "mode", "mode"),
         Binding("h", "next_host", "", show=False),
@@ -92,9 +96,11 @@ class TokentopApp(App):
                  read_host: Callable[[], HostSample], read_server: Callable[[], ServerSample] | None = None,
                  autostart: bool = False, notice: str | None = None, refresh_hz: float = 2.0,
                  poll_s: float = 1.0, prompt_label: str | None = None, slo: dict[str, float] | None = None,
-                 hold_s: float = HOLD_S, fleet: FleetProbe | None = None) -> None:
+                 hold_s: float = HOLD_S, fleet: FleetProbe | None = None,
+                 make_inside: Callable[[], Any] | None = None) -> None:
         """`prompt_label`: what the prompts are when they are not the mode's (synthetic, or from a file).
-        `slo` and `hold_s`: what `f` finds the capacity within, and how long it holds each level."""
+        `slo` and `hold_s`: what `f` finds the capacity within, and how long it holds each level.
+        `make_inside`: a new probe of the server's inside (tui/probes/inside.py) each time `i` opens the view."""
         super().__init__()
         self.fleet_probe = fleet  # --prometheus: the fleet replaces the local GPU, host and server views
         self.fleet: FleetSample | None = None
@@ -116,6 +122,7 @@ class TokentopApp(App):
         self.capacity = LiveCapacity(engine, self.history, slo or DEFAULT_SLO, hold_s, self.say)
         self._history_ns: int | None = None
         self._told: set[str] = set()
+        self.inside = InsideView(self, make_inside)
 
     def compose(self) -> ComposeResult:
         s = self.engine.settings
@@ -189,6 +196,11 @@ class TokentopApp(App):
         self.server = message.sample
         self._redraw_load()  # the server's view sits beside the client's: draw it now, not at the next snapshot
 
+    def on_inside_sampled(self, message: InsideSampled) -> None:
+        if self.inside.open:  # a reading that comes back after the view closed is dropped
+            self.inside.sample = message.sample
+            self._redraw_load()
+
     def on_engine_sampled(self, message: EngineSampled) -> None:
         self.snap = message.sample
         self._show_load(message.sample, history=True)
@@ -212,6 +224,7 @@ class TokentopApp(App):
         # The one echo guard: a snapshot taken before our newest change would move the sliders back.
         settings = snap.settings if snap.settings_version >= self.engine.settings_version else self.engine.settings
         pane.show(snap, settings, self.server, self.observed_limit.update(snap), power or None, self.fleet)
+        pane.show_inside(inside_text(self.inside.sample, snap.split) if self.inside.open else None)
         if history and (self._history_ns is None or snap.taken_ns - self._history_ns >= NS):
             self._history_ns = snap.taken_ns
             server = self.server
@@ -307,6 +320,18 @@ class TokentopApp(App):
         if self.capacity.running:
             self.workers.cancel_group(self, "capacity")
 
+    def action_inside(self) -> None:
+        """The server view: its slots or its scheduler, its latencies, where the time goes; `i` again closes it."""
+        if self.fleet_probe is not None:
+            self.say("the server view reads one server; with --prometheus the fleet is shown", title="server view")
+            return
+        if not self.inside.available:
+            self.say("no server to look inside", title="server view")
+            return
+        self.inside.toggle()
+        self.query_one(LoadPane).show_inside(inside_text(None, None) if self.inside.open else None)
+        self._redraw_load()
+
     # --- the host pane's views -------------------------------------------------------------------------
     def action_next_host(self) -> None:
         """--prometheus: draw the next host's cores one by one."""
@@ -357,4 +382,5 @@ class TokentopApp(App):
     def shutdown(self) -> None:
         """Stop polling and every stream (within 2 s); safe to call twice."""
         self.poller.stop()
+        self.inside.close()
         self.engine.stop(timeout=2.0)

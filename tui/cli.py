@@ -212,6 +212,7 @@ def make_app(target, info, settings, *, autostart: bool = False, out_path: str |
     from tui.load.process import EngineProcess
     from tui.probes.gpu import GpuProbe
     from tui.probes.host import HostProbe
+    from tui.probes.inside import InsideProbe
     from tui.probes.server import ServerProbe
 
     if engine is None:
@@ -226,6 +227,8 @@ def make_app(target, info, settings, *, autostart: bool = False, out_path: str |
         read_host = (HostProbe(server_port=port) if port else HostProbe(server_names=())).read
     if read_server is None:
         read_server = ServerProbe(info.url, info.kind, info.version, target.headers(), redact=target.redactor()).read
+    app_options.setdefault("make_inside", lambda: InsideProbe(info.url, info.kind, target.headers(),
+                                                              redact=target.redactor()))
     return TokentopApp(engine=engine, info=info, read_gpu=read_gpu or GpuProbe().read, read_host=read_host,
                        read_server=read_server, autostart=autostart, **app_options)
 

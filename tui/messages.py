@@ -11,6 +11,7 @@ from tui.load.snapshot import Snapshot
 from tui.probes.fleet import FleetSample
 from tui.probes.gpu import GpuReading
 from tui.probes.host import HostSample
+from tui.probes.inside import InsideSample
 from tui.probes.server import ServerSample
 
 
@@ -33,6 +34,14 @@ class HostSampled(Sampled):
 
 class ServerSampled(Sampled):
     def __init__(self, sample: ServerSample) -> None:
+        super().__init__()
+        self.sample = sample
+
+
+class InsideSampled(Sampled):
+    """The server view (the `i` key), once a second while it is open."""
+
+    def __init__(self, sample: InsideSample) -> None:
         super().__init__()
         self.sample = sample
 

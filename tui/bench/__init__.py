@@ -36,6 +36,8 @@ from tui.load.snapshot import PhaseStatus
 from tui.load.synthetic import CalibrationError, calibrate, trace_calibration
 from tui.probes.fleet import FleetProbe
 from tui.probes.gpu import GpuProbe
+from tui.probes.inside import NAMES as INSIDE_KINDS
+from tui.probes.inside import InsideProbe
 from tui.probes.prometheus import CredentialsError
 from tui.probes.server import ServerProbe
 from tui.untrusted import one_line
@@ -82,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
         meta = make_meta(info, args, bench)
         print(plan_text(bench, args), file=sys.stderr)
         watch = Watch(ServerProbe(info.url, info.kind, info.version, target.headers(), redact=target.redactor()),
-                      GpuProbe(), fleet=_first_reading(fleet))
+                      GpuProbe(), fleet=_first_reading(fleet),
+                      inside=InsideProbe(info.url, info.kind, target.headers(), redact=target.redactor())
+                      if info.kind in INSIDE_KINDS else None)
         engine = _engine(target, bench, args, trace)
         engine.start()
         outcome = _drive(engine, bench, watch)
@@ -98,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
             engine.stop()
         if watch is not None and watch.server is not None:
             watch.server.close()
+        if watch is not None and watch.inside is not None:
+            watch.inside.close()
         if watch is not None:
             watch.stop()
         if fleet is not None:

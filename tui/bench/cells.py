@@ -27,6 +27,7 @@ async def run_cell(engine: Engine, run: BenchRun, cell: Cell, collect: Collect, 
     load, words = cell
     await asyncio.to_thread(engine.warm, run.connections(load))
     records: list[RequestRecord] = []
+    await watch.scrape(cell, before=True)
     for rnd in range(run.rounds):
         watching = asyncio.ensure_future(watch.cell(cell))
         try:
@@ -34,6 +35,7 @@ async def run_cell(engine: Engine, run: BenchRun, cell: Cell, collect: Collect, 
         finally:
             watching.cancel()
             await asyncio.gather(watching, return_exceptions=True)
+        await watch.scrape(cell, before=False)
         records += result.records
         if result.cost is not None:
             watch.client.setdefault(cell, []).append(result.cost)

@@ -30,6 +30,12 @@ FIGURES = (
     ("tpot_p50_s", "TPOT p50 (s)", ".4f", False),
     ("request_rps", "Requests/s", ".2f", True),
     ("goodput_rps", "Goodput (req/s)", ".2f", True),
+    ("server_ttft_p50_s", "Server TTFT p50 (s)", ".3f", False),
+    ("server_queue_p50_s", "Server queue p50 (s)", ".3f", False),
+    ("server_prefill_p50_s", "Server prefill p50 (s)", ".3f", False),
+    ("server_decode_p50_s", "Server decode p50 (s)", ".3f", False),
+    ("prefix_cache_hit_rate", "Prefix cache hits", ".0%", True),
+    ("preemptions", "Preemptions", "d", False),
     ("errors", "Errors", "d", False),
 )
 SAME_WITHIN = 0.02  # a change under 2 % is shown as no change: run-to-run noise is larger than that

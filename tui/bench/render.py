@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tui import __version__
+from tui.bench.server_side import per_request_fields
 from tui.bench.workload import CONCURRENCY, RATE, TRACE, USERS, BenchRun
 from tui.load.discover import ServerInfo
 from tui.load.prompts import INPUT, OUTPUT, PROMPT_FILE
@@ -37,6 +38,17 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("server_decode_tps_mean", "Server decode tok/s", ".1f"),
     ("server_prefill_tps_mean", "Server prefill tok/s", ".1f"),
     ("queue_wait_mean_s", "Queue wait est. (s)", ".2f"),
+    ("server_ttft_p50_s", "Server TTFT p50 (s)", "bucketed"),
+    ("server_ttft_p99_s", "Server TTFT p99 (s)", "bucketed"),
+    ("ttft_gap_ms", "Client-server TTFT gap (ms)", "+.0f"),
+    ("server_queue_p50_s", "Server queue p50 (s)", "bucketed"),
+    ("server_queue_p99_s", "Server queue p99 (s)", "bucketed"),
+    ("server_prefill_p50_s", "Server prefill p50 (s)", "bucketed"),
+    ("server_prefill_p99_s", "Server prefill p99 (s)", "bucketed"),
+    ("server_decode_p50_s", "Server decode p50 (s)", "bucketed"),
+    ("server_decode_p99_s", "Server decode p99 (s)", "bucketed"),
+    ("prefix_cache_hit_rate", "Prefix cache hits", ".0%"),
+    ("preemptions", "Preemptions", "d"),
     ("server_queue_max", "Server queue max", "d"),
     ("truncated", "Truncated", "d"),
     ("cold_starts", "Cold starts", "d"),
@@ -66,6 +78,8 @@ RATE_COLUMN = ("rate", "Rate (req/s)", "g")  # the first column of open-loop row
 USERS_COLUMN = ("users", "Users", "d")  # the first column of rows of users in conversations
 OPEN_LOOP_ONLY = ("sent_rps", "backlog_end", "backlog_growth_rps", "held_back", "unsent", "send_lag_p99_s")
 USERS_ONLY = ("sessions_rps",)
+SERVER_SIDE = tuple(key for key, _, f in COLUMNS if f == "bucketed") + ("ttft_gap_ms", "prefix_cache_hit_rate",
+                                                                       "preemptions")  # where the server says
 FLEET_ONLY = ("fleet_power_w", "fleet_j_per_token", "replica_queue_max")  # with --prometheus
 # The table's selection, after the article's five columns: enough to size a server, narrow enough for a terminal.
 COMPACT = ("sent_rps", "request_rps", "backlog_end", "backlog_growth_rps", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s",
@@ -101,7 +115,13 @@ LEGEND = (
     " Sessions/s = conversations ended per second; TTFT by turn is under the table. Send lag p99 = how late an open"
     " loop's requests went against their plan (the rate's or the trace's; held back included). Cancelled (plan) ="
     " requests the client closed on purpose (--cancel-share): not errors, in no figure. --warmup's requests are in"
-    " no row."
+    " no row.\n"
+    "Server TTFT / queue / prefill / decode p50 and p99, Prefix cache hits and Preemptions are the server's own"
+    " (server-reported): from vLLM's or SGLang's histograms and counters, read from /metrics just before and after"
+    " the cell (a percentile is an estimate within the bucket named beside it, and counts every client's requests"
+    " meanwhile), or from llama.cpp's timings / ollama's durations per request (exact; llama.cpp's prefill excludes"
+    " the wait for a slot, and it reports no queue time). Client-server TTFT gap = the client's TTFT p50 less the"
+    " server's: the network and the client; a CHECK line under the table says when the two cannot both be right."
 )
 
 
@@ -114,7 +134,8 @@ def rows_of(records: list[RequestRecord], loads: list, words: list[int], slo: di
     measured = [r for r in records if not r.warmup]
     if shape == TRACE:
         cell = [r for r in measured if r.trace_index is not None]
-        return [cell_row(None, words[0], cell, slo, rate=trace_rate or 0.0) | {"trace": True}] if cell else []
+        return [cell_row(None, words[0], cell, slo, rate=trace_rate or 0.0) | {"trace": True}
+                | per_request_fields(cell)] if cell else []
     of = {CONCURRENCY: lambda r: r.concurrency, RATE: lambda r: r.rate, USERS: lambda r: r.users}[shape]
     rows = []
     for load in loads:
@@ -123,11 +144,12 @@ def rows_of(records: list[RequestRecord], loads: list, words: list[int], slo: di
             if not cell:
                 continue
             if shape == RATE:
-                rows.append(cell_row(None, w, cell, slo, rate=load))
+                row = cell_row(None, w, cell, slo, rate=load)
             elif shape == USERS:
-                rows.append({"users": load, **cell_row(None, w, cell, slo)})
+                row = {"users": load, **cell_row(None, w, cell, slo)}
             else:
-                rows.append(cell_row(load, w, cell, slo))
+                row = cell_row(load, w, cell, slo)
+            rows.append(row | per_request_fields(cell))
     return rows
 
 
@@ -159,6 +181,18 @@ def make_meta(info: ServerInfo, args: argparse.Namespace, run: BenchRun) -> dict
     }
 
 
+def _shown(row: dict[str, Any], key: str, fmt: str) -> str:
+    """A row's cell as text; a figure estimated from a server's buckets names its bucket: "0.41 (0.25–0.5 s)"."""
+    if fmt != "bucketed":
+        return _cell(row.get(key), fmt)
+    value = row.get(key)
+    if value is None:
+        return "-"
+    _, phase, q, _ = key.split("_")  # server_ttft_p50_s
+    bucket = ((row.get("server_phases") or {}).get(phase) or {}).get(f"{q}_in")
+    return f"{value:.3f}" + (f" ({bucket})" if bucket else "")
+
+
 def _cell(value: Any, fmt: str) -> str:
     if value is None:
         return "-"
@@ -181,6 +215,7 @@ def columns_for(rows: list[dict[str, Any]], fmt: str) -> list[tuple[str, str, st
         columns = [c for c in columns if c[0] not in USERS_ONLY]
     if not any("fleet_power_w" in row for row in rows):
         columns = [c for c in columns if c[0] not in FLEET_ONLY]
+    columns = [c for c in columns if c[0] not in SERVER_SIDE or any(row.get(c[0]) is not None for row in rows)]
     if fmt != "table":
         return columns
     by_key = {key: (key, header, f) for key, header, f in columns}
@@ -199,7 +234,7 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str
     headers = [h for _, h, _ in columns]
     headers[1] = {INPUT: "Input Word Count", SYNTHETIC: "Input Tokens", PROMPT_FILE: "Prompts in File",
                   TRACE: "Trace Requests"}.get(mode, headers[1])
-    body = [[_cell(row.get(key), f) for key, _, f in columns] for row in rows]
+    body = [[_shown(row, key, f) for key, _, f in columns] for row in rows]
     errors_at = [key for key, _, _ in columns].index("errors")
     for cells, row in zip(body, rows):
         if row.get("error_kinds"):  # "3 (cut, http)": what went wrong, not just how often
@@ -222,7 +257,7 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str
     if fmt == "markdown":
         lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in body]
-        return f"{title}\n\n" + "\n".join(lines) + "\n\n" + by_turn(rows) + client_bound(rows) + LEGEND + "\n"
+        return f"{title}\n\n" + "\n".join(lines) + "\n\n" + by_turn(rows) + client_bound(rows) + server_checks(rows) + LEGEND + "\n"
     split = [two_lines(h) if fmt == "table" else ("", h) for h in headers]
     widths = [max(len(top), len(bottom), *(len(r[i]) for r in body)) for i, (top, bottom) in enumerate(split)]
     lines = ["  ".join(part[k].rjust(wd) for part, wd in zip(split, widths)).rstrip() for k in (0, 1)]
@@ -231,7 +266,7 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str
         lines.pop(0)
     if not body:
         lines.append("(no finished requests)")
-    return title + "\n" + "\n".join(lines) + "\n" + by_turn(rows) + client_bound(rows) + LEGEND + "\n"
+    return title + "\n" + "\n".join(lines) + "\n" + by_turn(rows) + client_bound(rows) + server_checks(rows) + LEGEND + "\n"
 
 
 def two_lines(header: str) -> tuple[str, str]:
@@ -241,14 +276,21 @@ def two_lines(header: str) -> tuple[str, str]:
     return min(splits, key=lambda pair: max(map(len, pair))) if splits else ("", header)
 
 
+def _load_text(row: dict[str, Any]) -> str:
+    return f"{row['rate']:g} req/s" if "rate" in row else f"{row['users']} users" if "users" in row else (
+        f"{row['concurrency']}")
+
+
 def client_bound(rows: list[dict[str, Any]]) -> str:
     """A warning line per cell where tokentop itself was the bottleneck (empty when none was)."""
-    def cell(row: dict[str, Any]) -> str:
-        return f"{row['rate']:g} req/s" if "rate" in row else f"{row['users']} users" if "users" in row else (
-            f"{row['concurrency']}")
-
-    return "".join(f"WARNING {cell(row)} x {row['words']}: {row['client_warning']}\n"
+    return "".join(f"WARNING {_load_text(row)} x {row['words']}: {row['client_warning']}\n"
                    for row in rows if row.get("client_warning"))
+
+
+def server_checks(rows: list[dict[str, Any]]) -> str:
+    """A line per cell whose client TTFT and server TTFT cannot both be right (tui/bench/server_side.py)."""
+    return "".join(f"CHECK {_load_text(row)} x {row['words']}: {row['server_check']}\n"
+                   for row in rows if row.get("server_check"))
 
 
 def by_turn(rows: list[dict[str, Any]]) -> str:

@@ -1,6 +1,7 @@
-"""What is measured beside the requests while each cell runs: the server's queue peak (its /metrics),
-GPU power (NVML), with --prometheus the fleet's GPU power and each replica's queue peak, and tokentop's
-own cost (loop lag, CPU: is the client the bottleneck?)."""
+"""What is measured beside the requests while each cell runs: the server's queue peak (its /metrics), its own
+view of the cell (tui/bench/server_side.py: /metrics scraped before and after), GPU power (NVML), with
+--prometheus the fleet's GPU power and each replica's queue peak, and tokentop's own cost (loop lag, CPU: is
+the client the bottleneck?)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from tui.bench.server_side import add_server_fields, histogram_fields
 from tui.load.selfcost import MIN_SPAN_S, ClientCost
 from tui.load.stats import mean
 from tui.probes.fleet import FleetProbe, FleetSample
 from tui.probes.gpu import GpuProbe
+from tui.probes.histograms import Scrape
+from tui.probes.inside import InsideProbe
 from tui.probes.server import ServerProbe
 
+SETTLE_S = 0.25  # after a round, before the scrape: a server observes its histograms just after the answer ends
 Cell = tuple[float, int]  # (load, words): the load is a concurrency, or a rate in an open loop
 
 
@@ -45,10 +50,25 @@ class Watch:
     fleet_power: dict[Cell, list[float]] = field(default_factory=dict)
     replica_queue_max: dict[Cell, dict[str, float]] = field(default_factory=dict)
     fleet_error: str | None = None  # the last reason the fleet could not be read
+    inside: InsideProbe | None = None  # the server's own histograms and counters, scraped around each cell
+    scraped: dict[Cell, list[Scrape | None]] = field(default_factory=dict)  # [before its first round, after its last]
     _cell: Cell | None = None  # the cell running now
     _stopped: threading.Event = field(default_factory=threading.Event)
     _wake: threading.Event = field(default_factory=threading.Event)  # a cell began: read now, not in a second
     _fleet_thread: threading.Thread | None = None
+
+    async def scrape(self, cell: Cell, before: bool) -> None:
+        """The server's /metrics just before a cell's first round, and after each round (the last one counts)."""
+        if self.inside is None:
+            return
+        if not before:
+            await asyncio.sleep(SETTLE_S)
+        try:
+            scrape = await asyncio.to_thread(self.inside.scrape)
+        except RuntimeError:  # no answer: the cell has no server-side figures
+            scrape = None
+        pair = self.scraped.setdefault(cell, [None, None])
+        pair[0 if before else 1] = scrape
 
     async def cell(self, cell: Cell) -> None:
         server, gpu = self.server, self.gpu
@@ -127,5 +147,8 @@ class Watch:
             row["replica_queue_max"] = self.replica_queue_max.get(cell) or None
         row["client_cpu_pct"] = max(cpus) * 100 if cpus else None
         row["client_lag_p90_ms"] = max(lags) if lags else None
+        before, after = self.scraped.get(cell, [None, None])
+        add_server_fields(row, histogram_fields(self.inside.kind, before, after) if self.inside else {},
+                          row["client_lag_p90_ms"])
         warnings = [c.warning for c in costs if c.warning]
         row["client_warning"] = warnings[0] if warnings else None

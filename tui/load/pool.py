@@ -22,6 +22,7 @@ from tui.load.selfcost import ClientCost
 from tui.load.settings import LoadSettings
 from tui.load.snapshot import PhaseStatus, Snapshot
 from tui.load.stats import mean, percentile
+from tui.load.time_split import merge_splits
 
 if TYPE_CHECKING:
     from tui.load.trace import Trace
@@ -68,6 +69,7 @@ def merge(snaps: list[Snapshot], settings: LoadSettings) -> Snapshot:
         backlog_growth_rps=_sum_known(s.backlog_growth_rps for s in snaps),
         thinking=sum(s.thinking for s in snaps),
         sessions_done=sum(s.sessions_done for s in snaps),
+        split=merge_splits(s.split for s in snaps),
         streams_left_off=sum(s.streams_left_off for s in snaps),
         queued_all=sum(s.queued for s in snaps),
     )

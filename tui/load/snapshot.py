@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 from tui.load.selfcost import ClientCost
 from tui.load.settings import LoadSettings
+from tui.load.time_split import RecentSplit
 
 WAITING, STREAMING, DONE, ERROR, THINKING = "waiting", "streaming", "done", "error", "thinking"
+SPLIT_WINDOW_S = 60  # the window of `split`: the server view's histogram window too
 QUEUED_AFTER_S = 0.3  # waiting this long with others streaming is taken as queueing, not prefill
 
 
@@ -61,6 +63,7 @@ class Snapshot:
     sessions_done: int = 0  # conversations that ended
     streams_left_off: int = 0  # streams past the rows a snapshot carries (tui/load/views.py MAX_ROWS)
 
+    split: RecentSplit | None = None  # the requests finished in the last SPLIT_WINDOW_S: where their time went
     queued_all: int | None = None  # `queued` counted over every stream, when the rows are not all of them
 
     @property

@@ -15,8 +15,10 @@ from tui.load.open_loop import OpenLoop
 from tui.load.records import NS, RequestRecord
 from tui.load.selfcost import ClientCost
 from tui.load.settings import LoadSettings
-from tui.load.snapshot import DONE, ERROR, QUEUED_AFTER_S, STREAMING, THINKING, WAITING, Snapshot, StreamView
+from tui.load.snapshot import (DONE, ERROR, QUEUED_AFTER_S, SPLIT_WINDOW_S, STREAMING, THINKING, WAITING, Snapshot,
+                                StreamView)
 from tui.load.stats import mean, percentile, slope
+from tui.load.time_split import recent_split
 
 
 def chunks_in_window(record: RequestRecord, since_ns: int) -> int:
@@ -182,4 +184,5 @@ class Board:
             queued_all=sum(1 for (_, r), state in zip(current, states)
                            if state == WAITING and now - r.send_ns >= QUEUED_AFTER_S * NS),
             sessions_done=finished.sessions_done,
+            split=recent_split([r for r in recent if (r.end_ns or 0) >= now - SPLIT_WINDOW_S * NS]),
         )

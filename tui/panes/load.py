@@ -220,6 +220,7 @@ class LoadPane(Vertical):
                 yield Static(Text(HEADER, style="bold"), id="streams-header")
                 yield StreamTable(id="streams")
             yield LoadChart(id="chart")
+            yield TextBox(id="inside")
 
     def _moved(self, name: str) -> Callable[[float], None]:
         return lambda value: self._on_slider(name, value)
@@ -267,6 +268,12 @@ class LoadPane(Vertical):
     def show_mode(self, mode: str, words: int) -> None:
         self.query_one("#mode", TextBox).show_text(mode_text(mode, words, self._max_tokens, self._exact,
                                                              self._prompt_label))
+
+    def show_inside(self, text: Text | None) -> None:
+        """The server view in place of the chart (in place of the rows on a narrow screen); None closes it."""
+        self.set_class(text is not None, "inside-open")
+        if text is not None:
+            self.query_one("#inside", TextBox).show_text(text)
 
     def show_history(self, points: Sequence[LoadPoint]) -> None:
         chart = self.query_one(LoadChart)
