@@ -185,12 +185,12 @@ def test_the_bench_row_carries_the_servers_phases_with_their_buckets_and_a_cross
     after = parse_scrape(histogram("vllm:time_to_first_token_seconds", {"0.25": 2, "0.5": 8, "+Inf": 8}, 2.4)
                          + "vllm:prefix_cache_hits_total 900\nvllm:prefix_cache_queries_total 1000\n"
                            "vllm:num_preemptions_total 5\n")
-    row = {"concurrency": 8, "words": 100, "ttft_p50_s": 0.33, "errors": 0}
+    row = {"concurrency": 8, "words": 100, "ttft_p50_s": 0.33, "ttft_mean_s": 0.31, "errors": 0}
     add_server_fields(row, histogram_fields("vllm", before, after), client_lag_ms=1.0)
     assert row["server_phases"]["ttft"]["p50_in"] == "0.25–0.5 s" and row["server_phases"]["ttft"]["count"] == 8
     assert row["prefix_cache_hit_rate"] == 0.9 and row["preemptions"] == 3
     assert row["server_ttft_p50_s"] == pytest.approx(0.333, abs=1e-3) and row["server_check"] is None
-    assert abs(row["ttft_gap_ms"]) < 5
+    assert row["ttft_gap_ms"] == pytest.approx(10.0)  # the means: 0.31 s against the histogram's 2.4 s / 8
     meta = {"model": "m", "model_label": "m", "server_kind": "vllm", "server_version": "1", "simulated": False,
             "url": "http://x"}
     wide = render([row], meta, "wide")
@@ -201,20 +201,21 @@ def test_the_bench_row_carries_the_servers_phases_with_their_buckets_and_a_cross
 
 
 def test_the_cross_check_says_when_client_and_server_ttft_cannot_both_be_right():
-    server = {"p50": 0.4, "p50_in": "0.25–0.5 s"}
-    assert "below the server's" in cross_check(0.1, server, 1.0)
-    assert "above the server's" in cross_check(0.9, server, 1.0)
-    assert cross_check(0.52, server, 1.0) is None  # within the bucket, the network and the client's lag
-    assert cross_check(0.62, server, 100.0) is None  # a slow client loop explains it
+    """On the means: exact from a histogram's sum and count, where its p50 is known only within a bucket."""
+    assert "below the server's" in cross_check(0.1, 0.4, 1.0)
+    assert "above the server's" in cross_check(0.9, 0.4, 1.0)
+    assert cross_check(0.42, 0.4, 1.0) is None  # the network and the client's parsing
+    assert cross_check(0.398, 0.4, 1.0) is None  # where each clock stops
+    assert cross_check(0.52, 0.4, 100.0) is None  # a slow client loop explains it
     meta = {"model": "m", "model_label": "m", "server_kind": "vllm", "server_version": "1", "simulated": False,
             "url": "http://x"}
-    row = {"concurrency": 1, "words": 10, "errors": 0, "server_check": cross_check(0.1, server, 1.0)}
-    assert "CHECK 1 x 10: client TTFT p50 0.100 s is below" in render([row], meta, "table")
+    row = {"concurrency": 1, "words": 10, "errors": 0, "server_check": cross_check(0.1, 0.4, 1.0)}
+    assert "CHECK 1 x 10: client mean TTFT 0.100 s is below" in render([row], meta, "table")
 
 
 def test_a_llama_cpp_cell_has_exact_per_request_phases():
     records = [record(timings={"prompt_ms": 100.0 * k, "predicted_ms": 1000.0}) for k in range(1, 5)]
-    row = {"concurrency": 4, "words": 10, "ttft_p50_s": 0.5} | per_request_fields(records)
+    row = {"concurrency": 4, "words": 10, "ttft_mean_s": 0.5} | per_request_fields(records)
     add_server_fields(row, {})
     assert row["server_prefill_p50_s"] == pytest.approx(0.25) and row["server_decode_p99_s"] == pytest.approx(1.0)
     assert "llama.cpp timings (per request, exact)" == row["server_phase_source"] and row["server_check"] is None

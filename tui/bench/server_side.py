@@ -1,6 +1,6 @@
 """The server's own view of each bench cell: its TTFT, queue, prefill, decode, ITL and e2e p50/p99, its prefix
 cache's hit rate and its preemptions over the cell, the gap between the client's TTFT and the server's, and a
-cross-check of the two.
+cross-check of the two (their means: exact, where a histogram's p50 is known only within its bucket).
 
 From histograms (vLLM, SGLang): the increase between a scrape just before the cell's first round and one just
 after its last; the percentiles are estimates within a bucket (each names its bucket), and they count every
@@ -19,6 +19,7 @@ from tui.probes.inside import NAMES, InsideNames, cache_share_between, phases_be
 
 FLAT = ("ttft", "queue", "prefill", "decode")  # phases with columns of their own (all are in server_phases)
 NETWORK_ALLOWANCE_S = 0.05  # what loopback, HTTP and the client's parsing may add to the server's TTFT
+CLOCK_SLACK_S = 0.005  # the client's TTFT may read this much under the server's (where each clock stops)
 
 
 def histogram_fields(kind: str, before: Scrape | None, after: Scrape | None) -> dict[str, Any]:
@@ -60,29 +61,22 @@ def add_server_fields(row: dict[str, Any], fields: dict[str, Any], client_lag_ms
         figures = phases.get(phase) or {}
         row[f"server_{phase}_p50_s"] = figures.get("p50")
         row[f"server_{phase}_p99_s"] = figures.get("p99")
-    server, client = phases.get("ttft") or {}, row.get("ttft_p50_s")
-    row["ttft_gap_ms"] = (client - server["p50"]) * 1000 if client is not None and server.get("p50") is not None else None
+    server, client = (phases.get("ttft") or {}).get("mean"), row.get("ttft_mean_s")
+    row["ttft_gap_ms"] = (client - server) * 1000 if client is not None and server is not None else None
     row["server_check"] = cross_check(client, server, client_lag_ms)
 
 
-def _bounds(bucket: str) -> tuple[float, float]:
-    if bucket.startswith(">"):
-        return float(bucket[1:].split()[0]), float("inf")
-    low, high = bucket.split()[0].split("–")
-    return float(low), float(high)
-
-
-def cross_check(client_p50: float | None, server_ttft: dict[str, Any], client_lag_ms: float | None) -> str | None:
-    """A sentence when the client's TTFT p50 cannot be squared with the server's; None when it can."""
-    if client_p50 is None or not server_ttft.get("p50_in"):
+def cross_check(client_mean: float | None, server_mean: float | None, client_lag_ms: float | None) -> str | None:
+    """A sentence when the client's mean TTFT cannot be squared with the server's; None when it can. Means, not
+    p50s: a histogram's mean is exact (its sum over its count), a p50 only known within its bucket."""
+    if client_mean is None or server_mean is None:
         return None
-    low, high = _bounds(server_ttft["p50_in"])
-    if client_p50 < low:
-        return (f"client TTFT p50 {client_p50:.3f} s is below the server's ({server_ttft['p50_in']}), impossible for"
-                " the same requests: the server's histogram counts others too (another client?)")
-    allowed = high + NETWORK_ALLOWANCE_S + (client_lag_ms or 0) / 1000
-    if client_p50 > allowed:
-        return (f"client TTFT p50 {client_p50:.3f} s is above the server's ({server_ttft['p50_in']}) by more than"
-                f" the network and the client's lag explain (up to {allowed:.3f} s): time is spent before the"
-                " server starts its clock (a proxy, the connection, the request's parsing)")
+    if client_mean < server_mean - CLOCK_SLACK_S:
+        return (f"client mean TTFT {client_mean:.3f} s is below the server's {server_mean:.3f} s, impossible for the"
+                " same requests: the server's histogram counts others too (another client?)")
+    allowed = NETWORK_ALLOWANCE_S + (client_lag_ms or 0) / 1000
+    if client_mean - server_mean > allowed:
+        return (f"client mean TTFT {client_mean:.3f} s is {client_mean - server_mean:.3f} s above the server's"
+                f" {server_mean:.3f} s, more than the network and the client's lag explain ({allowed:.3f} s): time"
+                " is spent before the server starts its clock (a proxy, the connection, the request's parsing)")
     return None

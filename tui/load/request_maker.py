@@ -95,7 +95,7 @@ class RequestMaker:
             spec = dataclasses.replace(spec, prompt=talk.scripted[len(talk.history)])
         elif s.input_words:  # new words for every request: a prefix cache must not make this a cache test
             load = s.rate if open_loop else s.users if talk else s.concurrency
-            rng = random.Random(f"{s.seed}:{self._phase}:{load}:{s.round}:{stream}:{k}")
+            rng = random.Random(f"{s.seed}:{s.salt}:{self._phase}:{load}:{s.round}:{stream}:{k}")
             record.mode = SYNTHETIC
             spec = dataclasses.replace(spec, prompt=synthetic_text(s.input_words, rng, s.shared_words))
         elif self._source is not None:
@@ -112,5 +112,6 @@ class RequestMaker:
 
         per_word, overhead = s.calibration or (1.0, 0.0)
         record.mode, record.trace_index, record.rate = TRACE_MODE, item.index, None
-        prompt = trace_prompt(item, self._trace.block_tokens if self._trace else BLOCK_TOKENS, per_word, overhead)
+        prompt = trace_prompt(item, self._trace.block_tokens if self._trace else BLOCK_TOKENS, per_word, overhead,
+                              s.salt)
         return record, dataclasses.replace(spec, prompt=prompt, max_tokens=item.output_tokens, force_length=True)

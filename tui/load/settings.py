@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import math
 import random
+import secrets
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tui.load.prompts import MODES, build_prompt
 from tui.load.wire import RequestSpec
@@ -63,6 +64,9 @@ class LoadSettings:
     max_tokens: int | None = None
     temperature: float | None = None
     seed: int | None = None
+    # What makes this run's synthetic and trace prompts its own when no --seed is given: the same prompts in two
+    # runs would be served from the server's prefix cache in the second (one per settings, kept by replace()).
+    prompt_salt: str = field(default_factory=lambda: secrets.token_hex(4), compare=False)
     num_ctx: int | None = None
     output_tokens: int | None = None  # exactly this many, where the server can be made to (ignore_eos)
     cancel_surplus: bool = False
@@ -89,6 +93,11 @@ class LoadSettings:
     think: str = "exponential"
     replay: bool = False  # the engine's trace at its own times (an open loop) instead of a rate
     calibration: tuple[float, float] | None = None  # (tokens a word, template tokens) as this server counts them
+
+    @property
+    def salt(self) -> str:
+        """"" with --seed (the prompts repeat run after run, as asked), else this run's own."""
+        return "" if self.seed is not None else self.prompt_salt
 
     @property
     def bounded(self) -> bool:

@@ -83,6 +83,7 @@ def cell_row(concurrency: int | None, words: int, records: Sequence[RequestRecor
         "avg_time_s": avg_time,
         "avg_speed_tps": avg_tokens / avg_time if avg_tokens and avg_time else None,
         "ttft_p50_s": percentile(ttfts, 50),
+        "ttft_mean_s": mean(ttfts),
         "ttft_max_s": max(ttfts) if ttfts else None,
         "decode_tps_mean": mean(r.decode_tps for r in ok),
         "aggregate_tps": aggregate_tps(records),

@@ -332,26 +332,28 @@ def _fields(text: str, strip: bool = True) -> list[str]:
 # --- prompts -------------------------------------------------------------------------------------------------
 
 
-def trace_prompt(request: TraceRequest, block_tokens: int, per_word: float, overhead: float = 0.0) -> str:
+def trace_prompt(request: TraceRequest, block_tokens: int, per_word: float, overhead: float = 0.0,
+                 salt: str = "") -> str:
     """A prompt of about `request.input_tokens` tokens as the server counts them (overhead + per_word × words,
     synthetic.Calibration's model; the overhead counts the instruction at the start and the chat template).
 
     It is the words of each block in turn, `block_tokens` worth each, the last block cut (or run on) to the
     length: block id h is always the same words, so requests that share their first k ids share their first
     k blocks of text and a server's prefix cache sees the trace's sharing. A request without block ids gets
-    words of its own, drawn from its index."""
+    words of its own, drawn from its index. `salt` makes a run's text its own (the same ids, other words than
+    another run's), so a server's cache holds no block of an earlier run."""
     if not (math.isfinite(per_word) and per_word > 0) or block_tokens < 1:
         raise ValueError(f"per_word must be more than 0 and block_tokens 1 or more, not {per_word}, {block_tokens}")
     words = max(1, round((request.input_tokens - overhead) / per_word))
     if not request.blocks:
-        return f"{INSTRUCTION} {' '.join(random.Random(f'trace request {request.index}').choices(WORDS, k=words))}"
+        return f"{INSTRUCTION} {' '.join(random.Random(f'trace request {salt}{request.index}').choices(WORDS, k=words))}"
     per_block = max(1, round(block_tokens / per_word))
     parts: list[str] = []
     left, last = words, len(request.blocks) - 1
     for i, h in enumerate(request.blocks):
         take = left if i == last else min(per_block, left)
         # A run-on last block is not cached: its length is the request's own, and would crowd the cache out.
-        parts.extend(_block_words(h, per_block)[:take] if take <= per_block else _block_run(h, take))
+        parts.extend(_block_words(h, per_block, salt)[:take] if take <= per_block else _block_run(h, take, salt))
         left -= take
         if not left:
             break
@@ -359,12 +361,12 @@ def trace_prompt(request: TraceRequest, block_tokens: int, per_word: float, over
 
 
 @functools.lru_cache(maxsize=4096)  # 4,096 blocks of 512 words: about 16 MiB
-def _block_words(h: int, n: int) -> tuple[str, ...]:
-    return _block_run(h, n)
+def _block_words(h: int, n: int, salt: str = "") -> tuple[str, ...]:
+    return _block_run(h, n, salt)
 
 
-def _block_run(h: int, n: int) -> tuple[str, ...]:
+def _block_run(h: int, n: int, salt: str = "") -> tuple[str, ...]:
     """Block h's first n words. The first is WORDS[h % len(WORDS)], so blocks whose ids differ by less than
     len(WORDS) differ from their first word; the rest are drawn from a generator seeded by h, one draw a
     word, so a longer run of a block starts with its shorter one."""
-    return (WORDS[h % len(WORDS)], *random.Random(f"trace block {h}").choices(WORDS, k=n - 1))
+    return (WORDS[h % len(WORDS)], *random.Random(f"trace block {salt}{h}").choices(WORDS, k=n - 1))

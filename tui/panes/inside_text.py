@@ -52,7 +52,7 @@ def _estimate(figures: PhaseFigures, which: str) -> str:
 
 def phase_lines(sample: InsideSample) -> Text:
     text = Text(f"server latency, last {sample.window_s:.0f} s", style="bold")
-    text.append(" (its histograms: each p50/p99 an estimate within the bucket shown)\n", style=style("muted"))
+    text.append(" (histograms: estimates within the bucket shown)\n", style=style("muted"))
     text.append(f"{'':8}{'p50 s':>22}  {'p99 s':>22}  {'mean s':>7}  {'n':>5}\n", style=style("quiet"))
     for phase, figures in sample.phases.items():
         text.append(f"{PHASE_NAMES.get(phase, phase):<8}{_estimate(figures, 'p50'):>22}  {_estimate(figures, 'p99'):>22}"
@@ -89,15 +89,18 @@ def split_lines(split: RecentSplit | None, sample: InsideSample | None) -> Text:
         return text + Text(f": no finished request with the server's own times in the last {SPLIT_WINDOW_S} s\n",
                            style=style("muted"))
     text.append(f", mean of the last {split.n} requests ({SPLIT_WINDOW_S} s)\n", style=style("muted"))
-    total = sum(b.seconds for b in bars) or 1.0
+    total = sum(max(0.0, b.seconds) for b in bars) or 1.0
     width = max(len(b.phase) for b in bars)
     for bar in bars:
-        cells = round(BAR_CELLS * bar.seconds / total)
+        cells = round(BAR_CELLS * max(0.0, bar.seconds) / total)
         text.append(f"{bar.phase:<{width}} ")
         text.append("█" * cells, style=style("accent") if bar.source != "client" else style("waiting"))
         text.append("░" * (BAR_CELLS - cells), style=style("bar-empty"))
         text.append(f" {bar.seconds:.3f} s", style="bold")
-        text.append(f" ({bar.source})\n", style=style("muted"))
+        text.append(f" ({bar.source})", style=style("muted"))
+        if bar.seconds < 0:  # the client's mean TTFT below the server's: other requests in one of the windows
+            text.append(" below the server's: the windows hold other requests", style=style("note"))
+        text.append("\n")
     return text
 
 
