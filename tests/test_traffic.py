@@ -132,13 +132,15 @@ def test_a_ramp_spreads_a_rate_and_the_streams_over_its_seconds(sim_factory, cap
 
 def test_warmup_requests_are_kept_marked_and_in_no_row(sim_factory, capsys, tmp_path):
     out = tmp_path / "warm.jsonl"
-    report = bench_json(capsys, "--url", sim_factory(speed=50).url, "--concurrency", "2", "--duration", "0.6",
-                        "--warmup", "0.5", "--words", "25", "--out", str(out))
+    report = bench_json(capsys, "--url", sim_factory(speed=50).url, "--concurrency", "2", "--duration", "1.2",
+                        "--warmup", "0.3", "--words", "25", "--out", str(out))
     records = read_jsonl(out)
     warm = [r for r in records if r.warmup]
     assert warm and len(warm) < len(records)
     (row,) = report["rows"]
     assert row["requests"] == len(records) - len(warm)
+    cell = [r.send_ns for r in records if not r.warmup]
+    assert (max(cell) - min(cell)) / 1e9 > 0.8  # the cell holds its own --duration, not the warm-up's
 
 
 # --- a trace at its own times ------------------------------------------------------------------------------

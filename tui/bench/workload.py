@@ -47,8 +47,9 @@ class BenchRun:
         shape = {CONCURRENCY: {"concurrency": int(load)}, RATE: {"rate": load}, USERS: {"users": int(load)},
                  TRACE: {"replay": True}}[self.shape]
         once = self.shape == CONCURRENCY and not self.duration_s  # the article's round: each stream sends one
+        # Its duration too: a warm-up's (or an early end's, --until) must not carry over to the cell.
         return {"rate": None, "users": None, "replay": False, **shape, "words": words, "round": rnd,
-                "requests_per_stream": 1 if once else None, "warmup_s": None}
+                "requests_per_stream": 1 if once else None, "warmup_s": None, "duration_s": self.duration_s}
 
     def warmup(self) -> dict[str, Any] | None:
         """--warmup's phase, before the first cell: its load, held that long, every request marked warmup."""
