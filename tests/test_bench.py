@@ -213,7 +213,7 @@ def test_the_table_says_what_went_wrong(sim_factory, capsys):
     sim = sim_factory(speed=100, faults={"busy": 1.0})
     status, out, _ = bench(capsys, "--url", sim.url, "--concurrency", "2", "--words", "25")
     row = next(line for line in out.splitlines() if line.strip().startswith("2 "))
-    assert status == 1 and row.endswith("2 (http)")  # every request failed: the table, and status 1
+    assert status == 1 and row.endswith("2 (http)  few-samples,errors")  # every request failed: the table, status 1
     status, out, _ = bench(capsys, "--url", sim.url, "--concurrency", "2", "--words", "25", "--format", "csv")
     assert next(csv.DictReader(io.StringIO(out)))["error_kinds"] == "http"
 

@@ -21,6 +21,7 @@ from tui.bench.cells import run_cell, run_cells
 from tui.bench.options import add_arguments, validate
 from tui.bench.plan import plan_text
 from tui.bench.render import make_meta, render, rows_of
+from tui.bench.verdict import verdict
 from tui.bench.watch import Watch, load_of
 from tui.bench.workload import BenchRun
 from tui.flags import UsageError
@@ -33,7 +34,7 @@ from tui.load.records import RequestRecord
 from tui.load.settings import GIL_SWITCH_S
 from tui.load.slo import Broken, value_of
 from tui.load.snapshot import PhaseStatus
-from tui.load.synthetic import CalibrationError, calibrate, trace_calibration
+from tui.load.synthetic import SYNTHETIC, CalibrationError, calibrate, trace_calibration
 from tui.probes.fleet import FleetProbe
 from tui.probes.gpu import GpuProbe
 from tui.probes.inside import NAMES as INSIDE_KINDS
@@ -207,8 +208,10 @@ def _report(args: argparse.Namespace, bench: BenchRun, meta: dict, outcome: Outc
               file=sys.stderr)
     loads = sorted(search.results) if search is not None else list(bench.loads)
     rows = rows_of(records, loads, list(bench.words), bench.slo, bench.shape, bench.trace_rate)
+    unique = bench.prompt_kind == SYNTHETIC and not bench.settings.shared_words  # prompts no cache should hold
     for row in rows:
         watch.add_to(row)
+        row["verdict"] = verdict(row, unique)
     if watch.fleet_error:
         print(f"tokentop bench: fleet: {watch.fleet_error}", file=sys.stderr)
     answer = search.to_json() if search is not None else None

@@ -9,8 +9,10 @@ every round starts in every worker at one agreed instant. The engine is the app'
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
+from tui.bench.until import Stopper
 from tui.bench.watch import Cell, Watch
 from tui.bench.workload import BenchRun
 from tui.load.contract import Engine
@@ -28,10 +30,13 @@ async def run_cell(engine: Engine, run: BenchRun, cell: Cell, collect: Collect, 
     await asyncio.to_thread(engine.warm, run.connections(load))
     records: list[RequestRecord] = []
     await watch.scrape(cell, before=True)
+    started = time.monotonic()
     for rnd in range(run.rounds):
         watching = asyncio.ensure_future(watch.cell(cell))
+        stopper = Stopper(run.until, engine, records, collect) if run.until is not None else None
         try:
-            result = await run_phase(engine, run.cell(load, words, rnd), collect, on_status)
+            result = await run_phase(engine, run.cell(load, words, rnd), stopper.heard if stopper else collect,
+                                     on_status)
         finally:
             watching.cancel()
             await asyncio.gather(watching, return_exceptions=True)
@@ -40,6 +45,10 @@ async def run_cell(engine: Engine, run: BenchRun, cell: Cell, collect: Collect, 
         if result.cost is not None:
             watch.client.setdefault(cell, []).append(result.cost)
         watch.unsent[cell] = watch.unsent.get(cell, 0) + result.unsent
+        if stopper is not None and stopper.sure:
+            break
+    if run.until is not None:
+        watch.until[cell] = run.until.report(records, time.monotonic() - started)
     return records
 
 

@@ -15,8 +15,10 @@ import sys
 from typing import Any
 
 from tui.bench import charts
+from tui.bench.render import INTERVAL_OF
 from tui.bench.runfile import RunFileError, load_run
 from tui.bench.watch import load_kind, load_of
+from tui.load.confidence import overlap
 from tui.untrusted import one_line, visible
 
 FORMATS = ("table", "markdown", "csv")
@@ -158,23 +160,47 @@ def cells(names: list[str], docs: list[dict[str, Any]], fmt: str, colour: bool) 
             values = [k[key].get(figure) for k in keyed]
             if all(v is None for v in values):
                 continue
-            changes = [change(values[0], v, higher_better) for v in values[1:]]
+            bounds = [interval_of(k[key], figure) for k in keyed]
+            changes = [change(values[0], v, higher_better, bounds[0], b) for v, b in zip(values[1:], bounds[1:])]
             body.append([cell, title, *(_format(v, form) for v in values), *(text for text, _ in changes)])
             verdicts.append([verdict for _, verdict in changes])
-    return "Cells in every run (changes against run A: + better, - worse, = within 2 %):\n" + _table(
+    return ("Cells in every run (changes against run A: + better, - worse; 'within noise' where the figures' 95 %"
+            " intervals overlap, '=' within 2 % where a figure has no interval):\n") + _table(
         header, body, fmt, verdicts if colour else None)
 
 
-def change(base: float | None, value: float | None, higher_better: bool) -> tuple[str, str]:
-    """("+12.0 % better", "better") and the like; ("-", "") when either is missing."""
+def interval_of(row: dict[str, Any], figure: str) -> tuple[float, float] | None:
+    """A figure's 95 % interval from a run file's row (an unbounded side as ±inf), or None when it has none or the
+    file's is not two numbers."""
+    if figure not in INTERVAL_OF:
+        return None
+    name, stat = INTERVAL_OF[figure]
+    got = ((row.get("intervals") or {}).get(name) or {}) if isinstance(row.get("intervals"), dict) else {}
+    pair = got.get(stat) if isinstance(got, dict) else None
+    if not isinstance(pair, list) or len(pair) != 2:
+        return None
+    low, high = pair
+    if not all(v is None or (isinstance(v, (int, float)) and math.isfinite(v)) for v in pair):
+        return None
+    return (-math.inf if low is None else float(low)), (math.inf if high is None else float(high))
+
+
+def change(base: float | None, value: float | None, higher_better: bool,
+           base_interval: tuple[float, float] | None = None,
+           interval: tuple[float, float] | None = None) -> tuple[str, str]:
+    """("+12.0 % better", "better") and the like; ("-", "") when either is missing. With both intervals, a change
+    is better or worse only when they do not overlap, else "within noise"."""
     if base is None or value is None:
         return "-", ""
+    if base_interval is not None and interval is not None and overlap(base_interval, interval):
+        delta = (value - base) / abs(base) if base else 0.0
+        return (f"{delta:+.1%} within noise" if math.isfinite(delta) else "within noise"), "same"
     if base == 0:
         return ("=", "same") if value == 0 else ("new", "worse" if not higher_better else "better")
     delta = (value - base) / abs(base)
     if not math.isfinite(delta):  # 1e308 against 1e-308: no change to speak of in percent
         return "-", ""
-    if abs(delta) < SAME_WITHIN:
+    if abs(delta) < SAME_WITHIN and (base_interval is None or interval is None):
         return f"{delta:+.1%} =", "same"
     better = (delta > 0) == higher_better
     return f"{delta:+.1%} {'better' if better else 'worse'}", "better" if better else "worse"

@@ -7,6 +7,7 @@ import math
 import os
 
 from tui.bench.render import FORMATS
+from tui.bench.until import parse_until
 from tui.bench.workload import BenchRun
 from tui.flags import (
     UsageError,
@@ -16,6 +17,7 @@ from tui.flags import (
     check_server_arguments,
     check_workload_arguments, read_conversations_of, shape_settings,
 )
+from tui.bench.until import parse_until
 from tui.bench.workload import TRACE, USERS
 from tui.load.capacity import CONCURRENCY, KINDS, RATE
 from tui.load.prompts import INPUT, MODES, OUTPUT, PROMPT_FILE, build_prompt
@@ -51,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="keep each cell's N streams busy for S seconds (each sends its next request as the last"
                         " ends; then nothing new is sent and the requests in flight finish). Without it a cell is"
                         " the article's: N requests at once, wait for all")
+    p.add_argument("--until", metavar="STAT=PCT",
+                   help="run each cell until STAT's 95 %% interval is within PCT of its value (e.g. ttft_p99=10%%),"
+                        " at most --duration; STAT: ttft, tpot, itl or e2e, then _p50, _p90, _p99 or _mean")
     p.add_argument("--find-capacity", nargs="?", const=CONCURRENCY, choices=KINDS, metavar="concurrency|rate",
                    help="find the most concurrent streams (or, with 'rate', requests/s) that meet --slo: steps up"
                         f" 1, 2, 4 …, then bisects; each level held --duration seconds (default {CAPACITY_HOLD_S:g})")
@@ -129,6 +134,12 @@ def validate(args: argparse.Namespace) -> BenchRun:
             duration = CAPACITY_HOLD_S
     elif shape in (RATE, USERS) and duration is None:
         raise UsageError(f"--{shape} needs --duration S: how long each {'rate sends' if shape == RATE else 'cell runs'}")
+    until = parse_until(args.until)
+    if until is not None:
+        if args.find_capacity or shape == TRACE:
+            raise UsageError(f"--until does not apply to {'--find-capacity' if args.find_capacity else '--trace'}")
+        if duration is None:
+            raise UsageError("--until needs --duration S: the longest a cell runs if it is never that sure")
     loads: tuple = ()
     if shape == RATE and not args.find_capacity:
         loads = tuple(parse_rates(args.rate))
@@ -173,7 +184,7 @@ def validate(args: argparse.Namespace) -> BenchRun:
         words = [len(build_prompt(INPUT, 0).split())]  # the prompt's length is the variable
     return BenchRun(settings=settings, loads=loads, words=tuple(words), shape=shape, rounds=args.rounds, slo=slo,
                     prompts=prompts, capacity=args.find_capacity, words_defaulted=words_defaulted,
-                    conversations=read_conversations_of(args),
+                    conversations=read_conversations_of(args), until=until,
                     prompt_kind=TRACE if shape == TRACE else PROMPT_FILE if prompts else SYNTHETIC if args.input_tokens
                     else args.mode)
 

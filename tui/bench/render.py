@@ -11,9 +11,12 @@ from typing import Any
 
 from tui import __version__
 from tui.bench.server_side import per_request_fields
+from tui.bench.verdict import verdict_lines
 from tui.bench.workload import CONCURRENCY, RATE, TRACE, USERS, BenchRun
 from tui.load.discover import ServerInfo
 from tui.load.prompts import INPUT, OUTPUT, PROMPT_FILE
+from tui.load.confidence import FEW_FOR_P99
+from tui.load.conventions import conventions
 from tui.load.records import RequestRecord
 from tui.load.stats import cell_row
 from tui.load.synthetic import SYNTHETIC
@@ -70,13 +73,17 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("client_cpu_pct", "Client CPU %", ".0f"),
     ("client_lag_p90_ms", "Client lag p90 (ms)", ".1f"),
     ("send_lag_p99_s", "Send lag p99 (s)", ".3f"),
+    ("ttft_from_plan_p99_s", "TTFT p99 from plan (s)", ".3f"),
     ("sessions_rps", "Sessions/s", ".2f"),
     ("cancelled_by_plan", "Cancelled (plan)", "d"),
     ("errors", "Errors", "d"),
+    ("until", "Until", "until"),
+    ("verdict", "Verdict", "s"),
 ]
 RATE_COLUMN = ("rate", "Rate (req/s)", "g")  # the first column of open-loop rows
 USERS_COLUMN = ("users", "Users", "d")  # the first column of rows of users in conversations
-OPEN_LOOP_ONLY = ("sent_rps", "backlog_end", "backlog_growth_rps", "held_back", "unsent", "send_lag_p99_s")
+OPEN_LOOP_ONLY = ("sent_rps", "backlog_end", "backlog_growth_rps", "held_back", "unsent", "send_lag_p99_s",
+                  "ttft_from_plan_p99_s")
 USERS_ONLY = ("sessions_rps",)
 SERVER_SIDE = tuple(key for key, _, f in COLUMNS if f == "bucketed") + ("ttft_gap_ms", "prefix_cache_hit_rate",
                                                                        "preemptions")  # where the server says
@@ -84,8 +91,11 @@ FLEET_ONLY = ("fleet_power_w", "fleet_j_per_token", "replica_queue_max")  # with
 # The table's selection, after the article's five columns: enough to size a server, narrow enough for a terminal.
 COMPACT = ("sent_rps", "request_rps", "backlog_end", "backlog_growth_rps", "ttft_p50_s", "ttft_p99_s", "tpot_p50_s",
            "itl_p99_s", "aggregate_tps", "sessions_rps", "fleet_j_per_token", "slo_met_share", "goodput_rps", "held_back",
-           "unsent", "cancelled_by_plan", "tokens_source", "errors")
-SHOWN_WHEN_NONZERO = ("held_back", "unsent", "cancelled_by_plan")  # in the compact table
+           "unsent", "cancelled_by_plan", "tokens_source", "errors", "until", "verdict")
+SHOWN_WHEN_NONZERO = ("held_back", "unsent", "cancelled_by_plan", "until")  # in the compact table
+# Columns whose figure has a 95 % interval in the row (`intervals`), shown beside it in wide and markdown.
+INTERVAL_OF = {"ttft_p50_s": ("ttft_s", "p50"), "ttft_p99_s": ("ttft_s", "p99"), "tpot_p50_s": ("tpot_s", "p50"),
+               "itl_p99_s": ("itl_s", "p99"), "avg_time_s": ("e2e_s", "mean")}
 
 LEGEND = (
     "Tokens from: 'server' = server-reported counts (ollama eval_count / OpenAI usage), "
@@ -121,7 +131,17 @@ LEGEND = (
     " the cell (a percentile is an estimate within the bucket named beside it, and counts every client's requests"
     " meanwhile), or from llama.cpp's timings / ollama's durations per request (exact; llama.cpp's prefill excludes"
     " the wait for a slot, and it reports no queue time). Client-server TTFT gap = the client's TTFT p50 less the"
-    " server's: the network and the client; a CHECK line under the table says when the two cannot both be right."
+    " server's: the network and the client; a CHECK line under the table says when the two cannot both be right.\n"
+    "How sure: --format wide and markdown show a 95 % interval beside TTFT p50 / p99, TPOT p50, ITL p99 and Average"
+    " Time ([low–high]; ? where the samples cannot bound that side); † marks a p99 from fewer than 100 requests."
+    " Percentiles' intervals are distribution-free (order statistics), means' Student's t; JSON rows carry every"
+    " figure's under `intervals`, with its count. TTFT p99 from plan (open loops) = from when each request was due,"
+    " not when it went: what a user would have seen. Verdict = ok, or why a figure should not be trusted (each"
+    " reason explained under the table). Until (--until STAT=PCT) = the precision the cell reached.\n"
+    "ITL and TPOT: the table's ITL shares each chunk's gap among the tokens it carried (as genai-perf); its TPOT"
+    " is (e2e - TTFT) / (tokens - 1) per request (as vllm bench serve's TPOT, AIPerf's and guidellm's ITL). JSON"
+    " rows carry every convention under `conventions`, each named by the tools that use it: per chunk (as vllm"
+    " bench serve's ITL), per token, per request, and TPOT weighted by token."
 )
 
 
@@ -135,7 +155,7 @@ def rows_of(records: list[RequestRecord], loads: list, words: list[int], slo: di
     if shape == TRACE:
         cell = [r for r in measured if r.trace_index is not None]
         return [cell_row(None, words[0], cell, slo, rate=trace_rate or 0.0) | {"trace": True}
-                | per_request_fields(cell)] if cell else []
+                | measured_fields(cell)] if cell else []
     of = {CONCURRENCY: lambda r: r.concurrency, RATE: lambda r: r.rate, USERS: lambda r: r.users}[shape]
     rows = []
     for load in loads:
@@ -149,8 +169,13 @@ def rows_of(records: list[RequestRecord], loads: list, words: list[int], slo: di
                 row = {"users": load, **cell_row(None, w, cell, slo)}
             else:
                 row = cell_row(load, w, cell, slo)
-            rows.append(row | per_request_fields(cell))
+            rows.append(row | measured_fields(cell))
     return rows
+
+
+def measured_fields(cell: list[RequestRecord]) -> dict[str, Any]:
+    """What a row adds to its figures: the server's per-request phases, ITL and TPOT under every convention."""
+    return per_request_fields(cell) | {"conventions": conventions([r for r in cell if r.ok])}
 
 
 def make_meta(info: ServerInfo, args: argparse.Namespace, run: BenchRun) -> dict[str, Any]:
@@ -181,8 +206,20 @@ def make_meta(info: ServerInfo, args: argparse.Namespace, run: BenchRun) -> dict
     }
 
 
-def _shown(row: dict[str, Any], key: str, fmt: str) -> str:
-    """A row's cell as text; a figure estimated from a server's buckets names its bucket: "0.41 (0.25–0.5 s)"."""
+def _shown(row: dict[str, Any], key: str, fmt: str, sure: bool = False) -> str:
+    """A row's cell as text; a figure estimated from a server's buckets names its bucket: "0.41 (0.25–0.5 s)";
+    with `sure`, a figure with an interval shows it: "0.512 [0.450–0.601]", a p99 of too few requests marked †."""
+    if fmt == "until":
+        until = row.get(key)
+        return "-" if not until else (f"{until['stat']} ±{_cell(until['reached_pct'], '.0f')}%"
+                                      + ("" if until["met"] else " (not met)"))
+    if sure and key in INTERVAL_OF and row.get(key) is not None:
+        name, stat = INTERVAL_OF[key]
+        got = (row.get("intervals") or {}).get(name) or {}
+        low, high = got.get(stat) or (None, None)
+        few = "†" if stat == "p99" and row.get("ok", 0) < FEW_FOR_P99 else ""
+        return f"{_cell(row[key], fmt)}{few} [{_cell(low, fmt) if low is not None else '?'}–" \
+               f"{_cell(high, fmt) if high is not None else '?'}]"
     if fmt != "bucketed":
         return _cell(row.get(key), fmt)
     value = row.get(key)
@@ -234,7 +271,7 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str
     headers = [h for _, h, _ in columns]
     headers[1] = {INPUT: "Input Word Count", SYNTHETIC: "Input Tokens", PROMPT_FILE: "Prompts in File",
                   TRACE: "Trace Requests"}.get(mode, headers[1])
-    body = [[_shown(row, key, f) for key, _, f in columns] for row in rows]
+    body = [[_shown(row, key, f, sure=fmt in ("wide", "markdown")) for key, _, f in columns] for row in rows]
     errors_at = [key for key, _, _ in columns].index("errors")
     for cells, row in zip(body, rows):
         if row.get("error_kinds"):  # "3 (cut, http)": what went wrong, not just how often
@@ -257,7 +294,7 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str
     if fmt == "markdown":
         lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
         lines += ["| " + " | ".join(r) + " |" for r in body]
-        return f"{title}\n\n" + "\n".join(lines) + "\n\n" + by_turn(rows) + client_bound(rows) + server_checks(rows) + LEGEND + "\n"
+        return f"{title}\n\n" + "\n".join(lines) + "\n\n" + notes_under(rows) + LEGEND + "\n"
     split = [two_lines(h) if fmt == "table" else ("", h) for h in headers]
     widths = [max(len(top), len(bottom), *(len(r[i]) for r in body)) for i, (top, bottom) in enumerate(split)]
     lines = ["  ".join(part[k].rjust(wd) for part, wd in zip(split, widths)).rstrip() for k in (0, 1)]
@@ -266,7 +303,12 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str
         lines.pop(0)
     if not body:
         lines.append("(no finished requests)")
-    return title + "\n" + "\n".join(lines) + "\n" + by_turn(rows) + client_bound(rows) + server_checks(rows) + LEGEND + "\n"
+    return title + "\n" + "\n".join(lines) + "\n" + notes_under(rows) + LEGEND + "\n"
+
+
+def notes_under(rows: list[dict[str, Any]]) -> str:
+    """The lines under a table: TTFT by turn, the client-bound warnings, the server checks, the verdicts."""
+    return by_turn(rows) + client_bound(rows) + server_checks(rows) + verdict_lines(rows)
 
 
 def two_lines(header: str) -> tuple[str, str]:

@@ -52,6 +52,7 @@ class Watch:
     fleet_error: str | None = None  # the last reason the fleet could not be read
     inside: InsideProbe | None = None  # the server's own histograms and counters, scraped around each cell
     scraped: dict[Cell, list[Scrape | None]] = field(default_factory=dict)  # [before its first round, after its last]
+    until: dict[Cell, dict[str, Any]] = field(default_factory=dict)  # --until: the precision each cell reached
     _cell: Cell | None = None  # the cell running now
     _stopped: threading.Event = field(default_factory=threading.Event)
     _wake: threading.Event = field(default_factory=threading.Event)  # a cell began: read now, not in a second
@@ -147,6 +148,8 @@ class Watch:
             row["replica_queue_max"] = self.replica_queue_max.get(cell) or None
         row["client_cpu_pct"] = max(cpus) * 100 if cpus else None
         row["client_lag_p90_ms"] = max(lags) if lags else None
+        if cell in self.until:
+            row["until"] = self.until[cell]
         before, after = self.scraped.get(cell, [None, None])
         add_server_fields(row, histogram_fields(self.inside.kind, before, after) if self.inside else {},
                           row["client_lag_p90_ms"])

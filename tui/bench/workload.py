@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
+from tui.bench.until import Until
 from tui.load.settings import LoadSettings
 
 CONCURRENCY, RATE, USERS, TRACE = "concurrency", "rate", "users", "trace"  # what a cell's load is
@@ -28,6 +29,7 @@ class BenchRun:
     prompt_kind: str  # what the prompts are, for the table's header
     trace_rate: float = 0.0  # a trace's mean requests/s, once it is read
     conversations: list[tuple[str, ...]] | None = None  # --users with --prompts FILE: each one's human turns
+    until: Until | None = None  # --until: each cell ends once this sure (tui/bench/until.py)
 
     @property
     def duration_s(self) -> float | None:

@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from tui.load.confidence import intervals
 from tui.load.records import NS, RequestRecord
 from tui.load.slo import meets, per_request
 
@@ -100,20 +101,27 @@ def cell_row(concurrency: int | None, words: int, records: Sequence[RequestRecor
     }
 
 
+def latency_samples(ok: Sequence[RequestRecord]) -> dict[str, list[float]]:
+    """The samples of each latency figure (client clock): a TTFT, TPOT and e2e a request, an ITL a token."""
+    return {
+        "ttft_s": [r.ttft_s for r in ok if r.ttft_s is not None],
+        "itl_s": [gap for r in ok for gap in r.itl_s],
+        "tpot_s": [r.tpot_s for r in ok if r.tpot_s is not None],
+        "e2e_s": [r.e2e_s for r in ok if r.e2e_s is not None],
+    }
+
+
 def latencies(records: Sequence[RequestRecord], ok: Sequence[RequestRecord],
               slo: dict[str, float] | None) -> dict[str, Any]:
     """Percentiles of TTFT, ITL, TPOT and e2e (client clock) and of per-stream decode speed, throughputs, and
     goodput under an SLO's per-request limits."""
-    figures = {
-        "ttft_s": spread([r.ttft_s for r in ok if r.ttft_s is not None]),
-        "itl_s": spread([gap for r in ok for gap in r.itl_s]),
-        "tpot_s": spread([r.tpot_s for r in ok if r.tpot_s is not None]),
-        "e2e_s": spread([r.e2e_s for r in ok if r.e2e_s is not None]),
-        "stream_tps": speeds([r.decode_tps for r in ok if r.decode_tps is not None]),
-    }
+    samples = latency_samples(ok)
+    figures = {name: spread(values) for name, values in samples.items()}
+    figures["stream_tps"] = speeds([r.decode_tps for r in ok if r.decode_tps is not None])
     wall = wall_s(records)
     row: dict[str, Any] = {
         "percentiles": figures,
+        "intervals": {name: intervals(values) for name, values in samples.items()},  # 95 %, and each count
         "ttft_p99_s": figures["ttft_s"]["p99"],
         "tpot_p50_s": figures["tpot_s"]["p50"],
         "itl_p99_s": figures["itl_s"]["p99"],
@@ -198,5 +206,11 @@ def conversations(records: Sequence[RequestRecord]) -> dict[str, Any]:
 
 def send_lag(records: Sequence[RequestRecord]) -> dict[str, Any]:
     """An open loop's sends against its plan: how late each went (held back under --max-inflight included)."""
-    lags = [(r.send_ns - r.planned_ns) / NS for r in records if r.planned_ns is not None and r.send_ns]
-    return {"send_lag_p50_s": percentile(lags, 50), "send_lag_p99_s": percentile(lags, 99)}
+    planned = [r for r in records if r.planned_ns is not None and r.send_ns]
+    lags = [(r.send_ns - r.planned_ns) / NS for r in planned]
+    # What the user would have seen: from when the request was due, not from when the client got it out.
+    ttft = [(r.first_token_ns - r.planned_ns) / NS for r in planned if r.ok and r.first_token_ns is not None]
+    e2e = [(r.end_ns - r.planned_ns) / NS for r in planned if r.ok and r.end_ns is not None]
+    return {"send_lag_p50_s": percentile(lags, 50), "send_lag_p99_s": percentile(lags, 99),
+            "ttft_from_plan_p50_s": percentile(ttft, 50), "ttft_from_plan_p99_s": percentile(ttft, 99),
+            "e2e_from_plan_p99_s": percentile(e2e, 99)}

@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens-per-chunk", type=int, default=d.tokens_per_chunk, metavar="K",
                         help="tokens' text per streamed chunk, as vLLM packs several; each chunk goes when its"
                              " last token is due, and token counts stay true (default 1)")
+    parser.add_argument("--jitter", type=float, default=d.jitter, metavar="SIGMA",
+                        help="vary each request's prefill (or --ttft) by a lognormal factor of this sigma, 0 to 3"
+                             " (default 0: none)")
     parser.add_argument("--load-time", type=float, default=d.load_s,
                         help="simulated cold-start model load before the first request, in seconds (default 0)")
     parser.add_argument("--fault", default="", metavar="SPEC",
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = SimConfig(parallel=args.parallel, speed=args.speed, prefill_tps=args.prefill_tps, ttft_s=args.ttft,
                            service_s=args.service_time, tokens_per_chunk=args.tokens_per_chunk,
-                           load_s=args.load_time, faults=parse_faults(args.fault), seed=args.seed, model=args.model)
+                           load_s=args.load_time, jitter=args.jitter, faults=parse_faults(args.fault), seed=args.seed, model=args.model)
         if not 0 <= args.port <= 65535:
             raise ValueError(f"--port must be 0 to 65535, not {args.port}")
     except ValueError as exc:

@@ -20,6 +20,8 @@ class SimConfig:
     service_s: float | None = None
     tokens_per_chunk: int = 1  # tokens' text per streamed content chunk, as vLLM packs them
     load_s: float = 0.0  # cold-start model load on the first request(s)
+    # each request's prefill (or fixed TTFT) times a lognormal draw of this sigma: a server whose latency varies
+    jitter: float = 0.0
     faults: dict[str, float] = field(default_factory=dict)  # kind -> probability per request
     fault_after: int = 3  # cut / malformed / stall come after this many content tokens
     seed: int = 0
@@ -33,6 +35,8 @@ class SimConfig:
             raise ValueError(f"speed and prefill tok/s must be numbers more than 0, not {self.speed}, {self.prefill_tps}")
         if self.ttft_s is not None and not 0 <= self.ttft_s < math.inf:
             raise ValueError(f"ttft must be a number of 0 or more, not {self.ttft_s}")
+        if not 0 <= self.jitter <= 3:
+            raise ValueError(f"jitter must be a number from 0 to 3 (a lognormal's sigma), not {self.jitter}")
         if self.service_s is not None:
             if not 0 < self.service_s < math.inf:
                 raise ValueError(f"service time must be a number more than 0, not {self.service_s}")

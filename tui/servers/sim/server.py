@@ -272,6 +272,8 @@ class SimServer:
                 prefill = step
             else:
                 prefill = cfg.ttft_s if cfg.ttft_s is not None else job.prompt_tokens / cfg.prefill_tps
+                if cfg.jitter:
+                    prefill *= self._rng.lognormvariate(0.0, cfg.jitter)
             await asyncio.sleep(prefill / cfg.speed)
             job.prefill_end = due = loop.time()
             out = wire.open_stream(job, writer)
