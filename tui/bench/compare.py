@@ -165,7 +165,7 @@ def cells(names: list[str], docs: list[dict[str, Any]], fmt: str, colour: bool) 
             body.append([cell, title, *(_format(v, form) for v in values), *(text for text, _ in changes)])
             verdicts.append([verdict for _, verdict in changes])
     return ("Cells in every run (changes against run A: + better, - worse; 'within noise' where the figures' 95 %"
-            " intervals overlap, '=' within 2 % where a figure has no interval):\n") + _table(
+            " intervals overlap; '=' a change under 2 %):\n") + _table(
         header, body, fmt, verdicts if colour else None)
 
 
@@ -200,7 +200,7 @@ def change(base: float | None, value: float | None, higher_better: bool,
     delta = (value - base) / abs(base)
     if not math.isfinite(delta):  # 1e308 against 1e-308: no change to speak of in percent
         return "-", ""
-    if abs(delta) < SAME_WITHIN and (base_interval is None or interval is None):
+    if abs(delta) < SAME_WITHIN:  # told apart, perhaps, but by too little to matter
         return f"{delta:+.1%} =", "same"
     better = (delta > 0) == higher_better
     return f"{delta:+.1%} {'better' if better else 'worse'}", "better" if better else "worse"

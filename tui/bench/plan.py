@@ -58,6 +58,10 @@ def plan_text(run: BenchRun, args: argparse.Namespace) -> str:
     if duration:
         sends = {RATE: "sends arrivals", USERS: "keeps its users talking"}.get(run.shape, "keeps its streams busy")
         warmup = run.settings.warmup_s or 0
+        if run.until is not None:  # as long as it takes to be that sure, at most the duration
+            return (f"{head}; each {sends} until its {run.until.name} is known within {run.until.pct:g} % (its 95 %"
+                    f" interval), at most {_duration(duration)}, then its requests in flight finish: at most about"
+                    f" {_duration(runs * duration + warmup)} in all" + _extras(run))
         return (f"{head}; each {sends} for {_duration(duration)}, then its requests in flight finish:"
                 f" about {_duration(runs * duration + warmup)} in all, plus the last answers of each cell"
                 + _extras(run))

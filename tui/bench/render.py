@@ -76,6 +76,7 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("ttft_from_plan_p99_s", "TTFT p99 from plan (s)", ".3f"),
     ("sessions_rps", "Sessions/s", ".2f"),
     ("cancelled_by_plan", "Cancelled (plan)", "d"),
+    ("ok", "Samples (requests ok)", "d"),
     ("errors", "Errors", "d"),
     ("until", "Until", "until"),
     ("verdict", "Verdict", "s"),
