@@ -89,7 +89,7 @@ def test_recorded_vllm_stream_counts_the_tokens_whose_text_is_empty():
     for t, event in enumerate(events, start=1):
         _apply(record, event, t * 1000)
     assert record.first_token_ns == 2000  # the first token, not the first visible text (4000)
-    assert record.chunk_tokens == [1] * 6 and len(record.chunk_ns) == 6
+    assert record.chunk_tokens.tolist() == [1] * 6 and len(record.chunk_ns) == 6
     assert record.server_output_tokens == 6 and record.done_reason == "length"
 
 
@@ -98,7 +98,7 @@ def test_a_finishing_chunk_with_the_total_is_not_a_token_chunk():
     _apply(record, openai_event({"choices": [{"delta": {"content": "hi"}}]}), 1)
     _apply(record, openai_event({"choices": [{"delta": {}, "finish_reason": "stop"}],
                                  "usage": {"completion_tokens": 9}}), 2)
-    assert record.chunk_ns == [1] and record.server_output_tokens == 9
+    assert record.chunk_ns.tolist() == [1] and record.server_output_tokens == 9
 
 
 def test_ollama_final_chunk_fields_and_omitted_zeros():

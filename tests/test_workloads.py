@@ -187,7 +187,7 @@ def test_per_chunk_usage_is_read_when_the_server_sends_it(sim_factory, capsys, t
     finally:
         engine.stop()
     record = engine.records[0]
-    assert record.chunk_tokens == [3, 3, 3, 1] and record.tokens_per_chunk == [3.0, 3.0, 3.0, 1.0]
+    assert record.chunk_tokens.tolist() == [3, 3, 3, 1] and record.tokens_per_chunk == [3.0, 3.0, 3.0, 1.0]
     assert len(record.itl_s) == 10 - 3  # the first chunk's tokens came at the first token
 
 

@@ -205,7 +205,7 @@ def _whole_answer(record: RequestRecord, api: str, body: bytes) -> None:
         return
     _apply(record, event, time.perf_counter_ns())
     record.first_token_ns = record.last_token_ns = None  # one body: no first token was seen before the end
-    record.chunk_ns.clear()
+    del record.chunk_ns[:]
 
 
 def retry_after(value: str | None) -> float | None:
@@ -240,7 +240,7 @@ def _apply(record: RequestRecord, event, t: int) -> bool:
             record.first_token_ns = t
         record.last_token_ns = t
         if event.tokens_so_far is not None and len(record.chunk_tokens) == len(record.chunk_ns):
-            record.chunk_tokens.append(max(0, event.tokens_so_far - before))  # this chunk's: the rise
+            record.chunk_tokens.append(max(0, int(event.tokens_so_far - before)))  # this chunk's: the rise
         record.chunk_ns.append(t)
     if event.output_tokens:
         record.server_output_tokens = event.output_tokens

@@ -2,10 +2,10 @@
 
 A percentile's interval is distribution-free: the order statistics X(l) ≤ q ≤ X(u) whose ranks the binomial
 distribution of "how many samples fall below the true quantile" gives, each side's chance of missing nearest
-2.5 % (the binomial exact up to MAX_EXACT samples, its normal approximation beyond). Where the samples cannot bound one side (a p99 of 200 requests has no sample
-surely above it), that side is None (unbounded) and the other takes the whole 5 %. A mean's interval is
-Student's t. Both assume independent samples: requests are close to that; the chunk gaps of one request
-(ITL) are not, so their intervals read narrower than they are.
+2.5 % (the binomial exact up to MAX_EXACT samples, its normal approximation beyond). Where the samples cannot
+bound one side (a p99 of 200 requests has no sample surely above it), that side is None (unbounded) and the
+other takes the whole 5 %. A mean's interval is Student's t. Both assume independent samples: requests are
+close to that; the chunk gaps of one request (ITL) are not, so their intervals read narrower than they are.
 """
 
 from __future__ import annotations

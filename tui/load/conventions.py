@@ -50,5 +50,6 @@ def conventions(ok: Sequence[RequestRecord]) -> dict[str, dict[str, Any]]:
                 if r.ttft_s is not None and r.e2e_s is not None and r.output_tokens >= 2]
     tokens = sum(k for _, k in decoding)
     how, who = CONVENTIONS["tpot_token_weighted"]
-    out["tpot_token_weighted"] = {"how": how, "as": who, "mean": sum(t for t, _ in decoding) / tokens if tokens else None}
+    weighted = sum(t for t, _ in decoding) / tokens if tokens else None
+    out["tpot_token_weighted"] = {"how": how, "as": who, "mean": weighted}
     return out

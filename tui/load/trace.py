@@ -346,7 +346,8 @@ def trace_prompt(request: TraceRequest, block_tokens: int, per_word: float, over
         raise ValueError(f"per_word must be more than 0 and block_tokens 1 or more, not {per_word}, {block_tokens}")
     words = max(1, round((request.input_tokens - overhead) / per_word))
     if not request.blocks:
-        return f"{INSTRUCTION} {' '.join(random.Random(f'trace request {salt}{request.index}').choices(WORDS, k=words))}"
+        own = random.Random(f"trace request {salt}{request.index}").choices(WORDS, k=words)
+        return f"{INSTRUCTION} {' '.join(own)}"
     per_block = max(1, round(block_tokens / per_word))
     parts: list[str] = []
     left, last = words, len(request.blocks) - 1
