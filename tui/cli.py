@@ -132,6 +132,12 @@ def run_app(args: argparse.Namespace) -> int:
                                 replay=args.trace is not None, max_inflight=args.max_inflight, **shape).validated()
     except ValueError as exc:
         return _die(str(exc))
+    from tui.limits import open_files_problem, raise_open_files
+
+    raise_open_files()  # the slider may go past the shell's 1,024; past the OS's own limit, connecting fails (an error)
+    start = settings.users if settings.users is not None else settings.concurrency
+    if problem := open_files_problem(0 if settings.open_loop else min(start, settings.max_inflight)):
+        return _die(problem)
     sim = server = app = None
     notice = None
     previous_sigterm = signal.getsignal(signal.SIGTERM)

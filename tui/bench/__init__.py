@@ -26,6 +26,7 @@ from tui.bench.watch import Watch, load_of
 from tui.bench.workload import BenchRun
 from tui.flags import UsageError
 from tui.load.capacity import RATE, CapacitySearch, search_capacity
+from tui.limits import open_files_problem, ports_note
 from tui.load.contract import Engine, EngineStopped
 from tui.load.discover import DiscoveryError, discover
 from tui.load.engine import LoadEngine
@@ -80,6 +81,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"calibrated: {bench.settings.input_words} words = {args.input_tokens} prompt tokens as the server"
                   f" counts them ({calibration.overhead:.0f} for its template, {calibration.per_word:.2f} a word)",
                   file=sys.stderr)
+        if problem := open_files_problem(bench.most_in_flight):
+            return _die(problem)
+        if note := ports_note(bench.most_in_flight):
+            print(f"tokentop bench: {note}", file=sys.stderr)
         if args.out:
             open(args.out, "w").close()  # only now: bad input must not wipe an old file
         meta = make_meta(info, args, bench)

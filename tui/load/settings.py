@@ -14,19 +14,20 @@ from dataclasses import dataclass, field
 from tui.load.prompts import MODES, build_prompt
 from tui.load.wire import RequestSpec
 
-MAX_CONCURRENCY = 1024  # the most streams the app and the bench will run at once
+MAX_STREAMS = 16_384  # the one limit of streams, users and requests in flight, in the app and the bench
+MAX_CONCURRENCY = MAX_STREAMS
 # The app's concurrency slider: every count up to 16, then steps that feel even on a log scale.
 CONCURRENCY_STOPS = (*range(17), 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256,
-                     320, 384, 448, 512, 640, 768, 896, 1024)
+                     320, 384, 448, 512, 640, 768, 896, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 12_288, 16_384)
 MAX_RATE = 10_000.0  # requests/s: more than any one client machine sends
 GIL_SWITCH_S = 0.0005  # a process that sends takes the GIL back from its other threads within 0.5 ms
 ARRIVALS = ("poisson", "constant", "gamma")
 THINKS = ("exponential", "fixed")
-MAX_USERS = 10_000  # users in conversations: most of them think, so they hold no connection
+MAX_USERS = MAX_STREAMS  # users in conversations (most of them think, holding no connection)
 MAX_TURNS = 1_000
 # The app's users slider: every count up to 10, then steps that feel even on a log scale.
 USER_STOPS = (*range(1, 11), 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 1500, 2000, 3000, 5000, 7000,
-              10_000)
+              10_000, 16_384)
 
 
 def arrivals(kind: str, rate: float, rng: random.Random, burstiness: float = 1.0) -> Iterator[float]:
