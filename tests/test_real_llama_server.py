@@ -121,7 +121,9 @@ def test_compare_of_two_and_four_slots_on_the_real_server(capacity_runs, capsys)
     # at 4 streams, 2 slots decode 2 at a time (faster each) while the others wait (later first tokens)
     decode = next(line for line in out.splitlines() if line.startswith("| 4 streams × 25 | Decode tok/s"))
     ttft = next(line for line in out.splitlines() if line.startswith("| 4 streams × 25 | TTFT p99"))
-    assert "worse" in decode and "better" in ttft, (decode, ttft)
+    # A 5 s level holds a few requests: nothing bounds their p99 from above, so the TTFT p99s, however far apart,
+    # are within noise of each other (a figure without an interval, decode tok/s, keeps the 2 % rule).
+    assert "worse" in decode and "within noise" in ttft, (decode, ttft)
 
 
 def test_a_prompt_longer_than_the_context_is_a_recorded_error(llama_server, tmp_path, capsys):
