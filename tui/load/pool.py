@@ -36,6 +36,12 @@ def default_workers(concurrency: int, cores: int | None = None) -> int:
     return max(1, min(math.ceil(concurrency / STREAMS_PER_WORKER), cores // 4))
 
 
+def _sum_bins(each) -> tuple[int, ...]:
+    """Workers' bins added up (a worker with its streams all shown has none)."""
+    known = [b for b in each if b]
+    return tuple(map(sum, zip(*known))) if known else ()
+
+
 def merge(snaps: list[Snapshot], settings: LoadSettings) -> Snapshot:
     """One snapshot of the whole pool from each worker's."""
     streams = sorted((v for s in snaps for v in s.streams), key=lambda v: v.index)
@@ -70,6 +76,8 @@ def merge(snaps: list[Snapshot], settings: LoadSettings) -> Snapshot:
         thinking=sum(s.thinking for s in snaps),
         sessions_done=sum(s.sessions_done for s in snaps),
         split=merge_splits(s.split for s in snaps),
+        ttft_bins=_sum_bins(s.ttft_bins for s in snaps),
+        tps_bins=_sum_bins(s.tps_bins for s in snaps),
         streams_left_off=sum(s.streams_left_off for s in snaps),
         queued_all=sum(s.queued for s in snaps),
     )

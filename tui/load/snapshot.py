@@ -63,6 +63,9 @@ class Snapshot:
     sessions_done: int = 0  # conversations that ended
     streams_left_off: int = 0  # streams past the rows a snapshot carries (tui/load/views.py MAX_ROWS)
 
+    # past the rows: every stream's TTFT and live tok/s counted in bins (tui/load/views.py TTFT_EDGES_S, TPS_EDGES)
+    ttft_bins: tuple[int, ...] = ()
+    tps_bins: tuple[int, ...] = ()
     split: RecentSplit | None = None  # the requests finished in the last SPLIT_WINDOW_S: where their time went
     queued_all: int | None = None  # `queued` counted over every stream, when the rows are not all of them
 

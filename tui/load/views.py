@@ -37,6 +37,17 @@ def window_chunks(current: Iterable[RequestRecord], recent: Iterable[RequestReco
 
 
 MAX_ROWS = 256  # stream rows a snapshot carries; past it, the most telling ones and the counts of all
+NEWEST_ROWS = MAX_ROWS // 4  # of those, kept for the streams sent last
+# Past MAX_ROWS, every stream's TTFT and live tok/s are counted in bins with these upper edges (the last: the rest).
+TTFT_EDGES_S = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, float("inf"))
+TPS_EDGES = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, float("inf"))
+
+
+def binned(values: Iterable[float], edges: tuple[float, ...]) -> tuple[int, ...]:
+    counts = [0] * len(edges)
+    for v in values:
+        counts[bisect.bisect_left(edges, v)] += 1
+    return tuple(counts)
 
 
 def _state(record: RequestRecord, thinking: bool) -> str:
@@ -48,7 +59,8 @@ def _state(record: RequestRecord, thinking: bool) -> str:
 def _most_telling(current: list[tuple[int, RequestRecord]], states: list[str], now: int
                   ) -> list[tuple[int, RequestRecord]]:
     """Past MAX_ROWS: those waiting longest, then the slowest streaming (fewest chunks for their time), then the
-    newest of the rest; shown in the engine's order."""
+    newest to end; the last NEWEST_ROWS for the streams sent last, of those not already chosen; shown in the
+    engine's order."""
     def slowness(item: tuple[int, RequestRecord]) -> float:
         record = item[1]
         return len(record.chunk_ns) / max(1, now - (record.first_token_ns or now))
@@ -60,7 +72,10 @@ def _most_telling(current: list[tuple[int, RequestRecord]], states: list[str], n
     chosen += sorted(by_state.get(STREAMING, []), key=slowness)
     chosen += sorted((item for state in (ERROR, THINKING, DONE) for item in by_state.get(state, [])),
                      key=lambda item: -(item[1].end_ns or 0))
-    return sorted(chosen[:MAX_ROWS])
+    chosen = chosen[:MAX_ROWS - NEWEST_ROWS]
+    taken = {key for key, _ in chosen}
+    newest = sorted((item for item in current if item[0] not in taken), key=lambda item: -item[1].send_ns)
+    return sorted(chosen + newest[:MAX_ROWS - len(chosen)])
 
 
 def live_tps(record: RequestRecord, now: int, since: int) -> float:
@@ -137,6 +152,13 @@ class Board:
             while times and times[0] < now - self.window_ns:
                 times.popleft()
 
+    @staticmethod
+    def _bins(current: list[tuple[int, RequestRecord]], states: list[str], now: int, since: int) -> dict:
+        """Every stream's TTFT and live tok/s in bins: the shape of thousands of streams, past the rows."""
+        ttfts = [r.ttft_s for _, r in current if r.ttft_s is not None]
+        rates = [live_tps(r, now, since) for (_, r), state in zip(current, states) if state == STREAMING]
+        return {"ttft_bins": binned(ttfts, TTFT_EDGES_S), "tps_bins": binned(rates, TPS_EDGES)}
+
     def snapshot(self, *, running: bool, settings: LoadSettings, version: int, finished: Finished,
                  cost: ClientCost, open_loop: OpenLoop) -> Snapshot:
         now = time.perf_counter_ns()
@@ -184,5 +206,6 @@ class Board:
             queued_all=sum(1 for (_, r), state in zip(current, states)
                            if state == WAITING and now - r.send_ns >= QUEUED_AFTER_S * NS),
             sessions_done=finished.sessions_done,
+            **(self._bins(current, states, now, since) if len(current) > MAX_ROWS else {}),
             split=recent_split([r for r in recent if (r.end_ns or 0) >= now - SPLIT_WINDOW_S * NS]),
         )

@@ -21,7 +21,7 @@ from tui.probes.fleet import FleetSample
 from tui.probes.server import OLLAMA_PARALLEL_NOTE, ServerSample
 from tui.untrusted import visible
 from tui.widgets.chart import LoadChart
-from tui.widgets.drawing import fmt
+from tui.widgets.drawing import fmt, sparkline
 from tui.widgets.palette import style
 from tui.widgets.slider import Slider
 from tui.widgets.streams import HEADER, StreamTable
@@ -55,7 +55,8 @@ def summary_text(snap: Snapshot, power_w: float | None = None, compact: bool = F
         text.append(f"  conversations done {snap.sessions_done}", style=style("quiet"))
     if snap.streams_left_off:
         text.append(f"  rows: {len(snap.streams)} of {len(snap.streams) + snap.streams_left_off} (the longest waiting,"
-                    " the slowest)", style=style("muted"))
+                    " the slowest, the newest)", style=style("muted"))
+        text.append_text(bins_text(snap))
     if snap.settings.rate is not None:
         text.append_text(open_loop_text(snap, compact))
     text.append(f"  aggregate {snap.aggregate_tps:.1f} tok/s")
@@ -82,6 +83,17 @@ def summary_text(snap: Snapshot, power_w: float | None = None, compact: bool = F
         text.append(f"  {power_w / snap.aggregate_tps:.2f} J/tok", style=style("accent"))
         if not compact:
             text.append(f" · {snap.aggregate_tps / power_w:.3f} tok/s/W (GPU W ÷ client tok/s)", style=style("accent"))
+    return text
+
+
+def bins_text(snap: Snapshot) -> Text:
+    """Past the rows, the shape of all the streams: their TTFTs and live tok/s, a block a bin."""
+    text = Text()
+    for name, bins, low, high in (("TTFT", snap.ttft_bins, "0.05", "30+ s"), ("tok/s", snap.tps_bins, "1", "200+")):
+        if bins and sum(bins):
+            text.append(f"  {name} {low}", style=style("muted"))
+            text.append(sparkline(bins, len(bins)), style=style("accent"))
+            text.append(high, style=style("muted"))
     return text
 
 

@@ -1,0 +1,48 @@
+"""Thousands of streams on one screen: past MAX_ROWS a snapshot carries the most telling rows (the longest
+waiting, the slowest, the newest) and the shape of all of them (TTFT and tok/s in bins), merged across workers."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fakes import frozen_snapshot
+from tui.load.pool import _sum_bins
+from tui.load.records import NS, RequestRecord
+from tui.load.snapshot import STREAMING, WAITING
+from tui.load.views import MAX_ROWS, NEWEST_ROWS, TPS_EDGES, TTFT_EDGES_S, _most_telling, binned
+from tui.panes.load import bins_text, summary_text
+
+
+def record(stream: int, sent_s: float, first_s: float | None = None, chunks: int = 0) -> RequestRecord:
+    r = RequestRecord(stream=stream, concurrency=1, words=10, mode="output", api="openai", model="m",
+                      send_ns=int(sent_s * NS))
+    if first_s is not None:
+        r.first_token_ns = int(first_s * NS)
+        for i in range(chunks):
+            r.chunk_ns.append(r.first_token_ns + i * 1000)
+    return r
+
+
+def test_past_the_rows_the_longest_waiting_the_slowest_and_the_newest_are_kept():
+    now = int(100 * NS)
+    waiting = [(i, record(i, sent_s=i * 0.01)) for i in range(300)]  # stream 0 has waited longest
+    streaming = [(300 + i, record(300 + i, sent_s=10 + i * 0.01, first_s=20, chunks=1 + i)) for i in range(300)]
+    newest = [(600 + i, record(600 + i, sent_s=99.9, first_s=99.95, chunks=1000)) for i in range(10)]
+    current = waiting + streaming + newest
+    states = [WAITING] * 300 + [STREAMING] * 310
+    shown = [key for key, _ in _most_telling(current, states, now)]
+    assert len(shown) == MAX_ROWS and shown == sorted(shown)
+    assert 0 in shown and 299 not in shown[:MAX_ROWS - NEWEST_ROWS]  # the longest waiting, not the newest waiting
+    assert all(600 + i in shown for i in range(10))  # sent last: among the rows though fast and not waiting
+
+
+def test_every_streams_ttft_and_rate_are_binned_and_workers_bins_add_up():
+    assert binned([0.01, 0.07, 0.07, 3.0, 99.0], TTFT_EDGES_S) == (1, 2, 0, 0, 0, 0, 1, 0, 0, 1)
+    assert sum(binned([0.5, 30.0, 500.0], TPS_EDGES)) == 3
+    assert _sum_bins([(1, 2), (), (3, 4)]) == (4, 6) and _sum_bins([(), ()]) == ()
+    snap = dataclasses.replace(frozen_snapshot(), streams_left_off=9744, ttft_bins=(0, 5, 90, 5, 0, 0, 0, 0, 0, 0),
+                               tps_bins=(0, 0, 0, 10, 80, 10, 0, 0, 0))
+    text = summary_text(snap).plain
+    assert "rows: 8 of 9752 (the longest waiting, the slowest, the newest)" in text
+    assert "TTFT 0.05" in text and "30+ s" in text and "tok/s 1" in text and "200+" in text
+    assert bins_text(dataclasses.replace(snap, ttft_bins=(), tps_bins=())).plain == ""
