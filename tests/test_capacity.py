@@ -35,9 +35,9 @@ def test_the_search_finds_the_last_level_that_meets_the_slo(capacity):
 
 
 def test_the_search_stops_at_its_ceiling_and_says_so():
-    search = search_against(10_000)
-    assert search.capacity == 1024 and search.breaks_at is None
-    assert "nothing up to 1024 streams broke it" in search.summary({"ttft_p99": 2})
+    search = search_against(100_000)
+    assert search.capacity == 16_384 and search.breaks_at is None
+    assert "nothing up to 16384 streams broke it" in search.summary({"ttft_p99": 2})
 
 
 def test_a_server_that_breaks_at_once_has_capacity_zero_said_plainly():

@@ -178,7 +178,7 @@ def test_a_trace_is_replayed_at_its_own_times_with_its_lengths(capsys, tmp_path)
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--users", "0", "--duration", "1"], "--users takes whole numbers of 1 or more"),
-    (["--users", "10001", "--duration", "1"], "--users takes whole numbers of 1 to 10000"),
+    (["--users", "16385", "--duration", "1"], "--users takes whole numbers of 1 to 16384"),
     (["--users", "2"], "--users needs --duration S"),
     (["--users", "2", "--duration", "1", "--turns", "3-1"], "--turns takes whole numbers of 1 or more, low to high"),
     (["--users", "2", "--duration", "1", "--turns", "x"], "--turns takes a number or a range like 2-8"),

@@ -85,7 +85,7 @@ def test_max_inflight_holds_arrivals_back_and_counts_those_never_sent(sim_factor
     (["--rate", "2", "--duration", "0"], "--duration must be a number of seconds more than 0"),
     (["--rate", "2", "--duration", "1", "--concurrency", "4"],
      "choose one of --concurrency, --rate, --users and --trace, not --concurrency and --rate"),
-    (["--rate", "2", "--duration", "1", "--max-inflight", "0"], "--max-inflight must be 1 to 1024"),
+    (["--rate", "2", "--duration", "1", "--max-inflight", "0"], "--max-inflight must be 1 to 16384"),
     (["--rate", "2,2", "--duration", "1"], "--rate lists 2 twice"),
 ])
 def test_bad_open_loop_flags_are_one_line_and_exit_2(capsys, argv, message):
