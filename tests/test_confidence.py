@@ -138,3 +138,13 @@ def test_wide_shows_intervals_and_marks_a_p99_of_few_requests(sim_factory, capsy
     line = next(line for line in out.splitlines() if line.lstrip().startswith("2 "))
     assert "[" in line and "†" in line and "few-samples" in line
     assert "Verdict few-samples: fewer than 100 requests" in out
+
+
+def test_the_until_column_says_the_precision_reached_or_that_there_is_no_bound_yet():
+    from tui.bench.render import _shown
+
+    met = {"until": {"stat": "ttft_p99", "target_pct": 10, "reached_pct": 2.7, "met": True, "ran_s": 104}}
+    unbounded = {"until": {"stat": "ttft_p99", "target_pct": 10, "reached_pct": None, "met": False, "ran_s": 120}}
+    assert _shown(met, "until", "until") == "ttft_p99 ±3%"
+    assert _shown(unbounded, "until", "until") == "ttft_p99 no bound yet (not met)"
+    assert _shown({}, "until", "until") == "-"

@@ -212,8 +212,10 @@ def _shown(row: dict[str, Any], key: str, fmt: str, sure: bool = False) -> str:
     with `sure`, a figure with an interval shows it: "0.512 [0.450–0.601]", a p99 of too few requests marked †."""
     if fmt == "until":
         until = row.get(key)
-        return "-" if not until else (f"{until['stat']} ±{_cell(until['reached_pct'], '.0f')}%"
-                                      + ("" if until["met"] else " (not met)"))
+        if not until:
+            return "-"
+        reached = "no bound yet" if until["reached_pct"] is None else f"±{until['reached_pct']:.0f}%"
+        return f"{until['stat']} {reached}" + ("" if until["met"] else " (not met)")
     if sure and key in INTERVAL_OF and row.get(key) is not None:
         name, stat = INTERVAL_OF[key]
         got = (row.get("intervals") or {}).get(name) or {}
