@@ -95,3 +95,24 @@ class _Capped(io.RawIOBase):
             raise self._error(_too_big(self._name, self._read, self._limit) if not self._pipe else
                               f"{self._name}: too big (over {_size(self._limit)})")
         return n
+
+
+def utf8_lines(f: io.BufferedReader, name: str, error: type[Exception], max_line: int, what: str,
+               first: int = 1) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line of `f` that is not blank, counting from `first`; a BOM on line 1
+    dropped. A line over `max_line` bytes or not UTF-8 is `error` naming the file and the line (`what`: no
+    `what` is that long). Split on b"\\n" only: str.splitlines would also split at U+2028, which JSON allows."""
+    lineno = first
+    while raw := f.readline(max_line + 2):
+        line = raw.rstrip(b"\r\n")
+        if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]
+        if len(line) > max_line:
+            raise error(f"{name} line {lineno}: over {max_line >> 20} MiB (no {what} is that long)")
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise error(f"{name} line {lineno}: not UTF-8 (byte 0x{line[e.start]:02x})") from None
+        if text.strip():
+            yield lineno, text
+        lineno += 1

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from tui.files import open_capped
+from tui.files import open_capped, utf8_lines
 from tui.untrusted import one_line
 
 MAX_BYTES = 512 << 20
@@ -149,22 +149,12 @@ def _skip_space(f: io.BufferedReader) -> tuple[bytes | None, int]:
 
 
 def _lines(f: io.BufferedReader, name: str, lineno: int) -> Iterator[Any]:
-    """JSONL: each line's JSON. Split on "\n" only: str.splitlines would also split at U+2028, which JSON allows
-    inside a string."""
-    while raw := f.readline(MAX_LINE + 2):
-        line = raw.rstrip(b"\r\n")
-        if len(line) > MAX_LINE:
-            raise PromptFileError(f"{name} line {lineno}: over {MAX_LINE >> 20} MiB (no prompt is that long)")
+    """JSONL: each line's JSON."""
+    for number, text in utf8_lines(f, name, PromptFileError, MAX_LINE, "prompt", first=lineno):
         try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise PromptFileError(f"{name} line {lineno}: not UTF-8 (byte 0x{line[e.start]:02x})") from None
-        if text.strip():
-            try:
-                yield json.loads(text)
-            except (ValueError, RecursionError) as e:
-                raise _not_json(name, e, lineno) from None
-        lineno += 1
+            yield json.loads(text)
+        except (ValueError, RecursionError) as e:
+            raise _not_json(name, e, number) from None
 
 
 class _ArrayItems:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from tui.files import open_capped
+from tui.files import open_capped, utf8_lines
 from tui.load.stats import percentile
 from tui.load.synthetic import INSTRUCTION, WORDS
 from tui.untrusted import one_line
@@ -198,20 +198,7 @@ def _capped(requests: list[TraceRequest], context: int, block_tokens: int) -> tu
 
 def _lines(f: Any, name: str) -> Iterator[tuple[int, str]]:
     """(line number, text) of each line that is not blank; a BOM at the start dropped."""
-    lineno = 0
-    while raw := f.readline(MAX_LINE + 2):
-        lineno += 1
-        line = raw.rstrip(b"\r\n")
-        if lineno == 1 and line.startswith(b"\xef\xbb\xbf"):
-            line = line[3:]
-        if len(line) > MAX_LINE:
-            raise TraceError(f"{name} line {lineno}: over {MAX_LINE >> 20} MiB (no trace line is that long)")
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise TraceError(f"{name} line {lineno}: not UTF-8 (byte 0x{line[e.start]:02x})") from None
-        if text.strip():
-            yield lineno, text
+    return utf8_lines(f, name, TraceError, MAX_LINE, "trace line")
 
 
 def _format_of(name: str, lineno: int, text: str) -> str:
