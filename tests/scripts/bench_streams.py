@@ -123,7 +123,8 @@ async def floor_request(conn: list, port: int, rnd: int, request: bytes) -> dict
             return rec
 
 
-async def floor_run(port: int, n: int, rounds: int, timeout: float) -> list[dict]:
+async def floor_run(port: int, n: int, rounds: int, timeout: float, duration: float = 0.0) -> list[dict]:
+    """`rounds` of n at once, or (duration > 0) n streams each sending its next request as its last ends."""
     request = request_bytes(port)
     conns: list[list] = [[] for _ in range(n)]  # one kept-alive connection per stream, opened on first use
     records = []
@@ -138,7 +139,17 @@ async def floor_run(port: int, n: int, rounds: int, timeout: float) -> list[dict
             return {"round": rnd, "send_ns": None, "first_ns": None, "end_ns": time.perf_counter_ns(), "id": None,
                     "chunks": 0, "error": f"{type(exc).__name__}: {exc}"[:200]}
 
-    for rnd in range(rounds):
+    async def keep_busy(i: int, deadline: float) -> list[dict]:
+        mine = []
+        while time.monotonic() < deadline:
+            mine.append(await one(i, 0))
+        return mine
+
+    if duration > 0:
+        deadline = time.monotonic() + duration
+        for mine in await asyncio.gather(*(keep_busy(i, deadline) for i in range(n))):
+            records += mine
+    for rnd in range(rounds if duration <= 0 else 0):
         records += await asyncio.gather(*(one(i, rnd) for i in range(n)))
     for conn in conns:
         if conn:
@@ -152,9 +163,10 @@ def floor_main(argv: list[str]) -> int:
     p.add_argument("--streams", type=int, required=True)
     p.add_argument("--rounds", type=int, required=True)
     p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--duration", type=float, default=0.0)
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    records = asyncio.run(floor_run(args.port, args.streams, args.rounds, args.timeout))
+    records = asyncio.run(floor_run(args.port, args.streams, args.rounds, args.timeout, args.duration))
     with open(args.out, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     return 0
@@ -162,13 +174,15 @@ def floor_main(argv: list[str]) -> int:
 
 # --- running one client and reading what it recorded -------------------------------------------------
 
-def client_command(client: str, port: int, n: int, rounds: int, out: str) -> list[str]:
+def client_command(client: str, port: int, n: int, rounds: int, out: str, duration: float = 0.0) -> list[str]:
+    """`rounds` of n at once; or, with a duration, a closed loop of n streams for that long."""
     if client == "floor":
         return [sys.executable, __file__, "floor-client", "--port", str(port), "--streams", str(n),
-                "--rounds", str(rounds), "--out", out]
+                "--rounds", str(rounds), "--duration", str(duration), "--out", out]
     workers = client.partition("-w")[2] or "1"
+    load = ["--duration", str(duration)] if duration > 0 else ["--rounds", str(rounds)]
     return [sys.executable, "-m", "tui", "bench", "--url", f"http://127.0.0.1:{port}", "--api", "openai",
-            "--model", "paced", "--concurrency", str(n), "--words", "25", "--rounds", str(rounds),
+            "--model", "paced", "--concurrency", str(n), "--words", "25", *load,
             "--format", "json", "--out", out, "--timeout", "60", "--workers", workers]
 
 
@@ -285,17 +299,19 @@ def figures(client: str, n: int, rounds: int, records: list[dict], server_lines:
 
 
 def measure(client: str, n: int, rounds: int, port: int, server: psutil.Process, server_log: Path,
-            work_dir: Path, work_s: float) -> dict:
+            work_dir: Path, work_s: float, duration: float = 0.0) -> dict:
     run_dir = work_dir / f"{client}-{n}"
     run_dir.mkdir()
     out = run_dir / "records.jsonl"
     start_ns = time.perf_counter_ns()
     server_cpu0 = server_cpu(server)
-    samples, total_cpu, rc = run_sampled(client_command(client, port, n, rounds, str(out)), run_dir,
-                                         deadline_s=60 + 10 * rounds * work_s + n / 10)
+    samples, total_cpu, rc = run_sampled(client_command(client, port, n, rounds, str(out), duration), run_dir,
+                                         deadline_s=60 + 10 * (rounds * work_s + duration) + n / 10)
     end_ns = time.perf_counter_ns()
     server_lines = [line for line in paced_server.read_log(str(server_log)) if start_ns <= line["arrival_ns"] <= end_ns]
     result = figures(client, n, rounds, read_records(client, out), server_lines, samples, work_s)
+    if duration > 0:  # a closed loop has no rounds: its wall time is the duration plus the last requests'
+        result.update(rounds=None, wall_ratio=None, round_spread_max_ms=None)
     result.update(rc=rc, cpu_total_s=total_cpu, tui_digest=tree_digest() if client.startswith("tokentop") else None,
                   server_cpu_pct=100 * (server_cpu(server) - server_cpu0) / ((end_ns - start_ns) / 1e9))
     if rc != 0:
@@ -359,6 +375,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--ttft", type=float, default=0.1, help="server TTFT, seconds (default 0.1)")
     p.add_argument("--tokens", type=int, default=50, help="tokens per response (default 50)")
     p.add_argument("--rate", type=float, default=50.0, help="tokens/s per stream (default 50)")
+    p.add_argument("--ttft-spread", type=float, default=0.0,
+                   help="the server's first tokens a further 0..S s later, evenly (default 0: all at once)")
+    p.add_argument("--duration", type=float, default=0.0,
+                   help="instead of rounds: N streams kept busy this many seconds (a closed loop, as "
+                        "`tokentop bench --duration`)")
     p.add_argument("--workers", type=int, default=1, help="paced server processes (SO_REUSEPORT, default 1)")
     p.add_argument("--json", metavar="OUT", help="save the raw results here")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs, records) and print it")
@@ -378,13 +399,14 @@ def main(argv: list[str]) -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="bench_streams-"))
     server_log = work_dir / "server.jsonl"
     proc, port = paced_server.start(str(server_log), ttft=args.ttft, tokens=args.tokens, rate=args.rate,
-                                    workers=args.workers, lifetime=1800)
+                                    workers=args.workers, lifetime=1800, ttft_spread=args.ttft_spread)
     results = []
     try:
         server = psutil.Process(proc.pid)
         for n in args.streams:
             for client in args.clients:
-                result = measure(client, n, rounds_for(n, args), port, server, server_log, work_dir, work_s)
+                result = measure(client, n, rounds_for(n, args), port, server, server_log, work_dir, work_s,
+                                 args.duration)
                 results.append(result)
                 print(f"{client:>8} N={n:<4} rounds={result['rounds']} chunks={result['chunks']} "
                       f"errors={result['errors']} cpu={fmt(result.get('cpu_ms_per_1k'))} ms/1k "
@@ -395,7 +417,9 @@ def main(argv: list[str]) -> int:
     finally:
         paced_server.stop(proc)
     print(table(results, args.rate))
-    print(f"\nload: {args.tokens} tokens at {args.rate:g} tok/s, ttft {args.ttft:g} s (work = {work_s:g} s per round);"
+    load = f"a closed loop for {args.duration:g} s" if args.duration > 0 else f"work = {work_s:g} s per round"
+    print(f"\nload: {args.tokens} tokens at {args.rate:g} tok/s, ttft {args.ttft:g} s (+0..{args.ttft_spread:g} s);"
+          f" {load};"
           f" paced server workers: {args.workers}; CPU counts from first send to last end "
           f"(start-up excluded; with it: see cpu_total_s in --json)")
     finish(args, results, work_dir, "the bench")

@@ -3,7 +3,8 @@
     python tests/scripts/paced_server.py --port 0 --log server.jsonl [--ttft 0.1 --tokens 50 --rate 50]
 
 Each `POST /v1/chat/completions` streams `--tokens` SSE events, one token per event, each in its own
-write, on an absolute schedule: token i at arrival + ttft + i/rate. `GET /v1/models` lists one model,
+write, on an absolute schedule: token i at arrival + ttft + i/rate (`--ttft-spread S` adds 0..S to the
+ttft, evenly over the responses: thousands of requests sent at once need not all answer in one instant). `GET /v1/models` lists one model,
 "paced"; everything else is 404 (so discovery sees an OpenAI-compatible server, not ollama).
 
 Stamps are `time.perf_counter_ns()` (CLOCK_MONOTONIC on Linux: comparable across processes). One
@@ -38,8 +39,9 @@ BACKLOG = 4096
 
 
 class Config:
-    def __init__(self, ttft: float, tokens: int, rate: float, log_fd: int, worker: int) -> None:
+    def __init__(self, ttft: float, tokens: int, rate: float, log_fd: int, worker: int, spread: float = 0.0) -> None:
         self.ttft_ns = int(ttft * 1e9)
+        self.spread_ns = int(spread * 1e9)
         self.step_ns = int(1e9 / rate)
         self.tokens = tokens
         self.log_fd = log_fd
@@ -68,8 +70,12 @@ class Stream:
     def __init__(self, conn: HTTPConnection, arrival_ns: int, prompt_tokens: int) -> None:
         self.conn, self.cfg = conn, conn.cfg
         self.loop = asyncio.get_running_loop()
-        self.id = f"paced-{self.cfg.worker}-{next(self.cfg.ids)}-{arrival_ns}"
+        number = next(self.cfg.ids)
+        self.id = f"paced-{self.cfg.worker}-{number}-{arrival_ns}"
         self.arrival_ns = arrival_ns
+        # --ttft-spread: the k-th response's first token waits a further (k × golden ratio mod 1) × spread,
+        # as a real server's prefills come one batch after another; evenly spread for any number of requests.
+        self.ttft_ns = self.cfg.ttft_ns + int((number * 0.6180339887498949) % 1.0 * self.cfg.spread_ns)
         self.prompt_tokens = prompt_tokens
         self.sent = 0
         self.first_write_ns = self.last_write_ns = None
@@ -88,7 +94,7 @@ class Stream:
         self._schedule()
 
     def due_ns(self) -> int:
-        return self.arrival_ns + self.cfg.ttft_ns + self.sent * self.cfg.step_ns
+        return self.arrival_ns + self.ttft_ns + self.sent * self.cfg.step_ns
 
     def _schedule(self) -> None:
         # loop.time() is time.monotonic(): the same clock as perf_counter_ns on Linux.
@@ -234,7 +240,8 @@ async def serve(sock: socket.socket, cfg: Config, lifetime: float) -> None:
 def run_worker(sock: socket.socket, args: argparse.Namespace, worker: int) -> None:
     log_fd = os.open(args.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        asyncio.run(serve(sock, Config(args.ttft, args.tokens, args.rate, log_fd, worker), args.lifetime))
+        asyncio.run(serve(sock, Config(args.ttft, args.tokens, args.rate, log_fd, worker, args.ttft_spread),
+                          args.lifetime))
     finally:
         os.close(log_fd)
 
@@ -244,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0, help="0: a free port (printed)")
     p.add_argument("--log", required=True, help="JSON-lines file, one line per response (appended)")
     p.add_argument("--ttft", type=float, default=0.1, help="seconds from arrival to the first token (0.1)")
+    p.add_argument("--ttft-spread", type=float, default=0.0,
+                   help="first tokens a further 0..S seconds later, evenly over the responses (0)")
     p.add_argument("--tokens", type=int, default=50, help="tokens per response (50)")
     p.add_argument("--rate", type=float, default=50.0, help="tokens per second per stream (50)")
     p.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
@@ -280,9 +289,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def start(log: str, *, ttft: float = 0.1, tokens: int = 50, rate: float = 50.0, workers: int = 1,
-          lifetime: float = 600.0, timeout: float = 10.0) -> tuple[subprocess.Popen, int]:
+          lifetime: float = 600.0, timeout: float = 10.0, ttft_spread: float = 0.0) -> tuple[subprocess.Popen, int]:
     """Start the server as a subprocess; returns (process, port) once it listens."""
     cmd = [sys.executable, os.path.abspath(__file__), "--port", "0", "--log", log, "--ttft", str(ttft),
+           "--ttft-spread", str(ttft_spread),
            "--tokens", str(tokens), "--rate", str(rate), "--workers", str(workers), "--lifetime", str(lifetime)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
