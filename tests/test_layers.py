@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def data_layer_modules() -> list[str]:
     modules = ["tui.untrusted", "tui.flags", "tui.files", "tui.http_read", "tui.export", "tui.polling",
-               "tui.live_capacity", "tui.steering"]
+               "tui.live_capacity", "tui.steering", "tui.metrics_server", "tui.limits"]
     for package in ("load", "probes", "servers", "bench"):
         for path in sorted((ROOT / "tui" / package).rglob("*.py")):
             parts = path.relative_to(ROOT).with_suffix("").parts

@@ -223,8 +223,11 @@ class TokentopApp(App):
             power = self.fleet.power_w
         # The one echo guard: a snapshot taken before our newest change would move the sliders back.
         settings = snap.settings if snap.settings_version >= self.engine.settings_version else self.engine.settings
-        pane.show(snap, settings, self.server, self.observed_limit.update(snap), power or None, self.fleet)
-        pane.show_inside(inside_text(self.inside.sample, snap.split) if self.inside.open else None)
+        try:
+            pane.show(snap, settings, self.server, self.observed_limit.update(snap), power or None, self.fleet)
+            pane.show_inside(inside_text(self.inside.sample, snap.split) if self.inside.open else None)
+        except NoMatches:  # torn down between the two queries: its children go first
+            return
         if history and (self._history_ns is None or snap.taken_ns - self._history_ns >= NS):
             self._history_ns = snap.taken_ns
             server = self.server

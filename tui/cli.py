@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 def add_app_arguments(p: argparse.ArgumentParser) -> None:
     from tui.load.prompts import MODES, OUTPUT
 
-    from tui.flags import add_server_arguments, add_workload_arguments
+    from tui.flags import add_metrics_arguments, add_server_arguments, add_workload_arguments
     from tui.load.settings import MAX_CONCURRENCY, MAX_USERS
 
     add_server_arguments(p)
@@ -87,6 +87,7 @@ def add_app_arguments(p: argparse.ArgumentParser) -> None:
                         " GPU of every host (DCGM or nvitop-exporter), every host (node_exporter), every LLM server"
                         " replica; credentials from PROMETHEUS_TOKEN(_FILE) or PROMETHEUS_USER and"
                         " PROMETHEUS_PASSWORD(_FILE)")
+    add_metrics_arguments(p)
     p.add_argument("--autostart", action="store_true", help="start streaming at once")
     p.add_argument("--out", metavar="FILE.jsonl", help="write one JSON line per finished request")
     p.add_argument("--sim", action="store_true", help="run against a built-in SIMULATED server (4 slots)")
@@ -101,8 +102,8 @@ def _die(message: str) -> int:
 
 
 def run_app(args: argparse.Namespace) -> int:
-    from tui.flags import (UsageError, check_prometheus_url, check_server_arguments, check_workload_arguments,
-                           read_conversations_of, shape_settings)
+    from tui.flags import (UsageError, check_metrics_arguments, check_prometheus_url, check_server_arguments,
+                           check_workload_arguments, read_conversations_of, shape_settings, start_metrics)
     from tui.load.discover import DiscoveryError, discover
     from tui.load.settings import LoadSettings
     from tui.probes.prometheus import PrometheusError
@@ -112,6 +113,7 @@ def run_app(args: argparse.Namespace) -> int:
     try:
         check_server_arguments(args)
         check_prometheus_url(args.prometheus)
+        check_metrics_arguments(args)
         slo, prompts = check_workload_arguments(args)
         shape = shape_settings(args)
         conversations = read_conversations_of(args)
@@ -138,10 +140,14 @@ def run_app(args: argparse.Namespace) -> int:
     start = settings.users if settings.users is not None else settings.concurrency
     if problem := open_files_problem(0 if settings.open_loop else min(start, settings.max_inflight)):
         return _die(problem)
-    sim = server = app = None
+    sim = server = app = metrics = None
     notice = None
     previous_sigterm = signal.getsignal(signal.SIGTERM)
     try:
+        try:
+            metrics = start_metrics(args, "tokentop")  # a port in use: one line, before any request
+        except UsageError as exc:
+            return _die(str(exc))
         url = args.url
         if args.demo:
             from tui.servers.local import LocalServerError, start_local_server
@@ -179,6 +185,8 @@ def run_app(args: argparse.Namespace) -> int:
                        read_timeout=args.timeout, workers=args.workers, notice=notice, prompts=prompts,
                        prompt_label=prompt_label, slo=slo, hold_s=args.hold, fleet=fleet_probe(args.prometheus),
                        trace=trace, conversations=conversations)
+        if metrics is not None:
+            metrics.metrics.watch(app.engine.snapshot, target)
         signal.signal(signal.SIGTERM, lambda signum, frame: app.exit())  # quit as `q` does: files whole
         app.run()
         return app.return_code or 0
@@ -194,6 +202,8 @@ def run_app(args: argparse.Namespace) -> int:
             sim.stop()
         if server is not None:
             server.stop()
+        if metrics is not None:
+            metrics.close()
 
 
 def app_trace(args: argparse.Namespace, target, info, settings):

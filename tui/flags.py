@@ -32,6 +32,43 @@ def add_server_arguments(p: argparse.ArgumentParser) -> None:
                                                " load reaches, at most a quarter of the cores)")
 
 
+def add_metrics_arguments(p: argparse.ArgumentParser, linger: bool = False) -> None:
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve the client's own figures (TTFT, ITL, TPOT, e2e histograms, requests by outcome, tokens,"
+                        " in flight) on http://HOST:PORT/metrics for Prometheus to scrape; 0 picks a free port")
+    p.add_argument("--metrics-host", default="127.0.0.1", metavar="HOST",
+                   help="address for --metrics-port (default 127.0.0.1; 0.0.0.0 lets other machines scrape it)")
+    if linger:
+        p.add_argument("--metrics-linger", type=float, default=0.0, metavar="S",
+                       help="keep /metrics up S seconds after the last cell, so a scrape catches the end (default 0)")
+
+
+def check_metrics_arguments(args: argparse.Namespace) -> None:
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise UsageError(f"--metrics-port must be a port, 0 to 65535, not {args.metrics_port}")
+    linger = getattr(args, "metrics_linger", 0.0)
+    if not (math.isfinite(linger) and 0 <= linger <= 86_400):
+        raise UsageError(f"--metrics-linger must be 0 to 86400 seconds, not {linger}")
+    if linger and args.metrics_port is None:
+        raise UsageError("--metrics-linger keeps --metrics-port up: give --metrics-port too")
+
+
+def start_metrics(args: argparse.Namespace, program: str):
+    """The /metrics server that --metrics-port asks for, or None; raises UsageError (one line) when it cannot."""
+    if args.metrics_port is None:
+        return None
+    import sys
+
+    from tui.metrics_server import MetricsError, MetricsServer
+
+    try:
+        server = MetricsServer(args.metrics_host, args.metrics_port)
+    except MetricsError as exc:
+        raise UsageError(str(exc)) from exc
+    print(f"{program}: client metrics on {server.url}", file=sys.stderr)
+    return server
+
+
 def check_server_arguments(args: argparse.Namespace) -> None:
     """Raise UsageError on a bad value of a shared flag (the load's own values: LoadSettings.validated)."""
     if not (math.isfinite(args.timeout) and args.timeout > 0):

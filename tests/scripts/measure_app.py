@@ -51,8 +51,15 @@ import bench_streams  # noqa: E402
 import paced_server  # noqa: E402
 
 ROOT = HERE.parents[1]
-TTFT_S, TOKENS, RATE = 0.1, 50, 50.0
+TTFT_S, TOKENS, RATE, SPREAD_S = 0.1, 50, 50.0, 0.0
 WORK_S = TTFT_S + TOKENS / RATE  # one request's length: 1.1 s
+
+
+def set_load(tokens: int, rate: float, spread_s: float) -> None:
+    """--tokens, --rate, --ttft-spread: the paced server's load for the whole run."""
+    global TOKENS, RATE, SPREAD_S, WORK_S
+    TOKENS, RATE, SPREAD_S = tokens, rate, spread_s
+    WORK_S = TTFT_S + spread_s / 2 + tokens / rate  # a request's mean length
 TMUX = ["tmux", "-L", "tokentop-measure"]  # a tmux server of our own; it exits with its last session
 CAPTURE_EVERY_S = 5.0
 IDLE_WARMUP_S = 5.0
@@ -297,7 +304,7 @@ def pair(a: float | None, b: float | None, spec: str = ".1f") -> str:
 
 def table(results: list[dict]) -> str:
     head = ["run", "tokentop CPU, % of a core", "CPU ms/1k chunks (app / headless)",
-            "TTFT err p50/p99 ms, app", "TTFT err p50/p99 ms, headless", "requests/s (ideal N/1.1 s)",
+            "TTFT err p50/p99 ms, app", "TTFT err p50/p99 ms, headless", f"requests/s (ideal N/{WORK_S:.3g} s)",
             "terminal KB/s (1 KB = 1000 B)", "client-bound on screen", "quit s", "machine busy, cores"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
@@ -347,7 +354,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-headless", action="store_true", help="skip the headless runs")
     p.add_argument("--json", metavar="OUT", help="save the raw results here")
     p.add_argument("--keep", action="store_true", help="keep the work directory (screens, records) and print it")
+    p.add_argument("--tokens", type=int, default=TOKENS, help=f"tokens per response (default {TOKENS})")
+    p.add_argument("--rate", type=float, default=RATE, help=f"tokens/s per stream (default {RATE:g})")
+    p.add_argument("--ttft-spread", type=float, default=0.0,
+                   help="the server's first tokens a further 0..S s later, evenly (default 0)")
     args = p.parse_args(argv)
+    set_load(args.tokens, args.rate, args.ttft_spread)
     args.streams = [int(x) for x in args.streams.split(",") if x.strip()]
     if args.quick:
         args.streams, args.seconds, args.idle_seconds = [16, 64], 10.0, 10.0
@@ -357,7 +369,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def run_all(args: argparse.Namespace, work_dir: Path) -> list[dict]:
     server_log = work_dir / "server.jsonl"
     lifetime = 120 + args.idle_seconds + len(args.streams) * (args.seconds + 200)
-    proc, port = paced_server.start(str(server_log), ttft=TTFT_S, tokens=TOKENS, rate=RATE, lifetime=lifetime)
+    proc, port = paced_server.start(str(server_log), ttft=TTFT_S, tokens=TOKENS, rate=RATE, lifetime=lifetime,
+                                    ttft_spread=SPREAD_S)
     kinds = ("app",) if args.no_headless else ("headless", "app")
     plan = [("idle", 0)] + [(kind, n) for n in args.streams for kind in kinds]
     results = []
@@ -386,7 +399,7 @@ def main(argv: list[str]) -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="measure_app-"))
     started = time.monotonic()
     print(f"machine: {psutil.cpu_count()} cores; app in tmux at 160x48; paced server {TOKENS} tokens at "
-          f"{RATE:g} tok/s, TTFT {TTFT_S:g} s; windows {args.idle_seconds:g} s idle, {args.seconds:g} s per N",
+          f"{RATE:g} tok/s, TTFT {TTFT_S:g} s (+0..{SPREAD_S:g} s); windows {args.idle_seconds:g} s idle, {args.seconds:g} s per N",
           file=sys.stderr, flush=True)
     results = run_all(args, work_dir)
     print(table(results))

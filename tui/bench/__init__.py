@@ -14,17 +14,18 @@ import asyncio
 import shutil
 import signal
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from tui.bench import charts, runfile
-from tui.bench.cells import run_cell, run_cells
+from tui.bench.cells import cell_label, run_cell, run_cells
 from tui.bench.options import add_arguments, validate
 from tui.bench.plan import plan_text
 from tui.bench.render import make_meta, render, rows_of
 from tui.bench.verdict import verdict
 from tui.bench.watch import Watch, load_of
 from tui.bench.workload import BenchRun
-from tui.flags import UsageError
+from tui.flags import UsageError, start_metrics
 from tui.load.capacity import RATE, CapacitySearch, search_capacity
 from tui.limits import open_files_problem, ports_note
 from tui.load.contract import Engine, EngineStopped
@@ -32,7 +33,7 @@ from tui.load.discover import DiscoveryError, discover
 from tui.load.engine import LoadEngine
 from tui.load.pool import EnginePool, default_workers
 from tui.load.records import RequestRecord
-from tui.load.settings import GIL_SWITCH_S
+from tui.load.settings import tune_process
 from tui.load.slo import Broken, value_of
 from tui.load.snapshot import PhaseStatus
 from tui.load.synthetic import SYNTHETIC, CalibrationError, calibrate, trace_calibration
@@ -45,18 +46,20 @@ from tui.probes.server import ServerProbe
 from tui.untrusted import one_line
 
 if TYPE_CHECKING:
+    from tui.metrics_server import ClientMetrics, MetricsServer
     from tui.load.trace import Trace
 
 __all__ = ["add_arguments", "run"]
 
 
 def run(args: argparse.Namespace) -> int:
-    sys.setswitchinterval(GIL_SWITCH_S)
-    sim = engine = watch = fleet = None
+    tune_process()
+    sim = engine = watch = fleet = metrics = None
     try:
         bench = validate(args)
         # The credentials are read and checked here, once: one that cannot be sent is one line before anything runs.
         fleet = FleetProbe.for_url(args.prometheus) if args.prometheus else None
+        metrics = start_metrics(args, "tokentop bench")  # a port in use: one line, before any request
     except (UsageError, CredentialsError) as exc:
         return _die(str(exc))
     try:
@@ -94,11 +97,16 @@ def run(args: argparse.Namespace) -> int:
                       inside=InsideProbe(info.url, info.kind, target.headers(), redact=target.redactor())
                       if info.kind in INSIDE_KINDS else None)
         engine = _engine(target, bench, args, trace)
+        if metrics is not None:
+            metrics.metrics.watch(engine.snapshot, target)
         engine.start()
-        outcome = _drive(engine, bench, watch)
+        outcome = _drive(engine, bench, watch, metrics.metrics if metrics is not None else None)
         engine.stop()
         outcome.collect(engine.new_records())  # the requests cut short by a stop, recorded as cancelled
-        return _report(args, bench, meta, outcome, watch, target, info)
+        code = _report(args, bench, meta, outcome, watch, target, info)
+        if metrics is not None and args.metrics_linger and not outcome.interrupted:
+            _linger(metrics, args.metrics_linger)
+        return code
     except (DiscoveryError, CalibrationError, OSError) as exc:
         return _die(str(exc))
     except KeyboardInterrupt:  # Ctrl-C while finding the server
@@ -116,6 +124,17 @@ def run(args: argparse.Namespace) -> int:
             fleet.client.close()
         if sim is not None:
             sim.stop()
+        if metrics is not None:
+            metrics.close()
+
+
+def _linger(metrics: MetricsServer, seconds: float) -> None:
+    """--metrics-linger: /metrics stays up after the table, so the last scrape sees the whole run (Ctrl-C ends it)."""
+    print(f"tokentop bench: {metrics.url} stays up {seconds:g} s more (--metrics-linger)", file=sys.stderr)
+    try:
+        time.sleep(seconds)
+    except KeyboardInterrupt:
+        pass
 
 
 def _trace(args: argparse.Namespace, target, info) -> Trace | None:
@@ -145,8 +164,9 @@ def _engine(target, bench: BenchRun, args: argparse.Namespace, trace: Trace | No
 class Outcome:
     """What a run left: every finished request, how it ended, and the capacity search's answer."""
 
-    def __init__(self, total: int | None) -> None:
+    def __init__(self, total: int | None, metrics: ClientMetrics | None = None) -> None:
         self.records: list[RequestRecord] = []
+        self._metrics = metrics
         self.search: CapacitySearch | None = None
         self.interrupted = self.terminated = self.failed = False
         self._progress = _progress(total)
@@ -155,6 +175,9 @@ class Outcome:
     def collect(self, records: list[RequestRecord]) -> None:
         self.records += records
         self._progress.advance(len(records))
+        if self._metrics is not None:
+            for record in records:
+                self._metrics.observe(cell_label(record), (record,))
 
     def heard(self, status: PhaseStatus) -> None:
         if status.record_error and "out" not in self._told:  # e.g. a full disk: said once, the run goes on
@@ -164,9 +187,10 @@ class Outcome:
             self.failed = True
 
 
-def _drive(engine: Engine, bench: BenchRun, watch: Watch) -> Outcome:
+def _drive(engine: Engine, bench: BenchRun, watch: Watch, metrics: ClientMetrics | None) -> Outcome:
     """Every cell (or the capacity search's levels), until done, Ctrl-C or SIGTERM, or a dead worker."""
-    outcome = Outcome(None if bench.duration_s else int(sum(bench.loads)) * len(bench.words) * bench.rounds)
+    outcome = Outcome(None if bench.duration_s else int(sum(bench.loads)) * len(bench.words) * bench.rounds,
+                      metrics)
 
     def on_sigterm(signum: int, frame: object) -> None:  # stop as Ctrl-C does (print what finished), then 143
         outcome.terminated = True

@@ -23,6 +23,22 @@ from tui.load.snapshot import PhaseStatus
 Collect = Callable[[list[RequestRecord]], None]
 
 
+def cell_label(record: RequestRecord) -> str:
+    """Its cell in a few words, as --metrics-port labels it: `concurrency=8 words=25`, `rate=2 words=25`,
+    `users=500 words=25`, `trace` or `warmup`."""
+    if record.warmup:
+        return "warmup"
+    if record.trace_index is not None:
+        return "trace"
+    if record.rate is not None:
+        load = f"rate={record.rate:g}"
+    elif record.users is not None:
+        load = f"users={record.users}"
+    else:
+        load = f"concurrency={record.concurrency}"
+    return f"{load} words={record.words}"
+
+
 async def run_cell(engine: Engine, run: BenchRun, cell: Cell, collect: Collect, watch: Watch,
                    on_status: Callable[[PhaseStatus], None]) -> list[RequestRecord]:
     """Every round of one cell, with what the server and GPUs said meanwhile; the cell's records."""

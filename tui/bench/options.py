@@ -11,8 +11,10 @@ from tui.bench.until import parse_until
 from tui.bench.workload import BenchRun
 from tui.flags import (
     UsageError,
+    add_metrics_arguments,
     add_server_arguments,
     add_workload_arguments,
+    check_metrics_arguments,
     check_prometheus_url,
     check_server_arguments,
     check_workload_arguments, read_conversations_of, shape_settings,
@@ -69,6 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also read the fleet from this Prometheus (default $PROMETHEUS_URL): every GPU's power"
                         " (J/token across the fleet) and each replica's queue peak per cell; credentials from"
                         " PROMETHEUS_TOKEN(_FILE) or PROMETHEUS_USER and PROMETHEUS_PASSWORD(_FILE)")
+    add_metrics_arguments(p, linger=True)
     p.add_argument("--sim", action="store_true", help="bench a built-in SIMULATED server instead of --url")
     p.add_argument("--sim-speed", type=float, default=10.0, help="time multiplier of --sim (default 10)")
 
@@ -123,6 +126,7 @@ def validate(args: argparse.Namespace) -> BenchRun:
     """What the flags ask the bench to run, or UsageError in one line. The flags are read, never changed."""
     check_server_arguments(args)
     check_prometheus_url(args.prometheus)
+    check_metrics_arguments(args)
     shape = _shape(args)
     duration = args.duration
     if args.find_capacity:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 
+from tui.load.client_tally import ClientTally
 from tui.load.records import JsonlWriter, RequestRecord
 
 
@@ -21,11 +22,13 @@ class Finished:
         self.errors = self.truncated = self.cold_starts = self.sessions_done = 0
         self.recent: deque[RequestRecord] = deque(maxlen=256)  # for the snapshot's TTFT and queue figures
         self.write_error: str | None = None  # why --out stopped being written, if it did
+        self._tally = ClientTally()  # every finished request, summed: what --metrics-port serves
 
     def add(self, record: RequestRecord) -> None:
         with self._lock:
             self._records.append(record)
             self.completed += 1
+            self._tally.observe(record)
             if self._keep and len(self._records) >= 2 * self._keep:  # trimmed now and then, not every time
                 drop = len(self._records) - self._keep
                 del self._records[:drop]
@@ -47,6 +50,11 @@ class Finished:
         """The kept ones, oldest first."""
         with self._lock:
             return self._records[-self._keep:] if self._keep else list(self._records)
+
+    def tally(self) -> ClientTally:
+        """A copy of the running totals of every request finished so far."""
+        with self._lock:
+            return self._tally.copy()
 
     def new_records(self) -> list[RequestRecord]:
         """Those finished since the last call, oldest first (only the kept ones, if more finished)."""

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tui.load.client import Target
+from tui.load.client_tally import merged
 from tui.load.process import EngineProcess
 from tui.load.records import RequestRecord
 from tui.load.selfcost import ClientCost
@@ -80,6 +81,7 @@ def merge(snaps: list[Snapshot], settings: LoadSettings) -> Snapshot:
         tps_bins=_sum_bins(s.tps_bins for s in snaps),
         streams_left_off=sum(s.streams_left_off for s in snaps),
         queued_all=sum(s.queued for s in snaps),
+        tally=merged([s.tally for s in snaps]),
     )
 
 

@@ -36,7 +36,7 @@ from tui.load.contract import (
 )
 from tui.load.engine import WARM_TIMEOUT_S, LoadEngine
 from tui.load.records import RequestRecord
-from tui.load.settings import GIL_SWITCH_S, LoadSettings
+from tui.load.settings import LoadSettings, tune_process
 from tui.load.snapshot import PhaseStatus, Snapshot
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def _serve(conn, target: Target, settings: LoadSettings, out_path: str | None, r
            conversations: list[tuple[str, ...]] | None, trace: Trace | None) -> None:
     """The engine process: apply commands from the pipe until Stop or the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal reaches the whole group: the parent stops us
-    sys.setswitchinterval(GIL_SWITCH_S)
+    tune_process()
     engine = LoadEngine(target, settings, read_timeout=read_timeout, out_path=out_path, keep_records=keep_records,
                         worker=worker, workers=workers, prompts=prompts, conversations=conversations, trace=trace)
     engine.start(running=False)

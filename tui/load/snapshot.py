@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tui.load.client_tally import ClientTally
 from tui.load.selfcost import ClientCost
 from tui.load.settings import LoadSettings
 from tui.load.time_split import RecentSplit
@@ -67,6 +68,7 @@ class Snapshot:
     ttft_bins: tuple[int, ...] = ()
     tps_bins: tuple[int, ...] = ()
     split: RecentSplit | None = None  # the requests finished in the last SPLIT_WINDOW_S: where their time went
+    tally: ClientTally | None = None  # every finished request's latencies, outcome and tokens, summed
     queued_all: int | None = None  # `queued` counted over every stream, when the rows are not all of them
 
     @property

@@ -206,6 +206,7 @@ class Board:
             queued_all=sum(1 for (_, r), state in zip(current, states)
                            if state == WAITING and now - r.send_ns >= QUEUED_AFTER_S * NS),
             sessions_done=finished.sessions_done,
+            tally=finished.tally(),
             **(self._bins(current, states, now, since) if len(current) > MAX_ROWS else {}),
             split=recent_split([r for r in recent if (r.end_ns or 0) >= now - SPLIT_WINDOW_S * NS]),
         )

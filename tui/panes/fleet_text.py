@@ -140,11 +140,33 @@ def replica_text(sample: FleetSample, compact: bool = False) -> Text:
             text.append(f" · KV {replica.cache:.0%}")
         if replica.tokens_per_s is not None:
             text.append(f" · {replica.tokens_per_s:.0f} tok/s (server)")
+        client = next((c for c in sample.clients if c.instance == replica.instance), None)
+        if replica.ttft_p99_s is not None or client is not None:
+            text.append(" · TTFT p50/p99")
+        if replica.ttft_p99_s is not None:
+            text.append(f" {_pair(replica.ttft_p50_s, replica.ttft_p99_s)} server")
+        if client is not None:
+            many = f" ({client.sources} tokentops)" if client.sources > 1 else ""
+            text.append(f"{',' if replica.ttft_p99_s is not None else ''} {_pair(client.ttft_p50_s, client.ttft_p99_s)}"
+                        f" client{many}", style=style("title"))
+    known = {r.instance for r in sample.replicas}
+    for client in sample.clients:
+        if client.instance in known:
+            continue
+        text.append("  ·  " if compact else "\n           ")
+        text.append(f"tokentop → {visible(client.target)}", style=style("title"))
+        text.append(f" TTFT p50/p99 {_pair(client.ttft_p50_s, client.ttft_p99_s)} (client)")
+        text.append(f" · in flight {fmt(client.in_flight, '.0f', '?')}")
     for target in sample.down:
         why = "" if compact else f": {visible(target.last_error)}"
         text.append(("  ·  " if compact else "\n           ") + f"{visible(target.job)} {visible(target.instance)} down{why}",
                     style=style("error"))
     return text
+
+
+def _pair(p50: float | None, p99: float | None) -> str:
+    """`0.12/0.50 s`; `-` for a quantile with no requests over the last minute."""
+    return f"{fmt(p50, '.2f', '-')}/{fmt(p99, '.2f', '-')} s"
 
 
 def _notes(text: Text, sample: FleetSample, about: str) -> None:

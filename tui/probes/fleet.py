@@ -69,6 +69,32 @@ class FleetHost:
         return sum(self.cores) / len(self.cores) if self.cores else None
 
 
+# The server's TTFT histogram by kind (llama.cpp exports none), read over the last minute per replica.
+SERVER_TTFT = {"vllm": "vllm:time_to_first_token_seconds_bucket", "sglang": "sglang:time_to_first_token_seconds_bucket"}
+SERVER_QUANTILE = "histogram_quantile({q}, sum by (instance, model_name, le) (rate({name}[1m])))"
+# tokentop's own series (--metrics-port), every tokentop that loads one target summed: one view of many boxes.
+CLIENT_QUANTILE = "histogram_quantile({q}, sum by (target, le) (rate(tokentop_ttft_seconds_bucket[1m])))"
+CLIENT_IN_FLIGHT = "sum by (target) (tokentop_in_flight)"
+CLIENT_SOURCES = "count by (target) (tokentop_in_flight)"
+MAX_LATENCY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class ClientSide:
+    """What tokentop processes loading one server saw over the last minute (client-measured)."""
+    target: str  # the server's URL, as each tokentop labels it
+    ttft_p50_s: float | None
+    ttft_p99_s: float | None
+    in_flight: float | None
+    sources: int  # tokentop processes that report it
+
+    @property
+    def instance(self) -> str:
+        """host:port of the target, as Prometheus names a server it scrapes at that address."""
+        rest = self.target.split("://", 1)[-1]
+        return rest.split("/", 1)[0].rsplit("@", 1)[-1]
+
+
 @dataclass(frozen=True)
 class Replica:
     instance: str
@@ -79,6 +105,8 @@ class Replica:
     waiting: float | None
     cache: float | None  # KV cache use, 0–1
     tokens_per_s: float | None = None  # generated, as the server counts them
+    ttft_p50_s: float | None = None  # the server's own TTFT over the last minute (vLLM, SGLang)
+    ttft_p99_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +114,7 @@ class FleetSample:
     gpus: tuple[FleetGpu, ...] = ()
     hosts: tuple[FleetHost, ...] = ()
     replicas: tuple[Replica, ...] = ()
+    clients: tuple[ClientSide, ...] = ()  # tokentop's own series, when Prometheus scrapes them
     down: tuple[ScrapeTarget, ...] = ()
     notes: tuple[str, ...] = ()  # what seems absent or was cut
     error: str | None = None  # Prometheus itself could not be read
@@ -139,8 +168,22 @@ class FleetProbe:
         gpus = self._gpus(now, notes)
         hosts = self._hosts(notes)
         replicas = self._replicas(notes)
+        clients = self._clients(notes)
         down = tuple(t for t in self.client.targets() if t.health == "down")
-        return FleetSample(tuple(gpus), tuple(hosts), tuple(replicas), down, tuple(notes))
+        return FleetSample(tuple(gpus), tuple(hosts), tuple(replicas), tuple(clients), down, tuple(notes))
+
+    def _clients(self, notes: list[str]) -> list[ClientSide]:
+        def by_target(expr: str, high: float) -> dict[str, float | None]:
+            return {s.labels.get("target", "?"): bounded(s.value, 0.0, high) for s in self._query(expr, notes)}
+
+        sources = by_target(CLIENT_SOURCES, MAX_COUNT)
+        if not sources:
+            return []
+        p50 = by_target(CLIENT_QUANTILE.format(q=0.5), MAX_LATENCY_S)
+        p99 = by_target(CLIENT_QUANTILE.format(q=0.99), MAX_LATENCY_S)
+        in_flight = by_target(CLIENT_IN_FLIGHT, MAX_COUNT)
+        return [ClientSide(target, p50.get(target), p99.get(target), in_flight.get(target), int(n or 0))
+                for target, n in sorted(sources.items())]
 
     def _query(self, expr: str, notes: list[str]) -> tuple[Series, ...]:
         answer = self.client.query(expr)
@@ -189,6 +232,8 @@ class FleetProbe:
                 if cache:
                     break
             speed = {_key(s): s for s in self._query(TOKENS_PER_S[kind], notes)} if kind in TOKENS_PER_S else {}
+            ttft = {q: {_key(s): s for s in self._query(SERVER_QUANTILE.format(q=q, name=SERVER_TTFT[kind]), notes)}
+                    for q in (0.5, 0.99)} if kind in SERVER_TTFT else {0.5: {}, 0.99: {}}
             for key in sorted(set(running) | set(waiting)):
                 labels = (running.get(key) or waiting[key]).labels
                 if labels.get("job", "").lower().find("router") >= 0:
@@ -197,7 +242,9 @@ class FleetProbe:
                                         running=_value(running.get(key), MAX_COUNT),
                                         waiting=_value(waiting.get(key), MAX_COUNT),
                                         cache=_value(cache.get(key), 1.0),
-                                        tokens_per_s=_value(speed.get(key), MAX_COUNT)))
+                                        tokens_per_s=_value(speed.get(key), MAX_COUNT),
+                                        ttft_p50_s=_value(ttft[0.5].get(key), MAX_LATENCY_S),
+                                        ttft_p99_s=_value(ttft[0.99].get(key), MAX_LATENCY_S)))
         if not replicas:
             notes.append("no LLM server metrics (vLLM, SGLang, TGI, llama.cpp) are scraped")
         return replicas
