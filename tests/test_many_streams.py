@@ -46,3 +46,24 @@ def test_every_streams_ttft_and_rate_are_binned_and_workers_bins_add_up():
     assert "rows: 8 of 9752 (the longest waiting, the slowest, the newest)" in text
     assert "TTFT 0.05" in text and "30+ s" in text and "tok/s 1" in text and "200+" in text
     assert bins_text(dataclasses.replace(snap, ttft_bins=(), tps_bins=())).plain == ""
+
+
+def test_the_engine_keeps_its_newest_records_and_never_trims_one_not_yet_collected():
+    from tui.load.finished import Finished
+    from tui.load.records import RequestRecord
+
+    def record(i: int) -> RequestRecord:
+        return RequestRecord(stream=i, concurrency=1, words=1, mode="output", api="openai", model="m", end_ns=1)
+
+    alone = Finished(keep=10)  # the app with no collector: only the newest are kept
+    for i in range(100):
+        alone.add(record(i))
+    assert len(alone.records) == 10 and alone.records[-1].stream == 99
+    collected = Finished(keep=10)  # the bench takes new_records: what it has not taken yet stays
+    collected.new_records()
+    for i in range(35):
+        collected.add(record(i))
+    assert [r.stream for r in collected.new_records()] == list(range(35))
+    for i in range(35, 100):  # the collector has gone: past 4 x keep the untaken go too
+        collected.add(record(i))
+    assert len(collected.records) == 10 and len(collected._records) <= 40

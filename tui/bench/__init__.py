@@ -30,10 +30,10 @@ from tui.load.capacity import RATE, CapacitySearch, search_capacity
 from tui.limits import open_files_problem, ports_note
 from tui.load.contract import Engine, EngineStopped
 from tui.load.discover import DiscoveryError, discover
+from tui.load.gc_tuning import tune_process
 from tui.load.engine import LoadEngine
 from tui.load.pool import EnginePool, default_workers
 from tui.load.records import RequestRecord
-from tui.load.settings import tune_process
 from tui.load.slo import Broken, value_of
 from tui.load.snapshot import PhaseStatus
 from tui.load.synthetic import SYNTHETIC, CalibrationError, calibrate, trace_calibration
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from tui.load.trace import Trace
 
 __all__ = ["add_arguments", "run"]
+ENGINE_KEEPS = 10_000
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,8 +155,10 @@ def _trace(args: argparse.Namespace, target, info) -> Trace | None:
 def _engine(target, bench: BenchRun, args: argparse.Namespace, trace: Trace | None) -> Engine:
     """The app's engine: in this process with one worker, else a pool of engine processes."""
     workers = args.workers or default_workers(bench.most_in_flight)
+    # The engine hands every record to this process (new_records) and keeps only the newest itself, as the app's
+    # does: a worker process's memory stays flat however long the run.
     options = dict(out_path=args.out, read_timeout=args.timeout, prompts=bench.prompts,
-                   conversations=bench.conversations, trace=trace)
+                   conversations=bench.conversations, trace=trace, keep_records=ENGINE_KEEPS)
     if workers == 1:
         return LoadEngine(target, bench.settings, **options)
     return EnginePool(target, bench.settings, workers=workers, **options)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gc
 import itertools
 import logging
 import random
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from tui.load.client import Target, make_client
 from tui.load.finished import Finished
+from tui.load.gc_tuning import freeze_long_lived, freeze_now_and_then
 from tui.load.open_loop import OPEN_BASE, OpenLoop, until
 from tui.load.records import NS, RequestRecord
 from tui.load.request_maker import Conversation, RequestMaker
@@ -115,10 +115,7 @@ class LoadEngine:
         count = share(connections, self._worker, self._workers_n)
         future = asyncio.run_coroutine_threadsafe(self._client.pool.warm(self.target.url, count), self._loop)
         future.result(timeout)
-        # What lives now (modules, connections) would be walked by every full garbage collection: 150 ms at
-        # 4,096 connections, every stream's stamps that late. Frozen, it is left out of them (it is freed as
-        # ever when its last reference goes; an answer's objects make no cycles, see transport._Exchange.end).
-        gc.freeze()
+        freeze_long_lived()  # the connections just opened: left out of full collections (tui/load/gc_tuning.py)
 
     @property
     def running(self) -> bool:
@@ -197,6 +194,7 @@ class LoadEngine:
         self._client = loop.run_until_complete(open_client())
         self._cost_task = loop.create_task(self._cost.sample())
         self._backlog_task = loop.create_task(self._sample_backlog())
+        self._freeze_task = loop.create_task(freeze_now_and_then())
         self._begin_phase(self._live, 0)
         ready.set()
         try:
@@ -345,6 +343,7 @@ class LoadEngine:
     async def _shutdown(self) -> None:
         self._cost_task.cancel()
         self._backlog_task.cancel()
+        self._freeze_task.cancel()
         self._open.stop()
         tasks = list(self._workers.values())
         for task in tasks:

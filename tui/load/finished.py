@@ -13,7 +13,8 @@ from tui.load.records import JsonlWriter, RequestRecord
 class Finished:
     def __init__(self, out_path: str | None = None, keep: int | None = None) -> None:
         """`out_path` (--out) is appended one line per request. `keep`: the newest this many are kept (each holds
-        a stamp per token: an app left running for days must not keep them all; --out does)."""
+        a stamp per token: an app left running for days must not keep them all; --out does), and those not yet
+        handed out by new_records."""
         self._writer = JsonlWriter(out_path, append=True) if out_path else None
         self._keep = keep
         self._records: list[RequestRecord] = []
@@ -22,6 +23,7 @@ class Finished:
         self.errors = self.truncated = self.cold_starts = self.sessions_done = 0
         self.recent: deque[RequestRecord] = deque(maxlen=256)  # for the snapshot's TTFT and queue figures
         self.write_error: str | None = None  # why --out stopped being written, if it did
+        self._collected = False  # someone has taken new_records (the bench, `f`)
         self._tally = ClientTally()  # every finished request, summed: what --metrics-port serves
 
     def add(self, record: RequestRecord) -> None:
@@ -30,7 +32,10 @@ class Finished:
             self.completed += 1
             self._tally.observe(record)
             if self._keep and len(self._records) >= 2 * self._keep:  # trimmed now and then, not every time
-                drop = len(self._records) - self._keep
+                # those handed out by new_records first; the untaken too only past 4 x keep (the collector, a
+                # capacity search say, has long gone)
+                taken = max(0, self._taken - self._dropped) if self._collected else len(self._records)
+                drop = min(len(self._records) - self._keep, max(taken, len(self._records) - 4 * self._keep))
                 del self._records[:drop]
                 self._dropped += drop
         self.recent.append(record)
@@ -59,6 +64,7 @@ class Finished:
     def new_records(self) -> list[RequestRecord]:
         """Those finished since the last call, oldest first (only the kept ones, if more finished)."""
         with self._lock:
+            self._collected = True
             first = max(self._taken, self._dropped) - self._dropped
             self._taken = self.completed
             return self._records[first:]

@@ -36,7 +36,8 @@ from tui.load.contract import (
 )
 from tui.load.engine import WARM_TIMEOUT_S, LoadEngine
 from tui.load.records import RequestRecord
-from tui.load.settings import LoadSettings, tune_process
+from tui.load.gc_tuning import tune_process
+from tui.load.settings import LoadSettings
 from tui.load.snapshot import PhaseStatus, Snapshot
 
 if TYPE_CHECKING:

@@ -5,11 +5,9 @@ One place for them, so the app, the bench and every engine refuse the same bad v
 
 from __future__ import annotations
 
-import gc
 import math
 import random
 import secrets
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -22,8 +20,6 @@ MAX_CONCURRENCY = MAX_STREAMS
 CONCURRENCY_STOPS = (*range(17), 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256,
                      320, 384, 448, 512, 640, 768, 896, 1024, 1536, 2048, 3072, 4096, 6144, 8192, 12_288, 16_384)
 MAX_RATE = 10_000.0  # requests/s: more than any one client machine sends
-GIL_SWITCH_S = 0.0005  # a process that sends takes the GIL back from its other threads within 0.5 ms
-FULL_GC_EVERY = 100  # young collections between full ones (Python's default: 10)
 ARRIVALS = ("poisson", "constant", "gamma")
 THINKS = ("exponential", "fixed")
 MAX_USERS = MAX_STREAMS  # users in conversations (most of them think, holding no connection)
@@ -31,15 +27,6 @@ MAX_TURNS = 1_000
 # The app's users slider: every count up to 10, then steps that feel even on a log scale.
 USER_STOPS = (*range(1, 11), 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 1500, 2000, 3000, 5000, 7000,
               10_000, 16_384)
-
-
-def tune_process() -> None:
-    """For a process that sends: its loop gets the GIL back soon, and full garbage collections come seldom
-    (each walks every live object: tens of ms with thousands of streams in flight, and an answer's objects
-    make no cycles for them to find)."""
-    sys.setswitchinterval(GIL_SWITCH_S)
-    gen0, gen1, _ = gc.get_threshold()
-    gc.set_threshold(gen0, gen1, FULL_GC_EVERY)
 
 
 def arrivals(kind: str, rate: float, rng: random.Random, burstiness: float = 1.0) -> Iterator[float]:
