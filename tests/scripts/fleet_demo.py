@@ -1,11 +1,12 @@
 """A made-up fleet behind a real Prometheus, to look at `tokentop --prometheus` by hand:
 
     python tests/scripts/fleet_demo.py      # prints the Prometheus URL and a SIMULATED server's, runs until Ctrl-C
-    tokentop --url SIM_URL --prometheus PROMETHEUS_URL --concurrency 8 --autostart
+    tokentop --url SIM_URL --prometheus PROMETHEUS_URL --concurrency 8 --autostart --metrics-port 9464
 
 Two GPU hosts (DCGM's exporter format: 2 and 1 A100s), node_exporter (4 cores), two vLLM replicas, a
 router that re-exports their names, a target that is down, and `tokentop sim` (4 slots), whose queue
-the load fills live; scraped every second (tests/get_prometheus.sh fetches Prometheus).
+the load fills live; and tokentop's own --metrics-port 9464, so the sim's line shows the client's TTFT
+beside it; scraped every second (tests/get_prometheus.sh fetches Prometheus).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ def main() -> int:
             Exporter(node(4)) as host, Exporter(vllm(8, 3)) as busy, Exporter(vllm(2, 0)) as calm, \
             Exporter(vllm(10, 3)) as router, SimProcess(parallel=4) as sim:
         jobs = {"dcgm": [gpus.target], "node": [host.target], "vllm": [busy.target, calm.target],
-                "vllm-router": [router.target], "gone": ["127.0.0.1:9"], "sim": [sim.url.removeprefix("http://")]}
+                "vllm-router": [router.target], "gone": ["127.0.0.1:9"], "sim": [sim.url.removeprefix("http://")],
+                "tokentop": ["127.0.0.1:9464"]}
         with PrometheusServer(binary, Path(folder), jobs) as server:
             print(server.url, sim.url, flush=True)
             try:
