@@ -33,6 +33,7 @@ from tui.load.discover import DiscoveryError, discover
 from tui.load.gc_tuning import tune_process
 from tui.load.engine import LoadEngine
 from tui.load.pool import EnginePool, default_workers
+from tui.load.ray_pool import RayError
 from tui.load.records import RequestRecord
 from tui.load.slo import Broken, value_of
 from tui.load.snapshot import PhaseStatus
@@ -56,12 +57,17 @@ ENGINE_KEEPS = 10_000
 def run(args: argparse.Namespace) -> int:
     tune_process()
     sim = engine = watch = fleet = metrics = None
+    ray_workers = 0
     try:
         bench = validate(args)
         # The credentials are read and checked here, once: one that cannot be sent is one line before anything runs.
         fleet = FleetProbe.for_url(args.prometheus) if args.prometheus else None
         metrics = start_metrics(args, "tokentop bench")  # a port in use: one line, before any request
-    except (UsageError, CredentialsError) as exc:
+        if args.ray:
+            from tui.load.ray_pool import connect
+
+            ray_workers = connect(args.ray, args.workers)
+    except (UsageError, CredentialsError, RayError) as exc:
         return _die(str(exc))
     try:
         url = args.url
@@ -97,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
                       GpuProbe(), fleet=_first_reading(fleet),
                       inside=InsideProbe(info.url, info.kind, target.headers(), redact=target.redactor())
                       if info.kind in INSIDE_KINDS else None)
-        engine = _engine(target, bench, args, trace)
+        engine = _engine(target, bench, args, trace) if not args.ray else _ray_engine(target, bench, args, trace,
+                                                                                      ray_workers)
         if metrics is not None:
             metrics.metrics.watch(engine.snapshot, target)
         engine.start()
@@ -127,6 +134,43 @@ def run(args: argparse.Namespace) -> int:
             sim.stop()
         if metrics is not None:
             metrics.close()
+        if args.ray and not isinstance(engine, LoadEngine):
+            _leave_ray(engine)
+
+
+def _ray_engine(target, bench: BenchRun, args: argparse.Namespace, trace: Trace | None, workers: int) -> Engine:
+    """--ray: the workers as actors on the cluster's nodes; the driver writes --out."""
+    from tui.load.ray_pool import RayPool
+
+    engine = RayPool(target, bench.settings, workers=workers, out_path=args.out, read_timeout=args.timeout,
+                     keep_records=ENGINE_KEEPS, prompts=bench.prompts, conversations=bench.conversations, trace=trace)
+    print(f"ray: {workers} worker(s) on {len(set(engine.nodes.values()))} node(s): "
+          + ", ".join(sorted(set(engine.nodes.values()))), file=sys.stderr)
+    return engine
+
+
+def _say_node_starts(records: list[RequestRecord]) -> None:
+    """Per cell, how far apart the nodes' first sends were: each node keeps the agreed start on its own clock."""
+    from tui.load.ray_pool import start_spread_ms
+
+    cells: dict[str, list[RequestRecord]] = {}
+    for record in records:
+        cells.setdefault(cell_label(record), []).append(record)
+    for cell, members in cells.items():
+        nodes = {r.node for r in members if r.node}
+        spread = start_spread_ms(members)
+        apart = f"; their first sends {spread:.2f} ms apart (each node's wall clock)" if spread is not None else ""
+        print(f"ray: {cell}: {len(members)} requests from {len(nodes)} node(s){apart}", file=sys.stderr)
+
+
+def _leave_ray(engine: Engine | None) -> None:
+    import ray
+
+    if engine is not None:
+        for note in engine.notes:
+            print(f"tokentop bench: ray: {note}", file=sys.stderr)
+        engine.close()
+    ray.shutdown()
 
 
 def _linger(metrics: MetricsServer, seconds: float) -> None:
@@ -247,6 +291,8 @@ def _report(args: argparse.Namespace, bench: BenchRun, meta: dict, outcome: Outc
     if watch.fleet_error:
         print(f"tokentop bench: fleet: {watch.fleet_error}", file=sys.stderr)
     answer = search.to_json() if search is not None else None
+    if args.ray:
+        _say_node_starts(records)
     sys.stdout.write(render(rows, meta, args.format, bench.prompt_kind, answer))
     if search is not None and args.format not in ("json", "csv"):
         sys.stdout.write(search.summary(bench.slo) + "\n")

@@ -72,6 +72,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         " (J/token across the fleet) and each replica's queue peak per cell; credentials from"
                         " PROMETHEUS_TOKEN(_FILE) or PROMETHEUS_USER and PROMETHEUS_PASSWORD(_FILE)")
     add_metrics_arguments(p, linger=True)
+    p.add_argument("--ray", metavar="ADDRESS",
+                   help="run the workers as Ray actors spread over a cluster's nodes: 'auto' (the cluster this"
+                        " machine is in), ray://HOST:10001 or HOST:6379; --workers in all (default one a node);"
+                        " needs pip install 'tokentop[ray]'")
     p.add_argument("--sim", action="store_true", help="bench a built-in SIMULATED server instead of --url")
     p.add_argument("--sim-speed", type=float, default=10.0, help="time multiplier of --sim (default 10)")
 

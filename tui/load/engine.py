@@ -164,6 +164,10 @@ class LoadEngine:
         """The requests finished since the last call, oldest first (only the kept ones, if more finished)."""
         return self._finished.new_records()
 
+    def in_flight(self) -> list[RequestRecord]:
+        """The requests sent and not yet ended (their records, still being filled in)."""
+        return list(self._board.current.copy().values())  # dict.copy is one step under the GIL
+
     def status(self, wait_s: float = 0.0) -> PhaseStatus:
         """How far the phase has got; with `wait_s`, once it is done or that long has passed, whichever is first."""
         if wait_s > 0:

@@ -36,7 +36,7 @@ async def run_phase(engine: Engine, changes: dict[str, Any],
 
     Raises EngineStopped when the engine dies; a cancelled caller leaves the phase running (the engine's
     next phase or its stop ends it)."""
-    ahead = START_AHEAD_NS if engine.workers > 1 else 0
+    ahead = getattr(engine, "start_ahead_ns", START_AHEAD_NS) if engine.workers > 1 else 0
     phase = engine.begin(**changes, start_ns=time.perf_counter_ns() + ahead)
     result = PhaseResult()
     while True:

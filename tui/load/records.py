@@ -60,6 +60,7 @@ class RequestRecord:
     turn: int | None = None
     ends_session: bool = False  # the conversation's last turn, answered: the user is done
     trace_index: int | None = None  # a trace's request: its place in the trace
+    node: str | None = None  # --ray: the cluster node that sent it (its times are that node's clock)
     answer_parts: list[str] | None = field(default=None, repr=False, compare=False)  # kept for the next turn only
 
     # --- state -----------------------------------------------------------------------------
@@ -254,6 +255,7 @@ class RequestRecord:
             "turn": self.turn,
             "ends_session": self.ends_session,
             "trace_index": self.trace_index,
+            "node": self.node,
             "chunk_offsets_ms": [round((t - self.send_ns) / 1e6, 3) for t in self.chunk_ns],
             "chunk_tokens": self.chunk_tokens.tolist() if len(self.chunk_tokens) == len(self.chunk_ns) else None,
         }
@@ -281,6 +283,7 @@ class RequestRecord:
             held_back=obj.get("held_back", False), warmup=obj.get("warmup", False),
             cancelled_by_plan=obj.get("cancelled_by_plan", False), users=obj.get("users"), session=obj.get("session"),
             turn=obj.get("turn"), ends_session=obj.get("ends_session", False), trace_index=obj.get("trace_index"),
+            node=obj.get("node") if isinstance(obj.get("node"), str) else None,
         )
         if e2e is not None and record.end_ns is not None and chunks:
             record.end_ns = max(record.end_ns, chunks[-1])  # both are rounded to 1 µs
