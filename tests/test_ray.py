@@ -17,8 +17,8 @@ from helpers import UNDER_CI
 pytestmark = pytest.mark.slow  # a Ray cluster: processes
 
 
-@pytest.fixture(scope="module")
-def cluster():
+def two_nodes():
+    """A real local Ray cluster: a head and a second node of one CPU each, as Ray's own cluster utilities start it."""
     try:
         from ray.cluster_utils import Cluster
     except ImportError:
@@ -26,7 +26,12 @@ def cluster():
             pytest.fail("the Ray tests cannot be skipped under CI: pip install -e '.[ray]'")
         pytest.skip("ray is missing (pip install -e '.[ray]')")
     made = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    second = made.add_node(num_cpus=1)
+    return made, made.add_node(num_cpus=1)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    made, second = two_nodes()
     try:
         yield made, second
     finally:
@@ -76,14 +81,7 @@ def test_eight_streams_over_two_nodes_against_the_real_llama_server(cluster, lla
 
 
 def test_a_node_killed_mid_cell_leaves_lost_records_and_a_finished_run(tmp_path, sim_factory):
-    try:
-        from ray.cluster_utils import Cluster
-    except ImportError:
-        if UNDER_CI:
-            pytest.fail("the Ray tests cannot be skipped under CI: pip install -e '.[ray]'")
-        pytest.skip("ray is missing (pip install -e '.[ray]')")
-    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    doomed = made.add_node(num_cpus=1)
+    made, doomed = two_nodes()  # a cluster of its own: one of its nodes is killed
     try:
         sim = sim_factory(speed=2, parallel=8)  # 100 words take seconds: the node dies with requests in flight
         out = tmp_path / "ray.jsonl"

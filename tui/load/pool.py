@@ -85,6 +85,17 @@ def merge(snaps: list[Snapshot], settings: LoadSettings) -> Snapshot:
     )
 
 
+def merge_statuses(statuses: list[PhaseStatus]) -> PhaseStatus:
+    """The phase is done when every worker is done with it."""
+    phase = min(s.phase for s in statuses)
+    costs = [s.cost for s in statuses if s.cost is not None]
+    return PhaseStatus(phase=phase, done=all(s.done and s.phase == phase for s in statuses),
+                       completed=sum(s.completed for s in statuses), cost=_worst(costs),
+                       unsent=sum(s.unsent for s in statuses),
+                       record_error=next((s.record_error for s in statuses if s.record_error), None),
+                       engine_error=next((s.engine_error for s in statuses if s.engine_error), None))
+
+
 def _worst(costs: list[ClientCost]) -> ClientCost | None:
     """The worker closest to its limit speaks for the pool: its streams are the ones measured late."""
     return max(costs, key=lambda c: (c.warning is not None, c.cpu or 0.0), default=None)
@@ -144,14 +155,7 @@ class EnginePool:
 
     def status(self, wait_s: float = 0.0) -> PhaseStatus:
         """The phase is done when every worker is done with it."""
-        statuses = [self._engines[0].status(wait_s), *(engine.status() for engine in self._engines[1:])]
-        phase = min(s.phase for s in statuses)
-        costs = [s.cost for s in statuses if s.cost is not None]
-        return PhaseStatus(phase=phase, done=all(s.done and s.phase == phase for s in statuses),
-                           completed=sum(s.completed for s in statuses), cost=_worst(costs),
-                           unsent=sum(s.unsent for s in statuses),
-                           record_error=next((s.record_error for s in statuses if s.record_error), None),
-                           engine_error=next((s.engine_error for s in statuses if s.engine_error), None))
+        return merge_statuses([self._engines[0].status(wait_s), *(engine.status() for engine in self._engines[1:])])
 
     def new_records(self) -> list[RequestRecord]:
         merged = [r for engine in self._engines for r in engine.new_records()]

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tui.load.client import Target
-from tui.load.pool import _worst, merge
+from tui.load.pool import merge, merge_statuses
 from tui.load.records import JsonlWriter, RequestRecord
 from tui.load.settings import LoadSettings
 from tui.load.snapshot import PhaseStatus, Snapshot
@@ -283,12 +283,7 @@ class RayPool:
         if not statuses:
             return PhaseStatus(phase=self._version, done=True, completed=0,
                                engine_error="every Ray worker is gone: " + "; ".join(self.notes))
-        phase = min(s.phase for s in statuses)
-        costs = [s.cost for s in statuses if s.cost is not None]
-        return PhaseStatus(phase=phase, done=all(s.done and s.phase == phase for s in statuses),
-                           completed=sum(s.completed for s in statuses), cost=_worst(costs),
-                           unsent=sum(s.unsent for s in statuses),
-                           record_error=next((s.record_error for s in statuses if s.record_error), None))
+        return merge_statuses(statuses)
 
     def new_records(self) -> list[RequestRecord]:
         merged = []
