@@ -193,3 +193,18 @@ async def test_the_fleet_view_shows_the_apps_own_client_ttft_beside_the_replica(
         endpoint.close()
     assert instance in replicas and "TTFT p50/p99" in replicas and "client" in replicas, replicas
     assert "tokentop_in_flight" in scraped and "tokentop_ttft_seconds_bucket" in scraped
+
+
+def test_the_fleet_line_puts_client_ttft_beside_the_servers_and_a_router_gets_its_own():
+    from tui.panes.fleet_text import replica_text
+    from tui.probes.fleet import ClientSide, FleetSample, Replica
+
+    replica = Replica(instance="10.0.0.5:8000", job="vllm", kind="vllm", model="m", running=8, waiting=2, cache=0.4,
+                      ttft_p50_s=0.12, ttft_p99_s=0.5)
+    clients = (ClientSide("http://10.0.0.5:8000", 0.13, 0.52, 8, sources=2),
+               ClientSide("http://router\x1b[31m:8000", 0.2, 0.9, 512, sources=1))
+    text = str(replica_text(FleetSample(replicas=(replica,), clients=clients)))
+    assert "10.0.0.5:8000 m running 8 · waiting 2 · KV 40% · TTFT p50/p99 0.12/0.50 s server, 0.13/0.52 s client" \
+           " (2 tokentops)" in text
+    assert "tokentop → http://router␛[31m:8000 TTFT p50/p99 0.20/0.90 s (client) · in flight 512" in text
+    assert clients[0].instance == "10.0.0.5:8000" and ClientSide("http://u:p@h:1/v1", None, None, None, 1).instance == "h:1"

@@ -237,3 +237,44 @@ def test_forced_length_asks_openai_servers_to_ignore_the_end_and_ollama_for_a_lo
     assert "ignore_eos" not in chat_body("openai", request_spec("m", LoadSettings(max_tokens=64)))
     with pytest.raises(ValueError, match="leave out --max-tokens"):
         LoadSettings(max_tokens=10, output_tokens=64).validated()
+
+
+async def test_a_retry_after_a_closed_kept_alive_connection_goes_on_a_new_one():
+    """A server that closes every connection it kept alive when the next request comes (as one whose
+    keep-alive timeout has just passed): the retry must not take another of those stale connections."""
+    import asyncio
+
+    from tui.load.client import Target, make_client, stream_once
+    from tui.load.records import RequestRecord
+    from tui.load.wire import RequestSpec
+
+    event = b'data: {"choices":[{"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+              + b"%x\r\n%s\r\n0\r\n\r\n" % (len(event), event))
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        await reader.readexactly(length)
+        writer.write(answer)  # kept alive ...
+        await writer.drain()
+        await reader.read(1)  # ... until the next request on it, which is never answered
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    target = Target(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", "openai", "m")
+    spec = RequestSpec(model="m", prompt="p")
+
+    def record() -> RequestRecord:
+        return RequestRecord(stream=0, concurrency=1, words=1, mode="output", api="openai", model="m")
+
+    async with make_client(read_timeout=5) as client:
+        first = await asyncio.gather(*(stream_once(client, target, spec, record()) for _ in range(2)))
+        assert all(r.ok for r in first) and connections == 2  # two connections kept alive, both stale now
+        again = await stream_once(client, target, spec, record())
+    server.close()
+    assert again.ok and again.retried, again.error
+    assert connections == 3  # the retry opened a new one

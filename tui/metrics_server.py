@@ -19,6 +19,7 @@ from tui.load.client import Target
 from tui.load.client_tally import ClientTally
 from tui.load.records import RequestRecord
 from tui.load.snapshot import Snapshot
+from tui.untrusted import one_line
 
 HISTOGRAMS = {  # tally name: (series, help)
     "ttft": ("tokentop_ttft_seconds", "Time to first token as the client saw it (send to first content chunk)."),
@@ -139,7 +140,7 @@ class MetricsServer:
             self._httpd, _ = start_http_server(port, addr=host, registry=registry)
         except (OSError, OverflowError, ValueError) as exc:  # in use, not allowed (< 1024), no such address
             reason = getattr(exc, "strerror", None) or str(exc)
-            raise MetricsError(f"--metrics-port {port} on {host}: {reason}") from exc
+            raise MetricsError(f"--metrics-port {port} on {one_line(host, 80)}: {one_line(reason, 120)}") from exc
         self.port = self._httpd.server_port
         self.host = host
 

@@ -30,8 +30,8 @@ from tui.load.capacity import RATE, CapacitySearch, search_capacity
 from tui.limits import open_files_problem, ports_note
 from tui.load.contract import Engine, EngineStopped
 from tui.load.discover import DiscoveryError, discover
-from tui.load.gc_tuning import tune_process
 from tui.load.engine import LoadEngine
+from tui.load.gc_tuning import tune_process
 from tui.load.pool import EnginePool, default_workers
 from tui.load.ray_pool import RayError
 from tui.load.records import RequestRecord
@@ -47,8 +47,8 @@ from tui.probes.server import ServerProbe
 from tui.untrusted import one_line
 
 if TYPE_CHECKING:
-    from tui.metrics_server import ClientMetrics, MetricsServer
     from tui.load.trace import Trace
+    from tui.metrics_server import ClientMetrics, MetricsServer
 
 __all__ = ["add_arguments", "run"]
 ENGINE_KEEPS = 10_000
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         if metrics is not None and args.metrics_linger and not outcome.interrupted:
             _linger(metrics, args.metrics_linger)
         return code
-    except (DiscoveryError, CalibrationError, OSError) as exc:
+    except (DiscoveryError, CalibrationError, OSError, RayError) as exc:  # RayError: its CPUs went elsewhere
         return _die(str(exc))
     except KeyboardInterrupt:  # Ctrl-C while finding the server
         return 130

@@ -19,7 +19,6 @@ from tui.flags import (
     check_server_arguments,
     check_workload_arguments, read_conversations_of, shape_settings,
 )
-from tui.bench.until import parse_until
 from tui.bench.workload import TRACE, USERS
 from tui.load.capacity import CONCURRENCY, KINDS, RATE
 from tui.load.prompts import INPUT, MODES, OUTPUT, PROMPT_FILE, build_prompt

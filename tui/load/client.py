@@ -110,7 +110,8 @@ async def _attempts(client: StreamClient, target: Target, spec: RequestSpec, rec
     for attempt in (1, 2):
         answer = _Answer(record, target.api)
         try:
-            await client.pool.post(url, body, target.headers(), answer.sink_for, client.read_timeout)
+            await client.pool.post(url, body, target.headers(), answer.sink_for, client.read_timeout,
+                                   fresh=attempt > 1)
             answer.finish()
         except asyncio.CancelledError:
             _fail(record, "cancelled", "cancelled by the client")

@@ -199,14 +199,16 @@ class ConnectionPool:
             conn.close()
 
     async def post(self, url: str, body: bytes, headers: dict[str, str], sink_for: Callable[[Response], Sink],
-                   read_timeout: float) -> Response:
+                   read_timeout: float, fresh: bool = False) -> Response:
         """POST `body`; hand the answer's head to `sink_for`, which returns where its body pieces go.
 
         Returns when the answer has ended. Raises TransportError; a cancelled call closes its connection.
+        `fresh`: on a new connection, not a kept-alive one (a retry after the server closed one: the others
+        it kept as long may be closing too).
         """
         parts = urlsplit(url)
         key = scheme, host, port = _key(parts)
-        conn = await self._connect(*key)
+        conn = await (self._open(*key) if fresh else self._connect(*key))
         loop = asyncio.get_running_loop()
         exchange = conn._exchange = _Exchange(loop)
         watchdog = _Watchdog(loop, exchange, read_timeout)
