@@ -77,7 +77,8 @@ RECORDED_VLLM = (Path(__file__).parent / "data" / "vllm_metrics.txt").read_text(
 
 def vllm(running: int, waiting: int, model: str = "meta-llama/Llama-3.1-8B") -> Callable[[int], str]:
     """A vLLM replica: the /metrics page recorded from a real vLLM, with this replica's model, queue, KV cache
-    (42 %) and generated tokens (100 a running request a scrape)."""
+    (42 %), generated tokens (100 a running request a scrape) and first tokens (one a running request a scrape,
+    each 0.09 s after its request: TTFT in the bucket 0.08–0.1 s)."""
     values = {"vllm:num_requests_running": running, "vllm:num_requests_waiting": waiting,
               "vllm:kv_cache_usage_perc": 0.42}
     page = RECORDED_VLLM.replace('model_name="SmolLM2-135M-Instruct"', f'model_name="{model}"')
@@ -88,6 +89,11 @@ def vllm(running: int, waiting: int, model: str = "meta-llama/Llama-3.1-8B") -> 
             name = line.split("{", 1)[0]
             if name == "vllm:generation_tokens_total":
                 line = f"{line.rsplit(' ', 1)[0]} {100 * running * n}"
+            elif name == "vllm:time_to_first_token_seconds_bucket":
+                le = float(line.split('le="', 1)[1].split('"', 1)[0])
+                line = f"{line.rsplit(' ', 1)[0]} {running * n if le >= 0.09 else 0}"
+            elif name in ("vllm:time_to_first_token_seconds_count", "vllm:time_to_first_token_seconds_sum"):
+                line = f"{line.rsplit(' ', 1)[0]} {running * n * (0.09 if name.endswith('_sum') else 1)}"
             elif name in values:
                 line = f"{line.rsplit(' ', 1)[0]} {values[name]}"
             lines.append(line)

@@ -126,7 +126,8 @@ def test_the_fleet_probe_reads_every_gpu_host_and_replica(fleet):
         probe = FleetProbe(client)
         deadline = time.monotonic() + 20
         def ready(sample) -> bool:  # irate() needs two scrapes of each target, and targets are scraped apart
-            return any(h.cores for h in sample.hosts) and all(r.tokens_per_s is not None for r in sample.replicas)
+            return any(h.cores for h in sample.hosts) and all(r.tokens_per_s is not None and r.ttft_p99_s is not None
+                                                                for r in sample.replicas)
 
         sample = probe.read()
         while not ready(sample) and time.monotonic() < deadline:
@@ -146,6 +147,7 @@ def test_the_fleet_probe_reads_every_gpu_host_and_replica(fleet):
     assert set(replicas) == {busy, calm}  # the router's re-exported names are not a replica
     assert (replicas[busy].running, replicas[busy].waiting, replicas[busy].cache) == (8, 3, 0.42)
     assert replicas[busy].tokens_per_s == pytest.approx(800, rel=0.3)  # 800 a scrape, a scrape a second
+    assert 0.08 <= replicas[busy].ttft_p50_s <= replicas[busy].ttft_p99_s <= 0.1  # the server's own, from its buckets
     assert replicas[busy].model == "meta-llama/Llama-3.1-8B" and replicas[busy].kind == "vllm"
     assert sample.down == () and not any("GPU" in n for n in sample.notes)
 
