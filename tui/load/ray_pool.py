@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+from array import array
 import threading
 import time
 from collections.abc import Sequence
@@ -141,7 +142,9 @@ def _worker_class():
             return self._named(self.engine.new_records())
 
         def in_flight(self) -> list[RequestRecord]:
-            return self._named(self.engine.in_flight())
+            """What it has in flight, without the chunks so far: enough to record each as lost."""
+            return self._named([dataclasses.replace(r, chunk_ns=array("q"), chunk_tokens=array("q"), timings=None,
+                                                    answer_parts=None) for r in self.engine.in_flight()])
 
         def snapshot(self) -> Snapshot:
             return self.engine.snapshot()
