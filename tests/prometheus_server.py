@@ -31,6 +31,20 @@ def find_prometheus() -> Path | None:
     return Path(found) if found else None
 
 
+def require_prometheus() -> Path:
+    """The binary, or the test skips (fails under CI, where no real-server test may skip)."""
+    import pytest
+
+    from helpers import UNDER_CI
+
+    binary = find_prometheus()
+    if binary is None:
+        if UNDER_CI:
+            pytest.fail("the Prometheus tests cannot be skipped under CI: run tests/get_prometheus.sh")
+        pytest.skip("prometheus is missing (bash tests/get_prometheus.sh)")
+    return binary
+
+
 class PrometheusServer:
     """`with PrometheusServer(binary, folder, {"job": ["127.0.0.1:PORT", …]}) as prom: prom.url`."""
 

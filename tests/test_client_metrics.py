@@ -11,11 +11,11 @@ import time
 import httpx
 import pytest
 
-from helpers import UNDER_CI
 from tui.load.client import Target
 from tui.load.client_tally import BOUNDS, ClientTally, Histogram, merged, outcome_of
 from tui.load.records import RequestRecord
 from tui.probes.histograms import parse_scrape
+from tui.servers.llama import free_port
 
 NS = 1_000_000_000
 
@@ -116,35 +116,18 @@ def test_bad_metrics_flags_are_one_line(capsys, argv, says):
 
 # --- a real Prometheus scrapes a running bench and a running app ---------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def prometheus_binary():
-    from prometheus_server import find_prometheus
-
-    binary = find_prometheus()
-    if binary is None:
-        if UNDER_CI:
-            pytest.fail("the Prometheus tests cannot be skipped under CI: run tests/get_prometheus.sh")
-        pytest.skip("prometheus is missing (bash tests/get_prometheus.sh)")
-    return binary
-
-
 def bucket_index(bounds: tuple[float, ...], value: float) -> int:
     return next((i for i, b in enumerate(bounds) if value <= b), len(bounds))
 
 
 @pytest.mark.slow  # a real Prometheus and a bench process
 def test_prometheus_reads_the_bench_and_its_p50_lands_within_a_bucket_of_the_tables(tmp_path, sim_factory):
-    from prometheus_server import PrometheusServer
+    from prometheus_server import PrometheusServer, require_prometheus
     from tui.probes.prometheus import PrometheusClient
 
     sim = sim_factory(speed=10, parallel=4)
-    port = free_port()
-    with PrometheusServer(prometheus_binary(), tmp_path, {"tokentop": [f"127.0.0.1:{port}"]}) as prom:
+    port = free_port("127.0.0.1")
+    with PrometheusServer(require_prometheus(), tmp_path, {"tokentop": [f"127.0.0.1:{port}"]}) as prom:
         bench = subprocess.run(
             [sys.executable, "-m", "tui", "bench", "--url", sim.url, "--concurrency", "8", "--words", "25",
              "--duration", "6", "--format", "json", "--metrics-port", str(port), "--metrics-linger", "3"],
@@ -167,7 +150,7 @@ def test_prometheus_reads_the_bench_and_its_p50_lands_within_a_bucket_of_the_tab
 
 @pytest.mark.slow  # a real Prometheus, the app's engine process
 async def test_the_fleet_view_shows_the_apps_own_client_ttft_beside_the_replica(tmp_path, sim_factory):
-    from prometheus_server import PrometheusServer
+    from prometheus_server import PrometheusServer, require_prometheus
     from tui.cli import fleet_probe, make_app
     from tui.load.discover import discover
     from tui.load.settings import LoadSettings
@@ -178,7 +161,7 @@ async def test_the_fleet_view_shows_the_apps_own_client_ttft_beside_the_replica(
     try:
         instance = sim.url.removeprefix("http://")
         jobs = {"tokentop": [f"127.0.0.1:{endpoint.port}"], "sim": [instance]}
-        with PrometheusServer(prometheus_binary(), tmp_path, jobs) as prom:
+        with PrometheusServer(require_prometheus(), tmp_path, jobs) as prom:
             target, info = discover(sim.url)
             app = make_app(target, info, LoadSettings(concurrency=4, words=25), autostart=True,
                            fleet=fleet_probe(prom.url))

@@ -7,18 +7,13 @@ import math
 
 import pytest
 
-from helpers import UNDER_CI
-from prometheus_server import PrometheusServer, find_prometheus
+from prometheus_server import PrometheusServer, require_prometheus
 from tui.probes.prometheus import PrometheusClient, PrometheusError, credentials_from_env
 
 
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory):
-    binary = find_prometheus()
-    if binary is None:
-        if UNDER_CI:
-            pytest.fail("the Prometheus tests cannot be skipped under CI: run tests/get_prometheus.sh")
-        pytest.skip("prometheus is missing (bash tests/get_prometheus.sh)")
+    binary = require_prometheus()
     from tui.servers.sim import SimConfig, SimThread
 
     sim = SimThread(SimConfig(parallel=2)).start()
@@ -101,11 +96,7 @@ def fleet(tmp_path_factory):
     router that re-exports their names."""
     from fake_exporters import Exporter, dcgm, node, vllm
 
-    binary = find_prometheus()
-    if binary is None:
-        if UNDER_CI:
-            pytest.fail("the Prometheus tests cannot be skipped under CI: run tests/get_prometheus.sh")
-        pytest.skip("prometheus is missing (bash tests/get_prometheus.sh)")
+    binary = require_prometheus()
     with Exporter(dcgm({"gpu-a": 2, "gpu-b": 1})) as gpus, Exporter(node(4)) as host, \
             Exporter(vllm(8, 3)) as busy, Exporter(vllm(2, 0)) as calm, Exporter(vllm(10, 3)) as router:
         jobs = {"dcgm": [gpus.target], "node": [host.target], "vllm": [busy.target, calm.target],
