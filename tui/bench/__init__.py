@@ -35,6 +35,7 @@ from tui.load.gc_tuning import tune_process
 from tui.load.pool import EnginePool, default_workers
 from tui.load.ray_pool import RayError
 from tui.load.records import RequestRecord
+from tui.load.sample import Sample
 from tui.load.slo import Broken, value_of
 from tui.load.snapshot import PhaseStatus
 from tui.load.synthetic import SYNTHETIC, CalibrationError, calibrate, trace_calibration
@@ -209,18 +210,32 @@ def _engine(target, bench: BenchRun, args: argparse.Namespace, trace: Trace | No
 
 
 class Outcome:
-    """What a run left: every finished request, how it ended, and the capacity search's answer."""
+    """What a run left: each cell's finished requests (past a cap, a sample and exact totals: tui/load/sample.py),
+    how it ended, and the capacity search's answer."""
 
     def __init__(self, total: int | None, metrics: ClientMetrics | None = None) -> None:
-        self.records: list[RequestRecord] = []
+        self.samples: dict[str, Sample] = {}  # by cell label
         self._metrics = metrics
         self.search: CapacitySearch | None = None
         self.interrupted = self.terminated = self.failed = False
         self._progress = _progress(total)
         self._told: set[str] = set()
 
+    @property
+    def records(self) -> list[RequestRecord]:
+        """Every cell's kept requests."""
+        return [r for sample in self.samples.values() for r in sample.kept]
+
+    @property
+    def finished(self) -> int:
+        return sum(sample.totals.requests for sample in self.samples.values())
+
     def collect(self, records: list[RequestRecord]) -> None:
-        self.records += records
+        for record in records:
+            label = cell_label(record)
+            if label not in self.samples:
+                self.samples[label] = Sample(seed=label)
+            self.samples[label].add((record,))
         self._progress.advance(len(records))
         if self._metrics is not None:
             for record in records:
@@ -280,10 +295,10 @@ def _report(args: argparse.Namespace, bench: BenchRun, meta: dict, outcome: Outc
     """The table, the chart and the run file of what finished; the exit status."""
     records, search = outcome.records, outcome.search
     if outcome.interrupted:
-        print(f"{'terminated' if outcome.terminated else 'interrupted'}: {len(records)} finished request(s) kept",
+        print(f"{'terminated' if outcome.terminated else 'interrupted'}: {outcome.finished} finished request(s) kept",
               file=sys.stderr)
     loads = sorted(search.results) if search is not None else list(bench.loads)
-    rows = rows_of(records, loads, list(bench.words), bench.slo, bench.shape, bench.trace_rate)
+    rows = rows_of(records, loads, list(bench.words), bench.slo, bench.shape, bench.trace_rate, outcome.samples)
     unique = bench.prompt_kind == SYNTHETIC and not bench.settings.shared_words  # prompts no cache should hold
     for row in rows:
         watch.add_to(row)
@@ -305,7 +320,7 @@ def _report(args: argparse.Namespace, bench: BenchRun, meta: dict, outcome: Outc
     if outcome.interrupted:
         return 143 if outcome.terminated else 130
     if records and all(r.error_kind for r in records):
-        print(f"tokentop bench: every request failed ({len(records)}); see the Errors column", file=sys.stderr)
+        print(f"tokentop bench: every request failed ({outcome.finished}); see the Errors column", file=sys.stderr)
         return 1
     return 1 if failed else 0
 

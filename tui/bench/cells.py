@@ -18,6 +18,7 @@ from tui.bench.workload import BenchRun
 from tui.load.contract import Engine
 from tui.load.phase import run_phase
 from tui.load.records import RequestRecord
+from tui.load.sample import Sample
 from tui.load.snapshot import PhaseStatus
 
 Collect = Callable[[list[RequestRecord]], None]
@@ -44,35 +45,39 @@ async def run_cell(engine: Engine, run: BenchRun, cell: Cell, collect: Collect, 
     """Every round of one cell, with what the server and GPUs said meanwhile; the cell's records."""
     load, words = cell
     await asyncio.to_thread(engine.warm, run.connections(load))
-    records: list[RequestRecord] = []
+    kept = Sample(seed=f"{load}:{words}")  # every round's requests; past a cap, a sample (tui/load/sample.py)
+
+    def heard(new: list[RequestRecord]) -> None:
+        kept.add(new)
+        collect(new)
+
     await watch.scrape(cell, before=True)
     started = time.monotonic()
     for rnd in range(run.rounds):
         watching = asyncio.ensure_future(watch.cell(cell))
-        stopper = Stopper(run.until, engine, records, collect) if run.until is not None else None
+        stopper = Stopper(run.until, engine, kept, heard) if run.until is not None else None
         try:
-            result = await run_phase(engine, run.cell(load, words, rnd), stopper.heard if stopper else collect,
-                                     on_status)
+            result = await run_phase(engine, run.cell(load, words, rnd), stopper.heard if stopper else heard,
+                                     on_status, keep=False)
         finally:
             watching.cancel()
             await asyncio.gather(watching, return_exceptions=True)
         await watch.scrape(cell, before=False)
-        records += result.records
         if result.cost is not None:
             watch.client.setdefault(cell, []).append(result.cost)
         watch.unsent[cell] = watch.unsent.get(cell, 0) + result.unsent
         if stopper is not None and stopper.sure:
             break
     if run.until is not None:
-        watch.until[cell] = run.until.report(records, time.monotonic() - started)
-    return records
+        watch.until[cell] = run.until.report(kept.kept, time.monotonic() - started)
+    return kept.kept
 
 
 async def run_cells(engine: Engine, run: BenchRun, collect: Collect, watch: Watch,
                     on_status: Callable[[PhaseStatus], None]) -> None:
     if (warmup := run.warmup()) is not None:  # its records are kept, marked, and in no row
         await asyncio.to_thread(engine.warm, run.connections(run.loads[0]))
-        await run_phase(engine, warmup, collect, on_status)
+        await run_phase(engine, warmup, collect, on_status, keep=False)
     for load in run.loads:
         for words in run.words:
             await run_cell(engine, run, (load, words), collect, watch, on_status)

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tui import __version__
+from tui.bench.cells import cell_label
 from tui.bench.server_side import per_request_fields
 from tui.bench.verdict import verdict_lines
 from tui.bench.workload import CONCURRENCY, RATE, TRACE, USERS, BenchRun
@@ -18,6 +19,7 @@ from tui.load.prompts import INPUT, OUTPUT, PROMPT_FILE
 from tui.load.confidence import FEW_FOR_P99
 from tui.load.conventions import conventions
 from tui.load.records import RequestRecord
+from tui.load.sample import Sample, exact_row
 from tui.load.stats import cell_row
 from tui.load.synthetic import SYNTHETIC
 from tui.untrusted import mask_url, visible
@@ -149,14 +151,21 @@ LEGEND = (
 
 
 def rows_of(records: list[RequestRecord], loads: list, words: list[int], slo: dict[str, float] | None = None,
-            shape: str = CONCURRENCY, trace_rate: float | None = None) -> list[dict[str, Any]]:
+            shape: str = CONCURRENCY, trace_rate: float | None = None,
+            samples: dict[str, Sample] | None = None) -> list[dict[str, Any]]:
     """One row per (load, words) cell that has records; a load is a concurrency, a rate, a count of users, or
-    the trace (one cell, at its mean rate). Warm-up requests are in no row."""
+    the trace (one cell, at its mean rate). Warm-up requests are in no row. A cell whose records are a sample
+    (`samples`, by cell label: tui/load/sample.py) gets its counts and rates from its totals."""
     measured = [r for r in records if not r.warmup]
+
+    def exact(row: dict[str, Any], cell: list[RequestRecord]) -> dict[str, Any]:
+        sample = (samples or {}).get(cell_label(cell[0]))
+        return exact_row(row, sample) if sample is not None else row
+
     if shape == TRACE:
         cell = [r for r in measured if r.trace_index is not None]
-        return [cell_row(None, words[0], cell, slo, rate=trace_rate or 0.0) | {"trace": True}
-                | measured_fields(cell)] if cell else []
+        return [exact(cell_row(None, words[0], cell, slo, rate=trace_rate or 0.0) | {"trace": True}
+                      | measured_fields(cell), cell)] if cell else []
     of = {CONCURRENCY: lambda r: r.concurrency, RATE: lambda r: r.rate, USERS: lambda r: r.users}[shape]
     rows = []
     for load in loads:
@@ -170,7 +179,7 @@ def rows_of(records: list[RequestRecord], loads: list, words: list[int], slo: di
                 row = {"users": load, **cell_row(None, w, cell, slo)}
             else:
                 row = cell_row(load, w, cell, slo)
-            rows.append(row | measured_fields(cell))
+            rows.append(exact(row | measured_fields(cell), cell))
     return rows
 
 
@@ -311,7 +320,14 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any], fmt: str, mode: str
 
 def notes_under(rows: list[dict[str, Any]]) -> str:
     """The lines under a table: TTFT by turn, the client-bound warnings, the server checks, the verdicts."""
-    return by_turn(rows) + client_bound(rows) + server_checks(rows) + verdict_lines(rows)
+    return by_turn(rows) + sampled(rows) + client_bound(rows) + server_checks(rows) + verdict_lines(rows)
+
+
+def sampled(rows: list[dict[str, Any]]) -> str:
+    """A line per cell whose percentiles come from a sample of its requests (tui/load/sample.py)."""
+    return "".join(f"SAMPLED {_load_text(row)} x {row['words']}: percentiles, means and their intervals from a "
+                   f"uniform sample of {row['sampled']['kept']:,} of its {row['sampled']['of']:,} requests; counts, "
+                   f"tokens and rates from all of them\n" for row in rows if row.get("sampled"))
 
 
 def two_lines(header: str) -> tuple[str, str]:

@@ -12,6 +12,7 @@ from tui.flags import UsageError
 from tui.load.contract import Engine
 from tui.load.confidence import half_width_pct, mean_interval, quantile_interval
 from tui.load.records import RequestRecord
+from tui.load.sample import Sample
 from tui.load.stats import latency_samples, mean, percentile
 
 FIGURES = ("ttft", "tpot", "itl", "e2e")
@@ -55,21 +56,20 @@ class Stopper:
     """Hears a round's requests as they finish and ends the round once its cell is sure enough: nothing new is
     sent (the phase's duration becomes what has passed), and the requests in flight finish."""
 
-    def __init__(self, until: Until, engine: Engine, earlier: list[RequestRecord],
+    def __init__(self, until: Until, engine: Engine, kept: Sample,
                  collect: Callable[[list[RequestRecord]], None]) -> None:
         self._until, self._engine, self._collect = until, engine, collect
-        self._records = list(earlier)  # the cell's earlier rounds, then this one's
+        self._kept = kept  # the cell's requests, its earlier rounds' too, as `collect` keeps them
         self._begun = self._judged = time.monotonic()
         self.sure = False
 
     def heard(self, new: list[RequestRecord]) -> None:
         self._collect(new)
-        self._records += new
         now = time.monotonic()
         if self.sure or now - self._judged < JUDGED_EVERY_S:
             return
         self._judged = now
-        if self._until.met(self._records):
+        if self._until.met(self._kept.kept):
             self.sure = True
             self._engine.update(duration_s=max(0.001, now - self._begun))
 

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING
 
 from tui.load.client import Target, make_client
 from tui.load.finished import Finished
-from tui.load.gc_tuning import freeze_long_lived, freeze_now_and_then
+from tui.load.gc_tuning import collect_by_time, freeze_long_lived
+from tui.load.turns import Turns
 from tui.load.open_loop import OPEN_BASE, OpenLoop, until
 from tui.load.records import NS, RequestRecord
 from tui.load.request_maker import Conversation, RequestMaker
@@ -67,6 +68,7 @@ class LoadEngine:
         self._read_timeout = read_timeout
         self._board = Board(int(window_s * NS))  # the requests as a snapshot shows them
         self._finished = Finished(out_path, keep_records)
+        self._turns = Turns()  # the work that may wait, a few pieces per loop iteration
         self._running = self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -81,7 +83,9 @@ class LoadEngine:
         ready = threading.Event()
         self._thread = threading.Thread(target=self._thread_main, args=(ready,), name="tokentop-engine", daemon=True)
         self._thread.start()
-        ready.wait()
+        while not ready.wait(0.1):
+            if not self._thread.is_alive():  # it failed while starting: its traceback is on stderr
+                raise RuntimeError("tokentop's engine thread died while starting")
         if running:
             self.resume()
 
@@ -198,7 +202,7 @@ class LoadEngine:
         self._client = loop.run_until_complete(open_client())
         self._cost_task = loop.create_task(self._cost.sample())
         self._backlog_task = loop.create_task(self._sample_backlog())
-        self._freeze_task = loop.create_task(freeze_now_and_then())
+        self._gc_task = loop.create_task(collect_by_time())
         self._begin_phase(self._live, 0)
         ready.set()
         try:
@@ -259,6 +263,7 @@ class LoadEngine:
         stream = index * self._workers_n + self._worker
         try:
             await until(self._phase.ramped_start_ns(self._live, stream))
+            await self._turns.take()  # a phase's thousands of first requests go a few an iteration (tui/load/turns.py)
             while index < self._target() and not self._exhausted(index):
                 if self._live.users is not None:
                     record = await self._converse(index, stream)
@@ -327,6 +332,7 @@ class LoadEngine:
             await send(self._client, target, spec, record, s, gives_up(s, self._phase.number, stream, k),
                        self._phase.start_ns(self._live))
             record.ends_session = last_turn and record.ok
+            await self._turns.take()  # its bookkeeping, and the stream's next request, after the waiting chunks' reads
         except asyncio.CancelledError:  # stopped, or a surplus stream cancelled on purpose: data too
             if record is not None:
                 self._finish(index, record)
@@ -347,7 +353,7 @@ class LoadEngine:
     async def _shutdown(self) -> None:
         self._cost_task.cancel()
         self._backlog_task.cancel()
-        self._freeze_task.cancel()
+        self._gc_task.cancel()
         self._open.stop()
         tasks = list(self._workers.values())
         for task in tasks:

@@ -1,8 +1,15 @@
-"""The garbage collector, for a process that sends: full collections walk every live object (tens of ms with
-thousands of streams in flight, every stamp that late), and an answer's objects make no cycles for them to
-find (tui/load/transport.py `_Exchange.end`). So full collections come seldom, and what has lived a while
-(modules, connections, streams in flight) is frozen out of them: it is still freed as ever when its last
-reference goes, only never walked again.
+"""The garbage collector, for a process that sends.
+
+Python collects its young objects by count: allocations less deallocations. While thousands of requests end and
+as many begin (a closed loop's wave), deallocations cancel allocations, so the count barely moves while the young
+list fills with the new requests' objects; the collection that finally comes walks tens of thousands of them
+(2–5 ms), and the next older one 60,000 (30 ms): every chunk stamped in those pauses is that late. No cycle is
+found in them (an answer's objects make none: tui/load/transport.py `_Exchange.end`).
+
+So while an engine runs, collections go by time instead: the young objects every 10 ms (a few hundred, well under
+a millisecond), and what survived is frozen every second, out of every later walk (still freed as ever when its
+last reference goes). Every 10 minutes everything is walked once, so that a cycle frozen by mistake (an error
+path's) is freed: one pause of tens to hundreds of ms, then nothing.
 """
 
 from __future__ import annotations
@@ -12,25 +19,46 @@ import gc
 import sys
 
 GIL_SWITCH_S = 0.0005  # a process that sends takes the GIL back from its other threads within 0.5 ms
-FULL_GC_EVERY = 100  # young collections between full ones (Python's default: 10)
-FREEZE_EVERY_S = 30.0
+YOUNG_EVERY_S = 0.01
+FREEZE_EVERY_S = 1.0
+FULL_EVERY_S = 600.0
+
+_collectors = 0  # engines in this process collecting by time; Python's own collections are back when none is
 
 
 def tune_process() -> None:
-    """For a process that sends: its loop gets the GIL back soon, and full collections come seldom."""
+    """For a process that sends: its loop gets the GIL back soon."""
     sys.setswitchinterval(GIL_SWITCH_S)
-    gen0, gen1, _ = gc.get_threshold()
-    gc.set_threshold(gen0, gen1, FULL_GC_EVERY)
 
 
 def freeze_long_lived() -> None:
-    """The young generations collected (their cycles freed), then everything alive left out of full collections."""
+    """The young generations collected (their cycles freed), then everything alive left out of later walks."""
     gc.collect(1)
     gc.freeze()
 
 
-async def freeze_now_and_then(every_s: float = FREEZE_EVERY_S) -> None:
-    """A task on the engine's loop: the app opens its connections as streams start, never all at once."""
-    while True:
-        await asyncio.sleep(every_s)
-        freeze_long_lived()
+async def collect_by_time(young_s: float = YOUNG_EVERY_S, freeze_s: float = FREEZE_EVERY_S,
+                          full_s: float = FULL_EVERY_S) -> None:
+    """A task on an engine's loop, for as long as the engine runs: collections by time, not by count."""
+    global _collectors
+    loop = asyncio.get_running_loop()
+    _collectors += 1
+    gc.disable()
+    next_freeze, next_full = loop.time() + freeze_s, loop.time() + full_s
+    try:
+        while True:
+            await asyncio.sleep(young_s)
+            gc.collect(0)
+            now = loop.time()
+            if now >= next_full:
+                gc.unfreeze()
+                gc.collect()
+                gc.freeze()
+                next_full = now + full_s
+            elif now >= next_freeze:
+                gc.freeze()
+                next_freeze = now + freeze_s
+    finally:
+        _collectors -= 1
+        if _collectors == 0:
+            gc.enable()

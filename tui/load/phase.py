@@ -31,8 +31,9 @@ class PhaseResult:
 
 async def run_phase(engine: Engine, changes: dict[str, Any],
                     on_records: Callable[[list[RequestRecord]], None] = lambda records: None,
-                    on_status: Callable[[PhaseStatus], None] = lambda status: None) -> PhaseResult:
-    """Begin a phase with `changes` (it must have an end) and return once it is done, with its requests.
+                    on_status: Callable[[PhaseStatus], None] = lambda status: None, keep: bool = True) -> PhaseResult:
+    """Begin a phase with `changes` (it must have an end) and return once it is done, with its requests (none
+    with `keep=False`: the caller keeps what `on_records` hands it).
 
     Raises EngineStopped when the engine dies; a cancelled caller leaves the phase running (the engine's
     next phase or its stop ends it)."""
@@ -42,7 +43,8 @@ async def run_phase(engine: Engine, changes: dict[str, Any],
     while True:
         status, new = await asyncio.to_thread(_follow, engine)
         if new:
-            result.records += new
+            if keep:
+                result.records += new
             on_records(new)
         on_status(status)
         if status.engine_error:
