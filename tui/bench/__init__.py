@@ -231,11 +231,14 @@ class Outcome:
         return sum(sample.totals.requests for sample in self.samples.values())
 
     def collect(self, records: list[RequestRecord]) -> None:
-        for record in records:
-            label = cell_label(record)
-            if label not in self.samples:
-                self.samples[label] = Sample(seed=label)
-            self.samples[label].add((record,))
+        start = 0
+        for end in range(1, len(records) + 1):  # a batch is mostly one cell's: each run of one cell added at once
+            if end == len(records) or _cell_of(records[end]) != _cell_of(records[start]):
+                label = cell_label(records[start])
+                if label not in self.samples:
+                    self.samples[label] = Sample(seed=label)
+                self.samples[label].add(records[start:end])
+                start = end
         self._progress.advance(len(records))
         if self._metrics is not None:
             for record in records:
@@ -247,6 +250,11 @@ class Outcome:
             print(f"tokentop bench: --out is no longer written ({status.record_error}); the table will still print",
                   file=sys.stderr)
             self.failed = True
+
+
+def _cell_of(r: RequestRecord) -> tuple:
+    """What cell_label reads, cheaper to compare."""
+    return r.warmup, r.trace_index is None, r.rate, r.users, r.concurrency, r.words
 
 
 def _drive(engine: Engine, bench: BenchRun, watch: Watch, metrics: ClientMetrics | None) -> Outcome:
@@ -281,7 +289,7 @@ async def _search_capacity(engine: Engine, bench: BenchRun, watch: Watch, outcom
     words = bench.words[0]
 
     async def run_level(level: float) -> list[RequestRecord]:
-        return await run_cell(engine, bench, (level, words), outcome.collect, watch, outcome.heard)
+        return await run_cell(engine, bench, (level, words), outcome.collect, watch, outcome.heard, keep=True)
 
     def heard(level: float, missed: list[Broken]) -> None:
         print(f"{outcome.search.unit(level)}: " + ("meets the SLO" if not missed else "; ".join(map(str, missed))),

@@ -41,14 +41,16 @@ def cell_label(record: RequestRecord) -> str:
 
 
 async def run_cell(engine: Engine, run: BenchRun, cell: Cell, collect: Collect, watch: Watch,
-                   on_status: Callable[[PhaseStatus], None]) -> list[RequestRecord]:
-    """Every round of one cell, with what the server and GPUs said meanwhile; the cell's records."""
+                   on_status: Callable[[PhaseStatus], None], keep: bool = False) -> list[RequestRecord]:
+    """Every round of one cell, with what the server and GPUs said meanwhile; with `keep`, the cell's records
+    (past a cap, a sample of them: tui/load/sample.py). `collect` hears every one."""
     load, words = cell
     await asyncio.to_thread(engine.warm, run.connections(load))
-    kept = Sample(seed=f"{load}:{words}")  # every round's requests; past a cap, a sample (tui/load/sample.py)
+    kept = Sample(seed=f"{load}:{words}")  # only for --until and `keep`: collect keeps the run's
 
     def heard(new: list[RequestRecord]) -> None:
-        kept.add(new)
+        if keep or run.until is not None:
+            kept.add(new)
         collect(new)
 
     await watch.scrape(cell, before=True)

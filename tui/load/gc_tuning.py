@@ -19,7 +19,7 @@ import gc
 import sys
 
 GIL_SWITCH_S = 0.0005  # a process that sends takes the GIL back from its other threads within 0.5 ms
-YOUNG_EVERY_S = 0.01
+YOUNG_EVERY_S = 0.005
 FREEZE_EVERY_S = 1.0
 FULL_EVERY_S = 600.0
 

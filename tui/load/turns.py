@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections import deque
 
-BUDGET_S = 0.002
+BUDGET_S = 0.001
 MOST_PER_ITERATION = 32  # the first iteration of a wave, before the share adapts: about 6 ms here
 
 
