@@ -153,10 +153,9 @@ class Board:
                 times.popleft()
 
     @staticmethod
-    def _bins(current: list[tuple[int, RequestRecord]], states: list[str], now: int, since: int) -> dict:
+    def _bins(current: list[tuple[int, RequestRecord]], rates: list[float]) -> dict:
         """Every stream's TTFT and live tok/s in bins: the shape of thousands of streams, past the rows."""
         ttfts = [r.ttft_s for _, r in current if r.ttft_s is not None]
-        rates = [live_tps(r, now, since) for (_, r), state in zip(current, states) if state == STREAMING]
         return {"ttft_bins": binned(ttfts, TTFT_EDGES_S), "tps_bins": binned(rates, TPS_EDGES)}
 
     def snapshot(self, *, running: bool, settings: LoadSettings, version: int, finished: Finished,
@@ -166,6 +165,7 @@ class Board:
         current = sorted(list(self.current.items()))
         thinking = self.thinking
         states = [_state(record, key in thinking) for key, record in current]
+        rates = [live_tps(r, now, since) for (_, r), state in zip(current, states) if state == STREAMING]
         shown = current if len(current) <= MAX_ROWS else _most_telling(current, states, now)
         views = tuple(stream_view(record, now, since, self._done_count.get(key, 0), self._last_note.get(key),
                                   key in thinking) for key, record in shown)
@@ -186,7 +186,7 @@ class Board:
             completed=finished.completed,
             errors=finished.errors,
             aggregate_tps=window_chunks((r for _, r in current), recent, since) / window,
-            mean_stream_tps=mean(live_tps(r, now, since) for (_, r), state in zip(current, states) if state == STREAMING),
+            mean_stream_tps=mean(rates),
             ttft_p50_s=percentile(ttfts, 50),
             truncated=finished.truncated,
             cold_starts=finished.cold_starts,
@@ -207,6 +207,6 @@ class Board:
                            if state == WAITING and now - r.send_ns >= QUEUED_AFTER_S * NS),
             sessions_done=finished.sessions_done,
             tally=finished.tally(),
-            **(self._bins(current, states, now, since) if len(current) > MAX_ROWS else {}),
+            **(self._bins(current, rates) if len(current) > MAX_ROWS else {}),
             split=recent_split([r for r in recent if (r.end_ns or 0) >= now - SPLIT_WINDOW_S * NS]),
         )

@@ -29,6 +29,7 @@ from tui.widgets.textbox import TextBox
 
 MODE_NAMES = {"output": "story", "input": "title"}
 ROWS_EVERY_NS = 1_000_000_000
+MANY_ROWS_EVERY_NS = 2_000_000_000  # past the rows a snapshot carries, the rows are a choice that churns anyway
 SHOWN_MODELS = 3  # models in memory named on the server line; the rest are counted
 
 
@@ -254,7 +255,8 @@ class LoadPane(Vertical):
             self.query_one("#server", TextBox).show_text(server_text(server, snap, observed_limit, self.compact))
         self.query_one("#queue", TextBox).show_text(queue_text(snap, server))
         # Every visible row changes on every redraw (timers, rates): once a second keeps an SSH link light.
-        if self._rows_ns is None or snap.taken_ns - self._rows_ns >= ROWS_EVERY_NS or len(snap.streams) != self._rows_n:
+        every = MANY_ROWS_EVERY_NS if snap.streams_left_off else ROWS_EVERY_NS
+        if self._rows_ns is None or snap.taken_ns - self._rows_ns >= every or len(snap.streams) != self._rows_n:
             self._rows_ns, self._rows_n = snap.taken_ns, len(snap.streams)
             self.query_one(StreamTable).show(snap.streams)
 
