@@ -6,9 +6,10 @@ list fills with the new requests' objects; the collection that finally comes wal
 (2–5 ms), and the next older one 60,000 (30 ms): every chunk stamped in those pauses is that late. No cycle is
 found in them (an answer's objects make none: tui/load/transport.py `_Exchange.end`).
 
-So while an engine runs, collections go by time instead: the young objects every 10 ms (a few hundred, well under
-a millisecond), and what survived is frozen every second, out of every later walk (still freed as ever when its
-last reference goes). Every 10 minutes everything is walked once, so that a cycle frozen by mistake (an error
+So while an engine runs, collections go by time instead: the young objects every 5 ms while that takes a while (a
+few hundred objects, well under a millisecond), every 50 ms while it is quick (a light load: the wake-ups would
+cost more than the walks), and what survived is frozen every second, out of every later walk (still freed as
+ever when its last reference goes). Every 10 minutes everything is walked once, so that a cycle frozen by mistake (an error
 path's) is freed: one pause of tens to hundreds of ms, then nothing.
 """
 
@@ -17,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
+import time
 
 GIL_SWITCH_S = 0.0001  # a process that sends takes the GIL back from its other threads within 0.1 ms
-YOUNG_EVERY_S = 0.005
+YOUNG_EVERY_S = (0.005, 0.05)  # while young collections take over QUICK_NS; while they are quick
+QUICK_NS = 100_000
 FREEZE_EVERY_S = 1.0
 FULL_EVERY_S = 600.0
 
@@ -37,7 +40,7 @@ def freeze_long_lived() -> None:
     gc.freeze()
 
 
-async def collect_by_time(young_s: float = YOUNG_EVERY_S, freeze_s: float = FREEZE_EVERY_S,
+async def collect_by_time(young_s: tuple[float, float] = YOUNG_EVERY_S, freeze_s: float = FREEZE_EVERY_S,
                           full_s: float = FULL_EVERY_S) -> None:
     """A task on an engine's loop, for as long as the engine runs: collections by time, not by count."""
     global _collectors
@@ -45,10 +48,14 @@ async def collect_by_time(young_s: float = YOUNG_EVERY_S, freeze_s: float = FREE
     _collectors += 1
     gc.disable()
     next_freeze, next_full = loop.time() + freeze_s, loop.time() + full_s
+    busy_s, light_s = young_s
+    every_s = light_s
     try:
         while True:
-            await asyncio.sleep(young_s)
+            await asyncio.sleep(every_s)
+            began = time.perf_counter_ns()
             gc.collect(0)
+            every_s = busy_s if time.perf_counter_ns() - began > QUICK_NS else min(light_s, every_s * 2)
             now = loop.time()
             if now >= next_full:
                 gc.unfreeze()
