@@ -1,4 +1,4 @@
-"""The work that may wait takes turns with the reads; collections go by time while an engine runs."""
+"""The work that may wait takes turns with the reads (a snapshot too); collections go by time while an engine runs."""
 
 from __future__ import annotations
 
@@ -100,3 +100,33 @@ def test_an_engine_whose_thread_dies_while_starting_says_so_instead_of_hanging(m
     engine = LoadEngine(Target("http://127.0.0.1:9", "openai", "m"))
     with pytest.raises(RuntimeError, match="died while starting"):
         engine.start()
+
+
+def test_a_snapshot_built_a_slice_at_a_time_on_the_loop_is_the_one_built_at_once():
+    import time
+    from types import SimpleNamespace
+
+    from tui.load.finished import Finished
+    from tui.load.records import NS, RequestRecord
+    from tui.load.settings import LoadSettings
+    from tui.load.views import SLICE, Board
+
+    board = Board(10 * NS)
+    t0 = time.perf_counter_ns() - NS
+    for k in range(3 * SLICE):
+        r = RequestRecord(stream=k, concurrency=3 * SLICE, words=25, mode="output", api="openai", model="m",
+                          send_ns=t0 - k * 1_000_000)
+        if k % 3:
+            r.first_token_ns = t0 + k
+            r.chunk_ns.extend((t0 + k, t0 + k + 1))
+            r.last_token_ns = r.end_ns = t0 + k + 1  # ended: nothing in it depends on when the snapshot is taken
+        board.started(k, r)
+    parts = dict(running=True, settings=LoadSettings(), version=1, finished=Finished(keep=10), cost=None,
+                 open_loop=SimpleNamespace(sent_ns=[], held=[], held_total=0, unsent=0))
+    assert sum(1 for _ in board.build(**parts)) >= 3  # it yields between slices
+    at_once = board.snapshot(**parts)
+    sliced = asyncio.run(board.snapshot_between_reads(**parts))
+    assert sliced.streams_left_off == 3 * SLICE - 256 and sliced.waiting == SLICE
+    for name in ("waiting", "streaming", "aggregate_tps", "ttft_bins", "queued_all", "streams_left_off"):
+        assert getattr(sliced, name) == getattr(at_once, name), name
+    assert [v.index for v in sliced.streams] == [v.index for v in at_once.streams]

@@ -13,7 +13,8 @@ for the whole run; its stamps and the client's are both time.perf_counter_ns() (
          requests and `q` is pressed.
   headless: the same N through `tokentop bench` (tests/scripts/bench_streams.py, rounds of N requests).
 Figures, over the window only:
-  CPU: the app process and its engine process(es) (psutil children, recursive), % of one core and
+  CPU: the app process and its engine process(es) (psutil children, recursive), % of one core (and the
+       app's own process alone, the UI) and
        ms per 1,000 content chunks (chunks whose client stamp falls in the window);
   TTFT error: client first-chunk stamp (send_ns + chunk_offsets_ms[0]) − the server's stamp just after
        writing that token, matched by response id, p50/p99;
@@ -34,6 +35,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import shlex
 import shutil
 import subprocess
@@ -92,14 +94,19 @@ class App:
         pid = int(tmux("display-message", "-p", "-t", session, "#{pane_pid}").strip())
         return cls(session, run_dir, psutil.Process(pid))
 
-    def cpu_seconds(self) -> float:
-        """CPU time of the app and every process below it (the engine runs in a child process)."""
-        total = 0.0
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU time of the app and every process below it (the engine runs in a child process), and of the UI
+        alone: the app's own process, whose children are not its (multiprocessing's spawned engine, its tracker)."""
+        total = ui = 0.0
         for p in [self.shell, *self.shell.children(recursive=True)]:
             with contextlib.suppress(psutil.Error):
                 times = p.cpu_times()
                 total += times.user + times.system
-        return total
+                command = p.cmdline()
+                python = bool(command) and os.path.basename(command[0]).startswith("python")  # not `timeout`
+                if python and command[1:3] == ["-m", "tui"]:
+                    ui += times.user + times.system
+        return total, ui
 
     def terminal_bytes(self) -> int:
         path = self.dir / "terminal.out"
@@ -131,13 +138,14 @@ class App:
 class Sample:
     ns: int  # time.perf_counter_ns(): the clock of the records' and the server's stamps
     cpu_s: float  # the app's tree
+    ui_cpu_s: float  # the app's own process: the UI without its engine process
     terminal_bytes: int
     machine_busy_s: float  # all cores, every process: how shared the machine was
 
     @classmethod
     def take(cls, app: App) -> Sample:
         t = psutil.cpu_times()
-        return cls(time.perf_counter_ns(), app.cpu_seconds(), app.terminal_bytes(),
+        return cls(time.perf_counter_ns(), *app.cpu_seconds(), app.terminal_bytes(),
                    t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0))
 
 
@@ -159,6 +167,7 @@ def window_figures(first: Sample, last: Sample, screens: list[str]) -> dict:
     wall = (last.ns - first.ns) / 1e9
     return {"window_s": wall, "cpu_s": last.cpu_s - first.cpu_s,
             "cpu_pct": 100 * (last.cpu_s - first.cpu_s) / wall,
+            "ui_cpu_pct": 100 * (last.ui_cpu_s - first.ui_cpu_s) / wall,
             "terminal_bytes_per_s": (last.terminal_bytes - first.terminal_bytes) / wall,
             "machine_busy_cores": (last.machine_busy_s - first.machine_busy_s) / wall,
             "client_bound": [w for w in map(client_bound, screens) if w], "captures": len(screens),
@@ -303,16 +312,16 @@ def pair(a: float | None, b: float | None, spec: str = ".1f") -> str:
 
 
 def table(results: list[dict]) -> str:
-    head = ["run", "tokentop CPU, % of a core", "CPU ms/1k chunks (app / headless)",
+    head = ["run", "tokentop CPU, % of a core (all / UI)", "CPU ms/1k chunks (app / headless)",
             "TTFT err p50/p99 ms, app", "TTFT err p50/p99 ms, headless", f"requests/s (ideal N/{WORK_S:.3g} s)",
             "terminal KB/s (1 KB = 1000 B)", "client-bound on screen", "quit s", "machine busy, cores"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         if r["run"] == "idle":
-            cells = ["idle (concurrency 0)", fmt(r["cpu_pct"]), "-", "-", "-", "-"]
+            cells = ["idle (concurrency 0)", pair(r["cpu_pct"], r["ui_cpu_pct"]), "-", "-", "-", "-"]
         elif r["run"] == "app":
             h = next((x for x in results if x["run"] == "headless" and x["streams"] == r["streams"]), {})
-            cells = [f"{r['streams']} streams", fmt(r["cpu_pct"]), pair(r["cpu_ms_per_1k"], h.get("cpu_ms_per_1k")),
+            cells = [f"{r['streams']} streams", pair(r["cpu_pct"], r["ui_cpu_pct"]), pair(r["cpu_ms_per_1k"], h.get("cpu_ms_per_1k")),
                      pair(r["ttft_err_p50_ms"], r["ttft_err_p99_ms"], ".2f"),
                      pair(h.get("ttft_err_p50_ms"), h.get("ttft_err_p99_ms"), ".2f"),
                      f"{fmt(r['requests_per_s'])} ({fmt(r['ideal_requests_per_s'])})"]
@@ -332,7 +341,8 @@ def progress(r: dict) -> str:
     if r["run"] == "headless":
         return (f"headless N={r['streams']}: {fmt(r.get('cpu_ms_per_1k'))} ms/1k chunks, TTFT err p50/p99 "
                 f"{pair(r['ttft_err_p50_ms'], r['ttft_err_p99_ms'], '.2f')} ms, errors {r['errors']}, rc {r['rc']}")
-    text = (f"app {r['run'] if r['run'] == 'idle' else 'N=' + str(r['streams'])}: CPU {r['cpu_pct']:.1f} %, "
+    text = (f"app {r['run'] if r['run'] == 'idle' else 'N=' + str(r['streams'])}: CPU {r['cpu_pct']:.1f} % "
+            f"(the UI {r['ui_cpu_pct']:.1f} %), "
             f"terminal {r['terminal_bytes_per_s'] / 1000:.1f} KB/s, quit {fmt(r['quit_s'], '.2f')} s, rc {r['rc']}, "
             f"machine busy {r['machine_busy_cores']:.2f} cores")
     if r["run"] == "app":

@@ -303,8 +303,9 @@ def _report(args: argparse.Namespace, bench: BenchRun, meta: dict, outcome: Outc
     """The table, the chart and the run file of what finished; the exit status."""
     records, search = outcome.records, outcome.search
     if outcome.interrupted:
-        print(f"{'terminated' if outcome.terminated else 'interrupted'}: {outcome.finished} finished request(s) kept",
-              file=sys.stderr)
+        kept = "" if len(records) == outcome.finished else f", a sample of {len(records)}"
+        print(f"{'terminated' if outcome.terminated else 'interrupted'}: {outcome.finished} finished request(s) "
+              f"kept{kept}", file=sys.stderr)
     loads = sorted(search.results) if search is not None else list(bench.loads)
     rows = rows_of(records, loads, list(bench.words), bench.slo, bench.shape, bench.trace_rate, outcome.samples)
     unique = bench.prompt_kind == SYNTHETIC and not bench.settings.shared_words  # prompts no cache should hold

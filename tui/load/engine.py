@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING
 from tui.load.client import Target, make_client
 from tui.load.finished import Finished
 from tui.load.gc_tuning import collect_by_time, freeze_long_lived
-from tui.load.turns import Turns
 from tui.load.open_loop import OPEN_BASE, OpenLoop, until
 from tui.load.records import NS, RequestRecord
 from tui.load.request_maker import Conversation, RequestMaker
@@ -39,6 +38,7 @@ from tui.load.selfcost import CostMonitor
 from tui.load.phase_state import PhaseState
 from tui.load.settings import LoadSettings, share
 from tui.load.snapshot import PhaseStatus, Snapshot
+from tui.load.turns import Turns
 from tui.load.views import BACKLOG_EVERY_S, Board
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WARM_TIMEOUT_S = 30.0
+SNAPSHOT_WAIT_S = 1.0  # a snapshot the loop has not built by then is built in the asking thread
 
 
 class LoadEngine:
@@ -182,8 +183,20 @@ class LoadEngine:
                            record_error=self._finished.write_error)
 
     def snapshot(self) -> Snapshot:
-        return self._board.snapshot(running=self._running, settings=self._settings, version=self.settings_version,
-                                    finished=self._finished, cost=self._cost.cost(), open_loop=self._open)
+        """Built on the engine's loop a slice at a time, between its reads: built beside the loop in another
+        thread, thousands of streams' worth held the GIL from it for milliseconds at every read."""
+        parts = dict(running=self._running, settings=self._settings, version=self.settings_version,
+                     finished=self._finished, cost=self._cost.cost(), open_loop=self._open)
+        loop = self._loop
+        if loop is not None and loop.is_running() and threading.current_thread() is not self._thread:
+            try:
+                future = asyncio.run_coroutine_threadsafe(self._board.snapshot_between_reads(**parts), loop)
+                return future.result(SNAPSHOT_WAIT_S)
+            except TimeoutError:  # a loop stopping under it: built here instead
+                future.cancel()
+            except RuntimeError:  # closed meanwhile
+                pass
+        return self._board.snapshot(**parts)
 
     # --- the engine's own loop ----------------------------------------------------------------
     def _call(self, fn, *args) -> None:

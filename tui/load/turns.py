@@ -21,7 +21,7 @@ MOST_PER_ITERATION = 32  # the first iteration of a wave, before the share adapt
 class Turns:
     def __init__(self, budget_s: float = BUDGET_S) -> None:
         self._budget_ns = int(budget_s * 1e9)
-        self._per_iteration = MOST_PER_ITERATION  # lowered while turns wait, so an iteration's share stays ~budget
+        self._per_iteration = MOST_PER_ITERATION  # adapted each iteration, so that a share takes about the budget
         self._taken = 0  # this iteration's
         self._since_ns = 0  # when this iteration's first turn was taken
         self._waiting: deque[asyncio.Future] = deque()

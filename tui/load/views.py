@@ -1,14 +1,17 @@
 """What a snapshot shows of the engine's requests: a row per stream and the rates over the window.
 
-Read from other threads while the engine's loop appends: each list is read once, by its length.
+Built on the engine's loop a slice at a time, between its reads (tui/load/engine.py `snapshot`), or in another
+thread while the loop appends (when the loop is not running): each list is read once, by its length.
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import heapq
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable, Iterator
 
 from tui.load.finished import Finished
 from tui.load.open_loop import OpenLoop
@@ -27,13 +30,41 @@ def chunks_in_window(record: RequestRecord, since_ns: int) -> int:
     return n - bisect.bisect_left(chunks, since_ns, 0, n)
 
 
-def window_chunks(current: Iterable[RequestRecord], recent: Iterable[RequestRecord], since_ns: int) -> int:
-    """Content chunks since `since_ns` of the requests in flight and of the recent finished ones."""
-    current = list(current)
+def recent_window_chunks(current: Iterable[RequestRecord], recent: Iterable[RequestRecord], since_ns: int) -> int:
+    """Content chunks since `since_ns` of the recent finished requests that are not among `current`."""
     ids = {id(r) for r in current}
-    total = sum(chunks_in_window(r, since_ns) for r in current)
-    return total + sum(chunks_in_window(r, since_ns) for r in recent
-                       if id(r) not in ids and r.end_ns and r.end_ns >= since_ns)
+    return sum(chunks_in_window(r, since_ns) for r in recent if id(r) not in ids and r.end_ns and r.end_ns >= since_ns)
+
+
+SLICE = 256  # streams a snapshot looks at between two yields (tui/load/engine.py builds it between reads)
+
+
+class _Pass:
+    """One pass over every stream for what a snapshot counts of them all (thousands: each step counts)."""
+
+    def __init__(self) -> None:
+        self.states: list[str] = []
+        self.rates: list[float] = []  # the streaming ones' live tok/s, in order
+        self.window_chunks = self.queued = 0
+
+    def over(self, current: list[tuple[int, RequestRecord]], thinking: set[int], now: int, since: int) -> Iterator[None]:
+        """The pass, a yield every SLICE streams."""
+        queued_before = now - int(QUEUED_AFTER_S * NS)
+        states, rates = self.states, self.rates
+        for i, (key, record) in enumerate(current):
+            if i and i % SLICE == 0:
+                yield
+            state = _state(record, key in thinking)
+            states.append(state)
+            chunks = record.chunk_ns
+            n = len(chunks)  # read once: the engine thread may append meanwhile
+            in_window = n - bisect.bisect_left(chunks, since, 0, n) if n else 0
+            self.window_chunks += in_window
+            if state == STREAMING:
+                span = (now - max(record.first_token_ns, since)) / NS
+                rates.append(in_window / span if span > 0.05 else 0.0)
+            elif state == WAITING and record.send_ns <= queued_before:
+                self.queued += 1
 
 
 MAX_ROWS = 256  # stream rows a snapshot carries; past it, the most telling ones and the counts of all
@@ -68,14 +99,16 @@ def _most_telling(current: list[tuple[int, RequestRecord]], states: list[str], n
     by_state: dict[str, list[tuple[int, RequestRecord]]] = {}
     for item, state in zip(current, states):
         by_state.setdefault(state, []).append(item)
-    chosen = sorted(by_state.get(WAITING, []), key=lambda item: item[1].send_ns)
-    chosen += sorted(by_state.get(STREAMING, []), key=slowness)
-    chosen += sorted((item for state in (ERROR, THINKING, DONE) for item in by_state.get(state, [])),
-                     key=lambda item: -(item[1].end_ns or 0))
-    chosen = chosen[:MAX_ROWS - NEWEST_ROWS]
+    room = MAX_ROWS - NEWEST_ROWS  # nsmallest(k, …) is sorted(…)[:k], without sorting thousands
+    chosen = heapq.nsmallest(room, by_state.get(WAITING, []), key=lambda item: item[1].send_ns)
+    chosen += heapq.nsmallest(room - len(chosen), by_state.get(STREAMING, []), key=slowness)
+    chosen += heapq.nsmallest(room - len(chosen), (item for state in (ERROR, THINKING, DONE)
+                                                   for item in by_state.get(state, [])),
+                              key=lambda item: -(item[1].end_ns or 0))
     taken = {key for key, _ in chosen}
-    newest = sorted((item for item in current if item[0] not in taken), key=lambda item: -item[1].send_ns)
-    return sorted(chosen + newest[:MAX_ROWS - len(chosen)])
+    newest = heapq.nsmallest(MAX_ROWS - len(chosen), (item for item in current if item[0] not in taken),
+                             key=lambda item: -item[1].send_ns)
+    return sorted(chosen + newest)
 
 
 def live_tps(record: RequestRecord, now: int, since: int) -> float:
@@ -158,17 +191,41 @@ class Board:
         ttfts = [r.ttft_s for _, r in current if r.ttft_s is not None]
         return {"ttft_bins": binned(ttfts, TTFT_EDGES_S), "tps_bins": binned(rates, TPS_EDGES)}
 
-    def snapshot(self, *, running: bool, settings: LoadSettings, version: int, finished: Finished,
-                 cost: ClientCost, open_loop: OpenLoop) -> Snapshot:
+    def snapshot(self, **parts) -> Snapshot:
+        """A snapshot built at once (its parts: those of `build`)."""
+        build = self.build(**parts)
+        while True:
+            try:
+                next(build)
+            except StopIteration as done:
+                return done.value
+
+    async def snapshot_between_reads(self, **parts) -> Snapshot:
+        """A snapshot built on the engine's loop a slice at a time: the reads that stamp chunks go between."""
+        build = self.build(**parts)
+        while True:
+            try:
+                next(build)
+            except StopIteration as done:
+                return done.value
+            await asyncio.sleep(0)
+
+    def build(self, *, running: bool, settings: LoadSettings, version: int, finished: Finished,
+              cost: ClientCost, open_loop: OpenLoop) -> Generator[None, None, Snapshot]:
+        """The snapshot, yielding between slices of its work (a few hundred streams, the rows chosen, drawn)."""
         now = time.perf_counter_ns()
         since = max(now - self.window_ns, self.running_since_ns)  # after a resume, only since then
         current = sorted(list(self.current.items()))
         thinking = self.thinking
-        states = [_state(record, key in thinking) for key, record in current]
-        rates = [live_tps(r, now, since) for (_, r), state in zip(current, states) if state == STREAMING]
+        every = _Pass()
+        yield from every.over(current, thinking, now, since)
+        states, rates = every.states, every.rates
+        yield
         shown = current if len(current) <= MAX_ROWS else _most_telling(current, states, now)
+        yield
         views = tuple(stream_view(record, now, since, self._done_count.get(key, 0), self._last_note.get(key),
                                   key in thinking) for key, record in shown)
+        yield
         recent = list(finished.recent)
         ttfts = [r.ttft_s for r in recent if r.ttft_s is not None]
         window = max(0.05, min(self.window_ns, now - self.running_since_ns) / NS)  # short just after a start
@@ -185,7 +242,7 @@ class Board:
             streaming=states.count(STREAMING),
             completed=finished.completed,
             errors=finished.errors,
-            aggregate_tps=window_chunks((r for _, r in current), recent, since) / window,
+            aggregate_tps=(every.window_chunks + recent_window_chunks((r for _, r in current), recent, since)) / window,
             mean_stream_tps=mean(rates),
             ttft_p50_s=percentile(ttfts, 50),
             truncated=finished.truncated,
@@ -203,8 +260,7 @@ class Board:
             backlog_growth_rps=trend,
             thinking=states.count(THINKING),
             streams_left_off=len(current) - len(shown),
-            queued_all=sum(1 for (_, r), state in zip(current, states)
-                           if state == WAITING and now - r.send_ns >= QUEUED_AFTER_S * NS),
+            queued_all=every.queued,
             sessions_done=finished.sessions_done,
             tally=finished.tally(),
             **(self._bins(current, rates) if len(current) > MAX_ROWS else {}),
