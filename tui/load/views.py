@@ -148,6 +148,15 @@ BACKLOG_EVERY_S = 0.25  # how often the backlog is sampled for its trend
 BACKLOG_TREND_S = 10.0  # the trend is the backlog's slope over this long
 
 
+def _step(build: Generator[None, None, Snapshot]) -> Snapshot | None:
+    """One slice of a snapshot's building; the snapshot once it is built."""
+    try:
+        next(build)
+    except StopIteration as done:
+        return done.value
+    return None
+
+
 class Board:
     """The engine's requests as a snapshot shows them: the one each stream runs (or ran last), the rates over
     the window, the backlog's trend. Written on the engine's loop, read from any thread."""
@@ -194,21 +203,16 @@ class Board:
     def snapshot(self, **parts) -> Snapshot:
         """A snapshot built at once (its parts: those of `build`)."""
         build = self.build(**parts)
-        while True:
-            try:
-                next(build)
-            except StopIteration as done:
-                return done.value
+        while (snap := _step(build)) is None:
+            pass
+        return snap
 
     async def snapshot_between_reads(self, **parts) -> Snapshot:
         """A snapshot built on the engine's loop a slice at a time: the reads that stamp chunks go between."""
         build = self.build(**parts)
-        while True:
-            try:
-                next(build)
-            except StopIteration as done:
-                return done.value
+        while (snap := _step(build)) is None:
             await asyncio.sleep(0)
+        return snap
 
     def build(self, *, running: bool, settings: LoadSettings, version: int, finished: Finished,
               cost: ClientCost, open_loop: OpenLoop) -> Generator[None, None, Snapshot]:
