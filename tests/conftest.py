@@ -3,6 +3,7 @@ simulated server."""
 
 from __future__ import annotations
 
+import gc
 import multiprocessing.process
 import subprocess
 
@@ -87,3 +88,16 @@ def _fast_tests_start_no_process():
     yield
     started, _started = _started, None
     assert not started, f"this test starts {started[0]}: mark it @pytest.mark.slow (the fast suite starts none)"
+
+
+@pytest.fixture(autouse=True)
+def _no_engine_outlives_its_test():
+    """A running engine turns Python's collector off in its process (tui/load/gc_tuning.py): one a test left
+    running would leave the rest of the suite collecting only by its timer, and its 10-minute full pass."""
+    yield
+    from tui.load import gc_tuning
+
+    if gc_tuning._collectors:
+        gc_tuning._collectors = 0
+        gc.enable()
+        pytest.fail("an engine outlived this test: stop it (its fixture, or engine.stop())")
