@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import multiprocessing.process
 import subprocess
+import time
 
 import pytest
 
@@ -97,6 +98,9 @@ def _no_engine_outlives_its_test():
     yield
     from tui.load import gc_tuning
 
+    deadline = time.monotonic() + 10  # a stop that timed out: its thread ends a moment later
+    while gc_tuning._collectors and time.monotonic() < deadline:
+        time.sleep(0.05)
     if gc_tuning._collectors:
         gc_tuning._collectors = 0
         gc.enable()

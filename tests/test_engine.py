@@ -147,6 +147,24 @@ def test_stop_ends_stalled_streams_within_two_seconds(sim_factory):
     assert not engine._thread.is_alive()
 
 
+def test_a_stop_that_times_out_still_records_every_request_and_gives_the_collector_back(sim_factory):
+    """On a starved machine the shutdown can outlast stop's timeout (0 here): the loop is stopped under the
+    streams; they are still recorded as cancelled, and Python's collections by count come back."""
+    import gc
+
+    sim = sim_factory(parallel=4, speed=50, faults={"stall": 1.0})
+    engine = LoadEngine(Target(sim.url, "ollama", sim.server.config.model), LoadSettings(concurrency=4, words=25))
+    engine.start()
+    wait_for(lambda: engine.snapshot().streaming == 4)
+    assert not gc.isenabled()
+    engine.stop(timeout=0.0)
+    engine._thread.join(5.0)
+    assert not engine._thread.is_alive()
+    assert gc.isenabled()
+    records = engine.records
+    assert len(records) == 4 and all(r.error_kind == "cancelled" for r in records), records
+
+
 def test_openai_protocol_and_live_rates(sim_factory, engine_for):
     sim = sim_factory(parallel=4, speed=5)
     engine = LoadEngine(Target(sim.url, "openai", "anything"), LoadSettings(concurrency=2, words=400))

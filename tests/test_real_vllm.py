@@ -120,7 +120,7 @@ class Loader:
         return self
 
     def __exit__(self, *exc):
-        self.engine.stop()
+        self.engine.stop(timeout=10.0)  # vLLM on CPU takes every core: its streams can take a while to end
 
 
 async def test_the_app_shows_vllms_queue_beside_the_clients_and_its_whole_family(vllm_server):

@@ -67,24 +67,23 @@ def test_the_share_shrinks_when_an_iteration_runs_long_and_never_below_one():
     assert 1 <= asyncio.run(main()) < MOST_PER_ITERATION
 
 
-def test_collections_go_by_time_while_a_collector_runs_and_by_count_again_after_the_last():
+def test_collections_go_by_time_while_an_engine_thread_runs_and_by_count_again_after_the_last():
     assert gc.isenabled()
 
-    async def main() -> None:
-        first = asyncio.ensure_future(gc_tuning.collect_by_time((0.001, 0.002), freeze_s=0.005, full_s=0.02))
-        second = asyncio.ensure_future(gc_tuning.collect_by_time())
+    async def collecting() -> None:
+        task = asyncio.ensure_future(gc_tuning.collect_by_time((0.001, 0.002), freeze_s=0.005, full_s=0.02))
         before = gc.get_stats()[0]["collections"]
         await asyncio.sleep(0.05)
-        assert not gc.isenabled()
         assert gc.get_stats()[0]["collections"] > before  # the young ones, by time
-        first.cancel()
-        await asyncio.gather(first, return_exceptions=True)
-        assert not gc.isenabled()  # the other engine's collector still runs
-        second.cancel()
-        await asyncio.gather(second, return_exceptions=True)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
     try:
-        asyncio.run(main())
+        with gc_tuning.collections_by_time():
+            with gc_tuning.collections_by_time():
+                assert not gc.isenabled()
+                asyncio.run(collecting())
+            assert not gc.isenabled()  # the other engine thread still runs
         assert gc.isenabled()
     finally:
         gc.enable()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 from tui.load.client import Target, make_client
 from tui.load.finished import Finished
-from tui.load.gc_tuning import collect_by_time, freeze_long_lived
+from tui.load.gc_tuning import collect_by_time, collections_by_time, freeze_long_lived
 from tui.load.open_loop import OPEN_BASE, OpenLoop, until
 from tui.load.records import NS, RequestRecord
 from tui.load.request_maker import Conversation, RequestMaker
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 WARM_TIMEOUT_S = 30.0
 SNAPSHOT_WAIT_S = 1.0  # a snapshot the loop has not built by then is built in the asking thread
+LEFTOVER_S = 1.0  # after a stop that timed out: how long the tasks left behind get to record themselves
 
 
 class LoadEngine:
@@ -218,10 +219,12 @@ class LoadEngine:
         self._gc_task = loop.create_task(collect_by_time())
         self._begin_phase(self._live, 0)
         ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
+        with collections_by_time():
+            try:
+                loop.run_forever()
+            finally:
+                end_leftovers(loop)
+                loop.close()
 
     def _apply(self, settings: LoadSettings, version: int, new_phase: bool) -> None:
         self._live = settings
@@ -373,3 +376,13 @@ class LoadEngine:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._client.close()
+
+
+def end_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    """A stop that timed out stops the loop under its tasks: each is cancelled and given a moment to record
+    itself as cancelled, rather than destroyed unfinished whenever its loop is collected."""
+    left = asyncio.all_tasks(loop)
+    for task in left:
+        task.cancel()
+    if left:
+        loop.run_until_complete(asyncio.wait(left, timeout=LEFTOVER_S))

@@ -19,6 +19,7 @@ import asyncio
 import gc
 import sys
 import time
+from contextlib import contextmanager
 
 GIL_SWITCH_S = 0.0001  # a process that sends takes the GIL back from its other threads within 0.1 ms
 YOUNG_EVERY_S = (0.005, 0.05)  # while young collections take over QUICK_NS; while they are quick
@@ -26,7 +27,7 @@ QUICK_NS = 100_000
 FREEZE_EVERY_S = 1.0
 FULL_EVERY_S = 600.0
 
-_collectors = 0  # engines in this process collecting by time; Python's own collections are back when none is
+_collectors = 0  # engine threads in this process collecting by time; Python's own collections are back when none is
 
 
 def tune_process() -> None:
@@ -40,32 +41,39 @@ def freeze_long_lived() -> None:
     gc.freeze()
 
 
-async def collect_by_time(young_s: tuple[float, float] = YOUNG_EVERY_S, freeze_s: float = FREEZE_EVERY_S,
-                          full_s: float = FULL_EVERY_S) -> None:
-    """A task on an engine's loop, for as long as the engine runs: collections by time, not by count."""
+@contextmanager
+def collections_by_time():
+    """Around an engine thread's loop: Python's collections by count are off until the last such thread in the
+    process has ended, however its loop ended (a stop that timed out leaves its tasks unfinished)."""
     global _collectors
-    loop = asyncio.get_running_loop()
     _collectors += 1
     gc.disable()
-    next_freeze, next_full = loop.time() + freeze_s, loop.time() + full_s
-    busy_s, light_s = young_s
-    every_s = light_s
     try:
-        while True:
-            await asyncio.sleep(every_s)
-            began = time.perf_counter_ns()
-            gc.collect(0)
-            every_s = busy_s if time.perf_counter_ns() - began > QUICK_NS else min(light_s, every_s * 2)
-            now = loop.time()
-            if now >= next_full:
-                gc.unfreeze()
-                gc.collect()
-                gc.freeze()
-                next_full = now + full_s
-            elif now >= next_freeze:
-                gc.freeze()
-                next_freeze = now + freeze_s
+        yield
     finally:
         _collectors -= 1
         if _collectors == 0:
             gc.enable()
+
+
+async def collect_by_time(young_s: tuple[float, float] = YOUNG_EVERY_S, freeze_s: float = FREEZE_EVERY_S,
+                          full_s: float = FULL_EVERY_S) -> None:
+    """A task on an engine's loop, inside `collections_by_time`, for as long as the engine runs: the collections."""
+    loop = asyncio.get_running_loop()
+    next_freeze, next_full = loop.time() + freeze_s, loop.time() + full_s
+    busy_s, light_s = young_s
+    every_s = light_s
+    while True:
+        await asyncio.sleep(every_s)
+        began = time.perf_counter_ns()
+        gc.collect(0)
+        every_s = busy_s if time.perf_counter_ns() - began > QUICK_NS else min(light_s, every_s * 2)
+        now = loop.time()
+        if now >= next_full:
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
+            next_full = now + full_s
+        elif now >= next_freeze:
+            gc.freeze()
+            next_freeze = now + freeze_s
