@@ -9,8 +9,11 @@ tests/scripts/paced_server.py) is run by two clients, each in its own process:
   floor:    a minimal asyncio client in this file (open_connection, hand-made HTTP/1.1, chunked
             decoding and SSE with bytes.find, json.loads per event);
   tokentop: `python -m tui bench --format json --out FILE.jsonl` (its records give send_ns, chunk
-            offsets and the response id).
+            offsets and the response id); tokentop-wN adds `--workers N`.
 Figures:
+  chunks/s: asked (streams x tokens / (ttft + mean spread + tokens/rate): what the paced server's schedule
+            offers a client that adds nothing) / got (the client's content chunks over its first send to its
+            last end): less than asked when a side cannot keep up;
   CPU ms/1k chunks: the client process's CPU (user+sys, sampled every 20 ms) from its first send to its
             last end, i.e. without interpreter start-up and discovery, per 1,000 content chunks;
   TTFT error: client's first-token stamp − server's stamp just after that token's write (matched by
@@ -31,6 +34,7 @@ import asyncio
 import hashlib
 import json
 import math
+import re
 import resource
 import shutil
 import subprocess
@@ -46,7 +50,12 @@ sys.path.insert(0, str(HERE))
 import paced_server  # noqa: E402
 
 ROOT = HERE.parents[1]
-CLIENTS = ("floor", "tokentop", "tokentop-w2")  # tokentop-w2: tokentop bench --workers 2
+CLIENT = re.compile(r"floor|tokentop(-w[1-9][0-9]*)?")  # tokentop-w4: tokentop bench --workers 4
+
+
+def client_order(client: str) -> int:
+    """floor first, then tokentop by its worker count."""
+    return 0 if client == "floor" else int(client.partition("-w")[2] or "1")
 
 
 # --- the floor client (runs in its own process: `bench_streams.py floor-client …`) -------------------
@@ -288,7 +297,8 @@ def figures(client: str, n: int, rounds: int, records: list[dict], server_lines:
     if sends and ends and samples:
         t0, t1 = min(sends), max(ends)
         cpu = cpu_at(samples, t1) - cpu_at(samples, t0)
-        result.update(wall_s=(t1 - t0) / 1e9, cpu_s=cpu, wall_ratio=(t1 - t0) / 1e9 / (rounds * work_s),
+        result.update(wall_s=(t1 - t0) / 1e9, cpu_s=cpu, chunks_per_s=chunks / ((t1 - t0) / 1e9),
+                      wall_ratio=(t1 - t0) / 1e9 / (rounds * work_s),
                       cpu_ms_per_1k=cpu * 1e6 / chunks if chunks else None)
     result.update(ttft_err_p50_ms=percentile(ttft_err, 50), ttft_err_p99_ms=percentile(ttft_err, 99),
                   ttft_err_max_ms=max(ttft_err, default=None),
@@ -339,16 +349,18 @@ def fmt(value: float | None, spec: str = ".1f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def table(results: list[dict], rate: float) -> str:
+def table(results: list[dict], args: argparse.Namespace) -> str:
     """One row per streams x client; "x floor" is the client's CPU per chunk over the floor's at the same N."""
-    head = ["streams", "client", "chunks/s", "CPU ms/1k chunks", "x floor", "TTFT err p50 / p99 ms", "wall ratio",
+    head = ["streams", "client", "chunks/s asked / got", "CPU ms/1k chunks", "x floor", "TTFT err p50 / p99 ms", "wall ratio",
             "round spread max ms", "send lag p99 ms", "server late p99 ms", "errors"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in sorted(results, key=lambda r: (r["streams"], CLIENTS.index(r["client"]))):
+    per_stream = args.tokens / (args.ttft + args.ttft_spread / 2 + args.tokens / args.rate)  # chunks/s, on average
+    for r in sorted(results, key=lambda r: (r["streams"], client_order(r["client"]))):
         floor = next((f for f in results if f["streams"] == r["streams"] and f["client"] == "floor"), {})
         fc, cpu = floor.get("cpu_ms_per_1k"), r.get("cpu_ms_per_1k")
         rows.append("| " + " | ".join([
-            str(r["streams"]), r["client"], f"{r['streams'] * rate:.0f}", fmt(cpu),
+            str(r["streams"]), r["client"], f"{r['streams'] * per_stream:.0f} / {fmt(r.get('chunks_per_s'), '.0f')}",
+            fmt(cpu),
             fmt(cpu / fc if fc and cpu else None, ".2f") + "x",
             f"{fmt(r.get('ttft_err_p50_ms'), '.2f')} / {fmt(r.get('ttft_err_p99_ms'), '.2f')}",
             fmt(r.get("wall_ratio"), ".3f"), fmt(r.get("round_spread_max_ms")), fmt(r.get("send_lag_p99_ms")),
@@ -386,8 +398,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.streams = [16, 64] if args.quick else [int(x) for x in args.streams.split(",") if x.strip()]
     args.clients = [c for c in args.clients.split(",") if c]
-    if any(c not in CLIENTS for c in args.clients):
-        p.error(f"--clients takes {', '.join(CLIENTS)}")
+    if not all(CLIENT.fullmatch(c) for c in args.clients):
+        p.error("--clients takes floor, tokentop and tokentop-wN (tokentop bench --workers N)")
     return args
 
 
@@ -416,7 +428,7 @@ def main(argv: list[str]) -> int:
                     print(result.get("stderr_tail", ""), file=sys.stderr)
     finally:
         paced_server.stop(proc)
-    print(table(results, args.rate))
+    print(table(results, args))
     load = f"a closed loop for {args.duration:g} s" if args.duration > 0 else f"work = {work_s:g} s per round"
     print(f"\nload: {args.tokens} tokens at {args.rate:g} tok/s, ttft {args.ttft:g} s (+0..{args.ttft_spread:g} s);"
           f" {load};"
