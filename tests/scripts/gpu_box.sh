@@ -18,7 +18,8 @@ free -g | head -2
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $py -V
 echo "open files: $(ulimit -n) soft, $(ulimit -Hn) hard; ephemeral ports: $(cat /proc/sys/net/ipv4/ip_local_port_range)"
-ulimit -n "$(ulimit -Hn)"
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"  # root may raise the hard limit too
+echo "open files now: $(ulimit -n)"
 
 step "the GPU pane: the app against the simulator while matrix products keep the GPU busy"
 $py - <<'EOF' &
