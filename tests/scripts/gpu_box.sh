@@ -2,7 +2,7 @@
 # What a lent 16-core GPU box is checked for (README, Performance): its facts, the app's GPU pane with the
 # GPU busy, the cost of merging 16 workers' snapshots, chunks/s against --workers, and 10,000 streams.
 #
-#     OUT=some/folder bash tests/scripts/gpu_box.sh     (from the repo root; about 6 minutes)
+#     OUT=some/folder bash tests/scripts/gpu_box.sh     (from the repo root; about 8 minutes)
 #
 # Each step has a time limit of its own, and a step that fails leaves the others to run.
 set -u
@@ -45,6 +45,10 @@ timeout 60 $py tests/scripts/merge_cost.py --workers 1,4,16
 step "chunks/s against --workers: 1,024 streams asking 512,000 chunks/s of 8 paced-server processes"
 timeout 240 $py tests/scripts/bench_streams.py --streams 1024 --rate 500 --tokens 100 --duration 15 --workers 8 \
   --clients floor,tokentop,tokentop-w2,tokentop-w4,tokentop-w8 --json "$OUT/scaling.json"
+
+step "the same at 4,096 streams, up to 12 workers"
+timeout 240 $py tests/scripts/bench_streams.py --streams 4096 --rate 500 --tokens 100 --duration 12 --workers 8 \
+  --clients tokentop,tokentop-w2,tokentop-w4,tokentop-w8,tokentop-w12 --json "$OUT/scaling4096.json"
 
 step "10,000 streams: 20 tokens at 2 tok/s each, first tokens spread over a second, 4 paced-server processes"
 timeout 300 $py tests/scripts/bench_streams.py --streams 10000 --rate 2 --tokens 20 --duration 30 --ttft-spread 1 \
