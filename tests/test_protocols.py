@@ -146,6 +146,23 @@ def test_sse_crlf_comments_no_space_multiline_and_no_done():
         assert events[-1].done_reason == "stop" and events[-1].output_tokens == 2
 
 
+def test_an_event_in_a_piece_of_its_own_reads_as_it_does_line_by_line():
+    """One token's `data: …` event, whole in one piece, takes a shorter way than the line splitter's: the
+    same events either way, bytes that are not UTF-8 and a `[DONE]` included."""
+    pieces = [b'data: {"id":"c1","choices":[{"delta":{"content":"a\xff\xfe"},"finish_reason":null}]}\n\n',
+              b'data: {"choices":[{"delta":{},"finish_reason":"stop"}],"usage":{"completion_tokens":2}}\n\n',
+              b"data: not json\n\n", b"data: [1, 2]\n\n", b"data: [DONE]\n\n"]
+    whole = decode(SSEDecoder, pieces)
+    byte_at_a_time = decode(SSEDecoder, [bytes([b]) for piece in pieces for b in piece])
+    assert whole == byte_at_a_time and len(whole) == 5
+    assert whole[0].content == "a\ufffd\ufffd" and whole[0].response_id == "c1"
+    assert [e.error_kind for e in whole[2:4]] == ["malformed", "malformed"] and whole[4].final
+    # a piece that looks whole but ends what the last one began goes line by line
+    assert decode(SSEDecoder, [b": a comment without its end ", b'data: {"choices":[{"delta":{"content":"b"}}]}\n\n']) == []
+    assert decode(SSEDecoder, [b'data: {"choices":[{"delta":\n', b'data: {"content":"b"}}]}\n\n'])[0].content == "b"
+    assert decode(SSEDecoder, [b"event: error\n", b'data: {"message":"overloaded"}\n\n'])[0].error == "overloaded"
+
+
 def test_openai_error_object_in_stream():
     events = decode(SSEDecoder, [b'data: {"error":{"message":"boom","type":"server_error"}}\n\n'])
     assert events[0].error == "boom" and events[0].error_kind == "server"

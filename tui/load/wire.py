@@ -77,6 +77,11 @@ class LineSplitter:
         self._check(len(self._pending))
         return [line.rstrip(b"\r").decode("utf-8", errors="replace") for line in lines]
 
+    @property
+    def pending(self) -> bool:
+        """Bytes of an unfinished line are held."""
+        return bool(self._pending)
+
     def close(self) -> list[str]:
         rest, self._pending = bytes(self._pending).rstrip(b"\r"), bytearray()
         return [rest.decode("utf-8", errors="replace")] if rest else []
@@ -157,6 +162,10 @@ class SSEDecoder:
         self._event = ""
 
     def feed(self, data: bytes) -> list[Event]:
+        if (data.startswith(b"data: ") and data.find(b"\n") == len(data) - 2 and data.endswith(b"\n\n")
+                and b"\r" not in data and not self._data and not self._event and not self._lines.pending):
+            # The common piece, one token's event whole: `data: {…}` and a blank line. Its payload, at once.
+            return [self._payload_event(data[6:-2].decode("utf-8", errors="replace"))]
         return self._handle(self._lines.feed(data))
 
     def close(self) -> list[Event]:
@@ -189,15 +198,20 @@ class SSEDecoder:
         payload, self._data = "\n".join(self._data), []
         if event == "error":
             return [_error_event(payload)]
+        return [self._payload_event(payload)]
+
+    @staticmethod
+    def _payload_event(payload: str) -> Event:
+        """The event a `data` payload makes."""
         if payload.strip() == "[DONE]":
-            return [Event(final=True)]
+            return Event(final=True)
         try:
             obj = json.loads(payload)
         except ValueError:
-            return [Event(error=f"malformed event: {payload[:80]!r}", error_kind="malformed")]
+            return Event(error=f"malformed event: {payload[:80]!r}", error_kind="malformed")
         if not isinstance(obj, dict):
-            return [Event(error=f"malformed event: {payload[:80]!r}", error_kind="malformed")]
-        return [openai_event(obj)]
+            return Event(error=f"malformed event: {payload[:80]!r}", error_kind="malformed")
+        return openai_event(obj)
 
 
 def _error_event(payload: str) -> Event:
