@@ -200,6 +200,32 @@ def test_engine_process_keeps_the_newest_records_and_out_keeps_all(sim_factory, 
 
 
 @pytest.mark.slow  # starts a process
+def test_an_engine_process_sends_rows_it_kept_once(sim_factory):
+    """Past MAX_ROWS the engine keeps its rows a while (tui/load/views.py): its process sends them once, and the
+    snapshots between come without them and are whole again on this side."""
+    from tui.load.process import EngineProcess, SameRows
+    from tui.load.views import MAX_ROWS
+
+    sim = sim_factory(parallel=4, speed=1)
+    engine = EngineProcess(Target(sim.url, "ollama", sim.server.config.model),
+                           LoadSettings(concurrency=MAX_ROWS + 20, words=400))
+    answers = []
+    ask = engine._ask
+    engine._ask = lambda *args, **kwargs: answers.append(ask(*args, **kwargs)) or answers[-1]
+    engine.start()
+    try:
+        snap = wait_for(lambda: (s := engine.snapshot()).streams_left_off and s, timeout=30)
+        again = engine.snapshot()
+        if again.rows_ns != snap.rows_ns:  # chosen anew just between the two: once more
+            snap, again = again, engine.snapshot()
+    finally:
+        engine.stop()
+    assert isinstance(answers[-1], SameRows) and answers[-1].snapshot.streams == ()
+    assert again.streams == snap.streams and len(again.streams) == MAX_ROWS and again.taken_ns > snap.taken_ns
+    assert again.waiting + again.streaming == MAX_ROWS + 20
+
+
+@pytest.mark.slow  # starts a process
 def test_a_pool_of_engine_processes_is_one_engine(sim_factory, tmp_path):
     """Two workers, eight streams on four slots: one merged view, streams 0-7, one whole --out."""
     from tui.load.pool import EnginePool

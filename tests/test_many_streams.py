@@ -67,3 +67,40 @@ def test_the_engine_keeps_its_newest_records_and_never_trims_one_not_yet_collect
     for i in range(35, 100):  # the collector has gone: past 4 x keep the untaken go too
         collected.add(record(i))
     assert len(collected.records) == 10 and len(collected._records) <= 40
+
+
+def board_snapshot(board, monkeypatch, now_s: float):
+    """The board's snapshot at `now_s` (its clock held there)."""
+    from tui.load import views
+    from tui.load.finished import Finished
+    from tui.load.open_loop import OpenLoop
+    from tui.load.selfcost import ClientCost
+    from tui.load.settings import LoadSettings
+
+    monkeypatch.setattr(views.time, "perf_counter_ns", lambda: int(now_s * NS))
+    return board.snapshot(running=True, settings=LoadSettings(), version=0, finished=Finished(),
+                          cost=ClientCost(None, None, None),
+                          open_loop=OpenLoop(None, {}, 0, 1, on_idle=lambda: None))
+
+
+def test_past_the_rows_they_are_chosen_anew_every_few_seconds_and_the_counts_every_time(monkeypatch):
+    """Choosing the rows is most of a snapshot's work at thousands of streams: past MAX_ROWS they are kept for
+    MANY_ROWS_EVERY_S, while the counts and bins are read at every snapshot."""
+    from tui.load.snapshot import MANY_ROWS_EVERY_S
+    from tui.load.views import Board
+
+    board = Board(int(2 * NS))
+    for i in range(MAX_ROWS + 100):
+        board.started(i, record(i, sent_s=1.0))
+    first = board_snapshot(board, monkeypatch, 10.0)
+    assert first.rows_ns == first.taken_ns and first.waiting == MAX_ROWS + 100 and first.streams_left_off == 100
+    board.started(MAX_ROWS + 100, record(MAX_ROWS + 100, sent_s=10.2, first_s=10.3, chunks=3))
+    kept = board_snapshot(board, monkeypatch, 10.0 + MANY_ROWS_EVERY_S / 2)
+    assert kept.streams is first.streams and kept.rows_ns == first.rows_ns
+    assert (kept.waiting, kept.streaming, kept.streams_left_off) == (MAX_ROWS + 100, 1, 101)  # counted anew
+    anew = board_snapshot(board, monkeypatch, 10.0 + MANY_ROWS_EVERY_S)
+    assert anew.rows_ns == anew.taken_ns and any(v.index == MAX_ROWS + 100 for v in anew.streams)
+    for i in range(MAX_ROWS, MAX_ROWS + 101):  # back to MAX_ROWS: every snapshot reads every row
+        board.gone(i)
+    few = board_snapshot(board, monkeypatch, 10.0 + MANY_ROWS_EVERY_S + 0.1)
+    assert few.rows_ns == few.taken_ns and few.streams_left_off == 0 and len(few.streams) == MAX_ROWS

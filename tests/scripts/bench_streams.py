@@ -315,8 +315,8 @@ def figures(client: str, n: int, rounds: int, records: list[dict], server_lines:
 
 
 def measure(client: str, n: int, rounds: int, port: int, server: psutil.Process, server_log: Path,
-            work_dir: Path, work_s: float, duration: float = 0.0) -> dict:
-    run_dir = work_dir / f"{client}-{n}"
+            work_dir: Path, work_s: float, duration: float = 0.0, tag: str = "") -> dict:
+    run_dir = work_dir / f"{client}-{n}{tag}"
     run_dir.mkdir()
     out = run_dir / "records.jsonl"
     start_ns = time.perf_counter_ns()

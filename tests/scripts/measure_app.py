@@ -12,6 +12,8 @@ for the whole run; its stamps and the client's are both time.perf_counter_ns() (
          wave are not counted) and lasts --seconds; then the app is let finish that window's
          requests and `q` is pressed.
   headless: the same N through `tokentop bench` (tests/scripts/bench_streams.py, rounds of N requests).
+  floor (--floor): bench_streams.py's minimal asyncio client, N streams kept busy for the window and 10 s more,
+         just before each app run: the app's CPU per chunk against a floor measured minutes apart, not days.
 Figures, over the window only:
   CPU: the app process and its engine process(es) (psutil children, recursive), % of one core (and the
        app's own process alone, the UI) and
@@ -224,10 +226,10 @@ def wait_for_lines(path: Path, count: int, timeout: float) -> float:
     return time.monotonic() - started
 
 
-def load_run(n: int, port: int, server_log: Path, work_dir: Path, seconds: float) -> dict:
-    out = work_dir / f"app-{n}.jsonl"
+def load_run(n: int, port: int, server_log: Path, work_dir: Path, seconds: float, tag: str = "") -> dict:
+    out = work_dir / f"app-{n}{tag}.jsonl"
     warmup_cap = 30 + n / 10
-    app = App.start(f"app-{n}", work_dir, [*app_args(port, n), "--autostart", "--out", str(out)],
+    app = App.start(f"app-{n}{tag}", work_dir, [*app_args(port, n), "--autostart", "--out", str(out)],
                     life_s=warmup_cap + seconds + 120)
     try:
         warmup_s = wait_for_lines(out, n, warmup_cap) + 1.0
@@ -295,11 +297,11 @@ def stream_cycles(sends: dict[int, list[tuple[int, float]]]) -> tuple[list[float
     return cycles, turnarounds
 
 
-def headless_run(n: int, port: int, server: psutil.Process, server_log: Path, work_dir: Path) -> dict:
+def headless_run(n: int, port: int, server: psutil.Process, server_log: Path, work_dir: Path, tag: str = "") -> dict:
     """`tokentop bench` at the same N, as tests/scripts/bench_streams.py runs it."""
     rounds = max(3, math.ceil(MIN_CHUNKS / (n * TOKENS)))
     return {"run": "headless", **bench_streams.measure("tokentop", n, rounds, port, server, server_log, work_dir,
-                                                       WORK_S)}
+                                                       WORK_S, tag=tag)}
 
 
 # --- output ------------------------------------------------------------------------------------------
@@ -311,19 +313,32 @@ def pair(a: float | None, b: float | None, spec: str = ".1f") -> str:
     return f"{fmt(a, spec)} / {fmt(b, spec)}"
 
 
+def last_before(results: list[dict], i: int, run: str, streams: int) -> dict:
+    """The run of that kind and N just before results[i] (the floor or headless run of the same repeat)."""
+    return next((x for x in reversed(results[:i]) if x["run"] == run and x["streams"] == streams), {})
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a and b else "-"
+
+
 def table(results: list[dict]) -> str:
-    head = ["run", "tokentop CPU, % of a core (all / UI)", "CPU ms/1k chunks (app / headless)",
-            "TTFT err p50/p99 ms, app", "TTFT err p50/p99 ms, headless", f"requests/s (ideal N/{WORK_S:.3g} s)",
-            "terminal KB/s (1 KB = 1000 B)", "client-bound on screen", "quit s", "machine busy, cores"]
+    head = ["run", "tokentop CPU, % of a core (all / UI)", "CPU ms/1k chunks (app / headless / floor)",
+            "app × floor", "TTFT err p50/p99 ms, app", "TTFT err p50/p99 ms, headless / floor",
+            f"requests/s (ideal N/{WORK_S:.3g} s)", "terminal KB/s (1 KB = 1000 B)", "client-bound on screen",
+            "quit s", "machine busy, cores"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in results:
+    for i, r in enumerate(results):
         if r["run"] == "idle":
-            cells = ["idle (concurrency 0)", pair(r["cpu_pct"], r["ui_cpu_pct"]), "-", "-", "-", "-"]
+            cells = ["idle (concurrency 0)", pair(r["cpu_pct"], r["ui_cpu_pct"]), "-", "-", "-", "-", "-"]
         elif r["run"] == "app":
-            h = next((x for x in results if x["run"] == "headless" and x["streams"] == r["streams"]), {})
-            cells = [f"{r['streams']} streams", pair(r["cpu_pct"], r["ui_cpu_pct"]), pair(r["cpu_ms_per_1k"], h.get("cpu_ms_per_1k")),
+            h, f = (last_before(results, i, run, r["streams"]) for run in ("headless", "floor"))
+            cells = [f"{r['streams']} streams", pair(r["cpu_pct"], r["ui_cpu_pct"]),
+                     f"{pair(r['cpu_ms_per_1k'], h.get('cpu_ms_per_1k'))} / {fmt(f.get('cpu_ms_per_1k'))}",
+                     ratio(r["cpu_ms_per_1k"], f.get("cpu_ms_per_1k")),
                      pair(r["ttft_err_p50_ms"], r["ttft_err_p99_ms"], ".2f"),
-                     pair(h.get("ttft_err_p50_ms"), h.get("ttft_err_p99_ms"), ".2f"),
+                     f"{pair(h.get('ttft_err_p50_ms'), h.get('ttft_err_p99_ms'), '.2f')} / "
+                     f"{pair(f.get('ttft_err_p50_ms'), f.get('ttft_err_p99_ms'), '.2f')}",
                      f"{fmt(r['requests_per_s'])} ({fmt(r['ideal_requests_per_s'])})"]
         else:
             continue
@@ -338,8 +353,8 @@ def client_bound_cell(r: dict) -> str:
 
 
 def progress(r: dict) -> str:
-    if r["run"] == "headless":
-        return (f"headless N={r['streams']}: {fmt(r.get('cpu_ms_per_1k'))} ms/1k chunks, TTFT err p50/p99 "
+    if r["run"] in ("headless", "floor"):
+        return (f"{r['run']} N={r['streams']}: {fmt(r.get('cpu_ms_per_1k'))} ms/1k chunks, TTFT err p50/p99 "
                 f"{pair(r['ttft_err_p50_ms'], r['ttft_err_p99_ms'], '.2f')} ms, errors {r['errors']}, rc {r['rc']}")
     text = (f"app {r['run'] if r['run'] == 'idle' else 'N=' + str(r['streams'])}: CPU {r['cpu_pct']:.1f} % "
             f"(the UI {r['ui_cpu_pct']:.1f} %), "
@@ -362,6 +377,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--idle-seconds", type=float, default=30.0, help="measured window when idle (default 30)")
     p.add_argument("--quick", action="store_true", help="N = 16,64 and 10 s windows")
     p.add_argument("--no-headless", action="store_true", help="skip the headless runs")
+    p.add_argument("--floor", action="store_true", help="run the floor client at each N just before the app")
+    p.add_argument("--repeat", type=int, default=1, help="run each N this many times, in turn (default 1)")
     p.add_argument("--json", metavar="OUT", help="save the raw results here")
     p.add_argument("--keep", action="store_true", help="keep the work directory (screens, records) and print it")
     p.add_argument("--tokens", type=int, default=TOKENS, help=f"tokens per response (default {TOKENS})")
@@ -378,22 +395,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def run_all(args: argparse.Namespace, work_dir: Path) -> list[dict]:
     server_log = work_dir / "server.jsonl"
-    lifetime = 120 + args.idle_seconds + len(args.streams) * (args.seconds + 200)
+    kinds = (("floor",) if args.floor else ()) + (() if args.no_headless else ("headless",)) + ("app",)
+    plan = [("idle", 0, 0)] + [(kind, n, k) for k in range(args.repeat) for n in args.streams for kind in kinds]
+    lifetime = 120 + args.idle_seconds + len(plan) * (2 * args.seconds + 200)
     proc, port = paced_server.start(str(server_log), ttft=TTFT_S, tokens=TOKENS, rate=RATE, lifetime=lifetime,
                                     ttft_spread=SPREAD_S)
-    kinds = ("app",) if args.no_headless else ("headless", "app")
-    plan = [("idle", 0)] + [(kind, n) for n in args.streams for kind in kinds]
     results = []
     try:
         server = psutil.Process(proc.pid)
-        for kind, n in plan:
+        for kind, n, k in plan:
             digest = bench_streams.tree_digest()
             if kind == "idle":
                 result = idle_run(port, work_dir, args.idle_seconds)
+            elif kind == "floor":
+                result = {"run": "floor", **bench_streams.measure("floor", n, 0, port, server, server_log, work_dir,
+                                                                  WORK_S, duration=args.seconds + 10, tag=f"-{k}")}
             elif kind == "headless":
-                result = headless_run(n, port, server, server_log, work_dir)
+                result = headless_run(n, port, server, server_log, work_dir, tag=f"-{k}")
             else:
-                result = load_run(n, port, server_log, work_dir, args.seconds)
+                result = load_run(n, port, server_log, work_dir, args.seconds, tag=f"-{k}")
             result["tui_digest"] = digest if digest == bench_streams.tree_digest() else "changed during the run"
             results.append(result)
             print(progress(result), file=sys.stderr, flush=True)

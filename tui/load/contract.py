@@ -96,6 +96,7 @@ class Warm:
 @dataclass(frozen=True)
 class GetSnapshot:
     seq: int
+    rows_ns: int = 0  # the asker holds the rows read then: a snapshot whose rows are those comes without them
 
 
 @dataclass(frozen=True)

@@ -80,6 +80,7 @@ def merge(snaps: list[Snapshot], settings: LoadSettings) -> Snapshot:
         ttft_bins=_sum_bins(s.ttft_bins for s in snaps),
         tps_bins=_sum_bins(s.tps_bins for s in snaps),
         streams_left_off=sum(s.streams_left_off for s in snaps),
+        rows_ns=max(s.rows_ns for s in snaps),
         queued_all=sum(s.queued for s in snaps),
         tally=merged([s.tally for s in snaps]),
     )

@@ -48,6 +48,14 @@ ASK_AGAIN_S = 0.02  # status(wait_s) asks a child engine this often
 FINAL = -1  # the number of the last answer, (the records kept, those not yet taken), sent as the process stops
 
 
+@dataclasses.dataclass(frozen=True)
+class SameRows:
+    """A snapshot sent without its rows: the asker has them (past a few hundred streams, they are chosen again
+    only every few seconds, and pickling them twice a second was most of the pipe's work)."""
+
+    snapshot: Snapshot
+
+
 def _serve(conn, target: Target, settings: LoadSettings, out_path: str | None, read_timeout: float,
            keep_records: int | None, worker: int, workers: int, prompts: list[str] | None,
            conversations: list[tuple[str, ...]] | None, trace: Trace | None) -> None:
@@ -82,8 +90,10 @@ def _serve(conn, target: Target, settings: LoadSettings, out_path: str | None, r
                     with contextlib.suppress(Exception):  # a failure is left to the requests
                         engine.warm(n)
                     conn.send((seq, None))
-                case GetSnapshot(seq=seq):
-                    conn.send((seq, engine.snapshot()))
+                case GetSnapshot(seq=seq, rows_ns=held):
+                    snap = engine.snapshot()
+                    same = held and snap.rows_ns == held and snap.streams_left_off  # kept rows (tui/load/views.py)
+                    conn.send((seq, SameRows(dataclasses.replace(snap, streams=())) if same else snap))
                 case GetStatus(seq=seq):
                     conn.send((seq, engine.status()))
                 case GetRecords(seq=seq):
@@ -181,8 +191,11 @@ class EngineProcess:
     def snapshot(self) -> Snapshot:
         """The engine's state. Once its process has died, or while it does not answer, the last state seen,
         saying why."""
+        held = self._last.rows_ns if self._last is not None else 0
         try:
-            snap = self._ask(GetSnapshot)
+            snap = self._ask(GetSnapshot, held)
+            if isinstance(snap, SameRows):
+                snap = dataclasses.replace(snap.snapshot, streams=self._last.streams)
         except EngineStopped as exc:
             if self._last is None:
                 raise

@@ -13,6 +13,7 @@ from tui.load.time_split import RecentSplit
 WAITING, STREAMING, DONE, ERROR, THINKING = "waiting", "streaming", "done", "error", "thinking"
 SPLIT_WINDOW_S = 60  # the window of `split`: the server view's histogram window too
 QUEUED_AFTER_S = 0.3  # waiting this long with others streaming is taken as queueing, not prefill
+MANY_ROWS_EVERY_S = 2.0  # past the rows a snapshot carries, they are chosen and read again this often
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Snapshot:
     thinking: int = 0  # users in conversations between an answer and their next turn
     sessions_done: int = 0  # conversations that ended
     streams_left_off: int = 0  # streams past the rows a snapshot carries (tui/load/views.py MAX_ROWS)
+    rows_ns: int = 0  # when `streams` was read: taken_ns, or past the rows up to MANY_ROWS_EVERY_S before it
 
     # past the rows: every stream's TTFT and live tok/s counted in bins (tui/load/views.py TTFT_EDGES_S, TPS_EDGES)
     ttft_bins: tuple[int, ...] = ()

@@ -18,8 +18,8 @@ from tui.load.open_loop import OpenLoop
 from tui.load.records import NS, RequestRecord
 from tui.load.selfcost import ClientCost
 from tui.load.settings import LoadSettings
-from tui.load.snapshot import (DONE, ERROR, QUEUED_AFTER_S, SPLIT_WINDOW_S, STREAMING, THINKING, WAITING, Snapshot,
-                                StreamView)
+from tui.load.snapshot import (DONE, ERROR, MANY_ROWS_EVERY_S, QUEUED_AFTER_S, SPLIT_WINDOW_S, STREAMING, THINKING,
+                                WAITING, Snapshot, StreamView)
 from tui.load.stats import mean, percentile, slope
 from tui.load.time_split import recent_split
 
@@ -170,6 +170,7 @@ class Board:
         self._last_note: dict[int, str | None] = {}
         self._ended_ns: deque[int] = deque()  # when requests ended, within the rate window
         self._backlog: deque[tuple[int, int]] = deque(maxlen=int(BACKLOG_TREND_S / BACKLOG_EVERY_S) + 1)
+        self._many_rows: tuple[int, tuple[StreamView, ...]] | None = None  # (when, rows) chosen past MAX_ROWS
 
     def started(self, key: int, record: RequestRecord) -> None:
         self.current[key] = record
@@ -193,6 +194,22 @@ class Board:
         for times in (sent_ns, self._ended_ns):
             while times and times[0] < now - self.window_ns:
                 times.popleft()
+
+    def _rows(self, current: list[tuple[int, RequestRecord]], states: list[str], thinking: set[int], now: int,
+              since: int) -> Generator[None, None, tuple[int, tuple[StreamView, ...]]]:
+        """(when they were read, the rows): every stream's; past MAX_ROWS the most telling, chosen again only every
+        MANY_ROWS_EVERY_S (the app redraws them when they are new: choosing them is most of a snapshot's work)."""
+        kept = self._many_rows
+        many = len(current) > MAX_ROWS
+        if many and kept is not None and now - kept[0] < MANY_ROWS_EVERY_S * NS:
+            return kept
+        shown = _most_telling(current, states, now) if many else current
+        yield
+        views = tuple(stream_view(record, now, since, self._done_count.get(key, 0), self._last_note.get(key),
+                                  key in thinking) for key, record in shown)
+        yield
+        self._many_rows = (now, views) if many else None
+        return now, views
 
     @staticmethod
     def _bins(current: list[tuple[int, RequestRecord]], rates: list[float]) -> dict:
@@ -225,11 +242,7 @@ class Board:
         yield from every.over(current, thinking, now, since)
         states, rates = every.states, every.rates
         yield
-        shown = current if len(current) <= MAX_ROWS else _most_telling(current, states, now)
-        yield
-        views = tuple(stream_view(record, now, since, self._done_count.get(key, 0), self._last_note.get(key),
-                                  key in thinking) for key, record in shown)
-        yield
+        rows_ns, views = yield from self._rows(current, states, thinking, now, since)
         recent = list(finished.recent)
         ttfts = [r.ttft_s for r in recent if r.ttft_s is not None]
         window = max(0.05, min(self.window_ns, now - self.running_since_ns) / NS)  # short just after a start
@@ -263,7 +276,8 @@ class Board:
             unsent=open_loop.unsent,
             backlog_growth_rps=trend,
             thinking=states.count(THINKING),
-            streams_left_off=len(current) - len(shown),
+            streams_left_off=len(current) - len(views),
+            rows_ns=rows_ns,
             queued_all=every.queued,
             sessions_done=finished.sessions_done,
             tally=finished.tally(),

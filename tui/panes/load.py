@@ -15,7 +15,7 @@ from textual.widgets import Static
 from tui.load.history import LoadPoint
 from tui.load.prompts import INPUT, TITLE_INSTRUCTION, WORD_STOPS
 from tui.load.settings import CONCURRENCY_STOPS, RATE_STOPS, USER_STOPS, LoadSettings
-from tui.load.snapshot import Snapshot
+from tui.load.snapshot import MANY_ROWS_EVERY_S, Snapshot
 from tui.panes import fleet_text
 from tui.probes.fleet import FleetSample
 from tui.probes.server import OLLAMA_PARALLEL_NOTE, ServerSample
@@ -29,7 +29,7 @@ from tui.widgets.textbox import TextBox
 
 MODE_NAMES = {"output": "story", "input": "title"}
 ROWS_EVERY_NS = 1_000_000_000
-MANY_ROWS_EVERY_NS = 2_000_000_000  # past the rows a snapshot carries, the rows are a choice that churns anyway
+MANY_ROWS_EVERY_NS = int(MANY_ROWS_EVERY_S * 1e9)  # past the rows a snapshot carries: the engine chooses them anew
 SHOWN_MODELS = 3  # models in memory named on the server line; the rest are counted
 
 
@@ -208,6 +208,7 @@ class LoadPane(Vertical):
         self.compact = False  # set by the app on short terminals
         self._rows_ns: int | None = None  # when the stream rows were last drawn, and how many
         self._rows_n = 0
+        self._rows_read_ns = 0  # the rows_ns of the rows drawn
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="controls"):
@@ -254,10 +255,14 @@ class LoadPane(Vertical):
         else:
             self.query_one("#server", TextBox).show_text(server_text(server, snap, observed_limit, self.compact))
         self.query_one("#queue", TextBox).show_text(queue_text(snap, server))
-        # Every visible row changes on every redraw (timers, rates): once a second keeps an SSH link light.
-        every = MANY_ROWS_EVERY_NS if snap.streams_left_off else ROWS_EVERY_NS
-        if self._rows_ns is None or snap.taken_ns - self._rows_ns >= every or len(snap.streams) != self._rows_n:
-            self._rows_ns, self._rows_n = snap.taken_ns, len(snap.streams)
+        # Every visible row changes on every redraw (timers, rates): once a second keeps an SSH link light. Past the
+        # rows a snapshot carries, the engine reads them anew every MANY_ROWS_EVERY_S: drawn when they are new.
+        if snap.streams_left_off:
+            due = snap.rows_ns - self._rows_read_ns >= MANY_ROWS_EVERY_NS
+        else:
+            due = self._rows_ns is None or snap.taken_ns - self._rows_ns >= ROWS_EVERY_NS
+        if due or len(snap.streams) != self._rows_n:
+            self._rows_ns, self._rows_n, self._rows_read_ns = snap.taken_ns, len(snap.streams), snap.rows_ns
             self.query_one(StreamTable).show(snap.streams)
 
     def show_shape(self, settings: LoadSettings) -> None:
@@ -273,7 +278,7 @@ class LoadPane(Vertical):
 
     def redraw(self) -> None:
         """Draw everything again at the next snapshot (after a theme change)."""
-        self._rows_ns = None
+        self._rows_ns, self._rows_read_ns = None, 0
         for box in self.query(TextBox):
             box.forget()
         self.query_one(StreamTable).forget()
