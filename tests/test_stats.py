@@ -89,6 +89,19 @@ def test_tpot_and_itl_count_the_tokens_a_chunk_carried():
     assert packed.tpot_s == pytest.approx(1.0 / 21)
 
 
+def test_itl_is_the_same_whichever_way_the_tokens_a_chunk_carried_are_known():
+    """Per-chunk counts from the server (one way), or a total spread evenly (the quicker way): the same gaps."""
+    from array import array
+
+    for per_chunk in (1, 2, 3):
+        counted = record(first=0.5, last=1.5, end=1.5, chunks=11, tokens=11 * per_chunk)
+        spread = record(first=0.5, last=1.5, end=1.5, chunks=11, tokens=11 * per_chunk)
+        counted.chunk_tokens = array("q", [per_chunk] * 11)
+        assert len(spread.chunk_tokens) != 11 and spread.itl_s == pytest.approx(counted.itl_s)
+        assert len(spread.itl_s) == 10 * per_chunk
+    assert record(first=0.5, last=0.5, end=0.5, chunks=1).itl_s == []
+
+
 def test_slo_grammar_and_goodput():
     from tui.load.slo import parse_slo
 

@@ -47,6 +47,7 @@ from tui.widgets.slider import Slider
 
 NARROW_BELOW = 120  # columns: below this the chart goes
 CHART_EVERY = 2  # history points (seconds) between two redraws of the chart
+MANY_STREAMS_EVERY_S = 1.0  # between two snapshots past the rows one carries (twice a second below)
 HOLD_S = 15.0  # how long `f` holds each level by default (--hold)
 DEFAULT_SLO = {"ttft_p99": 2.0}  # what `f` finds the capacity within when --slo is not given
 SHORT_BELOW = 36  # rows: below this the panes are compact and the prompt line goes
@@ -146,7 +147,7 @@ class TokentopApp(App):
         self.watch(self, "theme", self._theme_changed, init=False)
         self.engine.start(running=self.autostart)
         self._fit(self.size.width, self.size.height)
-        self.poller.poll(self.engine.snapshot, EngineSampled, 1 / self.refresh_hz)
+        self.poller.poll(self.engine.snapshot, EngineSampled, self._snapshot_every)
         if self.fleet_probe is None:  # with --prometheus the fleet is drawn instead of this machine
             self.poller.poll(self.read_gpu, GpuSampled)
             self.poller.poll(self.read_host, HostSampled)
@@ -155,6 +156,13 @@ class TokentopApp(App):
             self.poller.poll(fleet.read, FleetSampled, first=lambda: FleetHistory(fleet.history()))
         if self.read_server is not None:
             self.poller.poll(self.read_server, ServerSampled)
+
+    def _snapshot_every(self) -> float:
+        """Seconds to the next snapshot (asked in the poller's thread): past the rows a snapshot carries, where
+        thousands of streams show as counts and bins, once a second; the engine's snapshots and their drawing
+        were half the app's cost over its engine's reads there."""
+        snap = self.snap
+        return MANY_STREAMS_EVERY_S if snap is not None and snap.streams_left_off else 1 / self.refresh_hz
 
     def _monitor_panes(self) -> tuple[GpuPane, HostPane] | None:
         """The GPU and host panes, or None when a reading arrives while the screen is torn down."""

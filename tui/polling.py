@@ -20,15 +20,16 @@ class Poller:
         self.every_s = every_s
         self._stop = threading.Event()
 
-    def poll(self, read: Callable[[], Any], message: Callable[[Any], Any], every_s: float | None = None,
-             first: Callable[[], Any] | None = None) -> None:
-        """`read()` posted as `message(sample)` every `every_s` seconds; `first()`, if given, posted once before."""
+    def poll(self, read: Callable[[], Any], message: Callable[[Any], Any],
+             every_s: float | Callable[[], float] | None = None, first: Callable[[], Any] | None = None) -> None:
+        """`read()` posted as `message(sample)` every `every_s` seconds (a function: asked after each read);
+        `first()`, if given, posted once before."""
         def loop() -> None:
             if first is not None:
                 self._post(first)
             while not self._stop.is_set():
                 self._post(lambda: message(read()))
-                self._stop.wait(every_s or self.every_s)
+                self._stop.wait((every_s() if callable(every_s) else every_s) or self.every_s)
 
         name = getattr(message, "__name__", "poll")
         # Started after the first refresh: by then every pane has composed its parts, so no reading meets a pane

@@ -408,7 +408,7 @@ def run_all(args: argparse.Namespace, work_dir: Path) -> list[dict]:
             if kind == "idle":
                 result = idle_run(port, work_dir, args.idle_seconds)
             elif kind == "floor":
-                result = {"run": "floor", **bench_streams.measure("floor", n, 0, port, server, server_log, work_dir,
+                result = {"run": "floor", **bench_streams.measure("floor", n, 1, port, server, server_log, work_dir,
                                                                   WORK_S, duration=args.seconds + 10, tag=f"-{k}")}
             elif kind == "headless":
                 result = headless_run(n, port, server, server_log, work_dir, tag=f"-{k}")

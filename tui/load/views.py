@@ -45,17 +45,20 @@ class _Pass:
     def __init__(self) -> None:
         self.states: list[str] = []
         self.rates: list[float] = []  # the streaming ones' live tok/s, in order
+        self.ttfts: list[float] = []  # every stream's that has had its first token
         self.window_chunks = self.queued = 0
 
     def over(self, current: list[tuple[int, RequestRecord]], thinking: set[int], now: int, since: int) -> Iterator[None]:
         """The pass, a yield every SLICE streams."""
         queued_before = now - int(QUEUED_AFTER_S * NS)
-        states, rates = self.states, self.rates
+        states, rates, ttfts = self.states, self.rates, self.ttfts
         for i, (key, record) in enumerate(current):
             if i and i % SLICE == 0:
                 yield
             state = _state(record, key in thinking)
             states.append(state)
+            if record.first_token_ns is not None:
+                ttfts.append((record.first_token_ns - record.send_ns) / NS)
             chunks = record.chunk_ns
             n = len(chunks)  # read once: the engine thread may append meanwhile
             in_window = n - bisect.bisect_left(chunks, since, 0, n) if n else 0
@@ -212,10 +215,9 @@ class Board:
         return now, views
 
     @staticmethod
-    def _bins(current: list[tuple[int, RequestRecord]], rates: list[float]) -> dict:
+    def _bins(every: _Pass) -> dict:
         """Every stream's TTFT and live tok/s in bins: the shape of thousands of streams, past the rows."""
-        ttfts = [r.ttft_s for _, r in current if r.ttft_s is not None]
-        return {"ttft_bins": binned(ttfts, TTFT_EDGES_S), "tps_bins": binned(rates, TPS_EDGES)}
+        return {"ttft_bins": binned(every.ttfts, TTFT_EDGES_S), "tps_bins": binned(every.rates, TPS_EDGES)}
 
     def snapshot(self, **parts) -> Snapshot:
         """A snapshot built at once (its parts: those of `build`)."""
@@ -281,6 +283,6 @@ class Board:
             queued_all=every.queued,
             sessions_done=finished.sessions_done,
             tally=finished.tally(),
-            **(self._bins(current, rates) if len(current) > MAX_ROWS else {}),
+            **(self._bins(every) if len(current) > MAX_ROWS else {}),
             split=recent_split([r for r in recent if (r.end_ns or 0) >= now - SPLIT_WINDOW_S * NS]),
         )

@@ -60,30 +60,25 @@ class LineSplitter:
     """
 
     def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
-        self._pending = bytearray()
+        self.pending = bytearray()  # the unfinished line's bytes so far
         self._max = max_line
 
     def feed(self, data: bytes) -> list[str]:
         end = data.rfind(b"\n")
         if end < 0:
-            self._pending += data
-            self._check(len(self._pending))
+            self.pending += data
+            self._check(len(self.pending))
             return []
-        block = bytes(self._pending) + data[:end] if self._pending else data[:end]
-        self._pending = bytearray(data[end + 1:])
+        block = bytes(self.pending) + data[:end] if self.pending else data[:end]
+        self.pending = bytearray(data[end + 1:])
         lines = block.split(b"\n")
         if len(block) > self._max:
             self._check(max(map(len, lines)))
-        self._check(len(self._pending))
+        self._check(len(self.pending))
         return [line.rstrip(b"\r").decode("utf-8", errors="replace") for line in lines]
 
-    @property
-    def pending(self) -> bool:
-        """Bytes of an unfinished line are held."""
-        return bool(self._pending)
-
     def close(self) -> list[str]:
-        rest, self._pending = bytes(self._pending).rstrip(b"\r"), bytearray()
+        rest, self.pending = bytes(self.pending).rstrip(b"\r"), bytearray()
         return [rest.decode("utf-8", errors="replace")] if rest else []
 
     def _check(self, length: int) -> None:
@@ -240,7 +235,8 @@ def openai_event(obj: dict[str, Any]) -> Event:
         delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
         event.content = str(delta.get("content") or "")
         event.reasoning = str(delta.get("reasoning_content") or delta.get("reasoning") or "")
-        event.done_reason = text_or_none(choice.get("finish_reason"))
+        reason = choice.get("finish_reason")
+        event.done_reason = reason if isinstance(reason, str) else None
     usage = obj.get("usage")
     if isinstance(usage, dict):
         event.output_tokens = count(usage.get("completion_tokens"))

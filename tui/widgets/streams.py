@@ -1,4 +1,5 @@
-"""One line per stream, drawn with Textual's line API: only rows whose text changed are redrawn.
+"""One line per stream, drawn with Textual's line API: only rows whose stream changed are redrawn, and a row's
+line is made only when it is drawn (a screen shows a few dozen of the 256 rows a snapshot may carry).
 
 (A DataTable redraws every visible row on any change — about 40 ms at 64 rows here; this costs a
 few ms.) The widget is handed `StreamView`s and never reads the engine itself.
@@ -56,36 +57,47 @@ class StreamTable(ScrollView):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._rows: list[list[Segment]] = []
-        self._strips: list[Strip] = []
+        self._views: tuple[StreamView, ...] = ()
+        self._top = 0.0  # the fastest live rate: every row's bar is drawn against it
+        self._strips: dict[int, Strip] = {}  # the rows drawn since their stream last changed, by row
+        self._width = 0  # the widest row drawn so far
 
     def show(self, views: Sequence[StreamView]) -> None:
+        views, old = tuple(views), self._views
         top = max((v.live_tps for v in views), default=0.0)
-        rows = [row_segments(v, top) for v in views]
-        old = self._rows
-        self._rows = rows
-        self._strips = [self._strips[i] if i < len(old) and old[i] == row else Strip(row)
-                        for i, row in enumerate(rows)]
-        width = max((s.cell_length for s in self._strips), default=0)
-        if len(rows) != len(old):
-            self.virtual_size = Size(width, len(rows))
+        changed = [i for i, view in enumerate(views) if i >= len(old) or old[i] != view or top != self._top]
+        for i in changed:
+            self._strips.pop(i, None)
+        for i in range(len(views), len(old)):
+            self._strips.pop(i, None)
+        self._views, self._top = views, top
+        if len(views) != len(old):
+            self.virtual_size = Size(self._width, len(views))
             self.refresh()
             return
-        if width > self.virtual_size.width:
-            self.virtual_size = Size(width, len(rows))
         scroll_y = self.scroll_offset.y
-        for i, row in enumerate(rows):
-            if old[i] != row and scroll_y <= i < scroll_y + self.size.height:
+        for i in changed:
+            if scroll_y <= i < scroll_y + self.size.height:
                 self.refresh_lines(i)  # virtual row; Textual subtracts the scroll offset
 
     def forget(self) -> None:
         """Rebuild every row at the next show (their styles may have changed)."""
-        self._rows, self._strips = [], []
+        self._views, self._strips = (), {}
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         i = y + scroll_y
         width = self.size.width
-        if i >= len(self._strips):
+        if i >= len(self._views):
             return Strip.blank(width)
-        return self._strips[i].crop_extend(scroll_x, scroll_x + width, None)
+        strip = self._strips.get(i)
+        if strip is None:
+            strip = self._strips[i] = Strip(row_segments(self._views[i], self._top))
+            if strip.cell_length > self._width:  # wider than any row so far: the view may scroll to it
+                self._width = strip.cell_length
+                self.call_later(self._widen)
+        return strip.crop_extend(scroll_x, scroll_x + width, None)
+
+    def _widen(self) -> None:
+        if self._width > self.virtual_size.width:
+            self.virtual_size = Size(self._width, len(self._views))
