@@ -179,6 +179,25 @@ def test_openai_protocol_and_live_rates(sim_factory, engine_for):
         engine.stop()
 
 
+def test_out_gets_the_finished_requests_a_few_times_a_second_and_every_one_at_the_stop(sim_factory, tmp_path):
+    """--out is written in whole lines, those finished since the last write every OUT_EVERY_S (a write a request
+    cost a few per cent of a core at hundreds a second), and the rest when the engine stops."""
+    from tui.load.engine import OUT_EVERY_S
+
+    sim = sim_factory(parallel=4, speed=50)
+    out = tmp_path / "out.jsonl"
+    engine = LoadEngine(Target(sim.url, "ollama", sim.server.config.model), LoadSettings(concurrency=2, words=25),
+                        out_path=str(out))
+    engine.start()
+    try:
+        done = wait_for(lambda: (n := engine.snapshot().completed) >= 4 and n, timeout=20)
+        wait_for(lambda: out.exists() and out.read_text().count("\n") >= done, timeout=OUT_EVERY_S + 2)
+    finally:
+        engine.stop()
+    lines = out.read_text().splitlines()
+    assert len(lines) == engine.snapshot().completed >= done and all(json.loads(line)["stream"] in (0, 1) for line in lines)
+
+
 @pytest.mark.slow  # starts a process
 def test_engine_process_keeps_the_newest_records_and_out_keeps_all(sim_factory, tmp_path):
     from tui.load.process import EngineProcess

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 WARM_TIMEOUT_S = 30.0
 SNAPSHOT_WAIT_S = 1.0  # a snapshot the loop has not built by then is built in the asking thread
 LEFTOVER_S = 1.0  # after a stop that timed out: how long the tasks left behind get to record themselves
+OUT_EVERY_S = 0.2  # --out gets the requests finished meanwhile this often, and all of them at the stop
 
 
 class LoadEngine:
@@ -217,6 +218,7 @@ class LoadEngine:
         self._cost_task = loop.create_task(self._cost.sample())
         self._backlog_task = loop.create_task(self._sample_backlog())
         self._gc_task = loop.create_task(collect_by_time())
+        self._out_task = loop.create_task(self._flush_out())
         self._begin_phase(self._live, 0)
         ready.set()
         with collections_by_time():
@@ -272,6 +274,7 @@ class LoadEngine:
         if self._phase.done or not self._live.bounded or any(index < OPEN_BASE for index in self._workers):
             return
         if self._open.idle:
+            self._finished.flush()  # the phase's requests are in --out once it is done
             self._phase.end(self._cost.phase_cost())
 
     # --- the closed loop ------------------------------------------------------------------------
@@ -328,6 +331,11 @@ class LoadEngine:
         finally:
             self._board.gone(key)
 
+    async def _flush_out(self) -> None:
+        while True:
+            await asyncio.sleep(OUT_EVERY_S)
+            self._finished.flush()
+
     async def _sample_backlog(self) -> None:
         while True:
             self._board.sample(self._running, self._open.sent_ns)
@@ -370,6 +378,7 @@ class LoadEngine:
         self._cost_task.cancel()
         self._backlog_task.cancel()
         self._gc_task.cancel()
+        self._out_task.cancel()
         self._open.stop()
         tasks = list(self._workers.values())
         for task in tasks:

@@ -15,7 +15,7 @@ class Finished:
         """`out_path` (--out) is appended one line per request. `keep`: the newest this many are kept (each holds
         a stamp per token: an app left running for days must not keep them all; --out does), and those not yet
         handed out by new_records."""
-        self._writer = JsonlWriter(out_path, append=True) if out_path else None
+        self._writer = JsonlWriter(out_path, append=True, held=True) if out_path else None
         self._keep = keep
         self._records: list[RequestRecord] = []
         self._lock = threading.Lock()
@@ -44,8 +44,13 @@ class Finished:
         self.cold_starts += record.cold_start
         self.sessions_done += record.ends_session
         if self._writer is not None:
+            self._writer.write(record)  # held until the next flush()
+
+    def flush(self) -> None:
+        """Write the lines held for --out (the engine does, a few times a second)."""
+        if self._writer is not None:
             try:
-                self._writer.write(record)
+                self._writer.flush()
             except OSError as exc:  # e.g. the --out disk is full: keep streaming, keep the records
                 self.write_error = f"{type(exc).__name__}: {exc}"
                 self.close()
@@ -72,4 +77,7 @@ class Finished:
     def close(self) -> None:
         writer, self._writer = self._writer, None
         if writer is not None:
-            writer.close()
+            try:
+                writer.close()  # the lines held, then the file
+            except OSError as exc:
+                self.write_error = self.write_error or f"{type(exc).__name__}: {exc}"
