@@ -314,6 +314,30 @@ def figures(client: str, n: int, rounds: int, records: list[dict], server_lines:
     return result
 
 
+def steady_cpu_ms_per_1k(records: list[dict], samples: list[tuple[int, float]], n: int) -> float | None:
+    """A closed loop's CPU per 1,000 chunks once it is steady: from the N-th request's end (the first wave and
+    the connections' opening are over) to the last send (then it only drains), as measure_app.py's window for the
+    app. A request's chunks are taken evenly spaced from its first to its end (the paced server's are)."""
+    ends = sorted(r["end_ns"] for r in records if r["end_ns"])
+    sends = [r["send_ns"] for r in records if r["send_ns"]]
+    if len(ends) < n or not sends or not samples:
+        return None
+    t0, t1 = ends[n - 1], max(sends)
+    chunks = 0
+    for r in records:
+        first, end, k = r["first_ns"], r["end_ns"], r["chunks"]
+        if not first or not end or not k:
+            continue
+        if k == 1 or end <= first:
+            chunks += k if t0 <= first <= t1 else 0
+            continue
+        step = (end - first) / (k - 1)
+        lo, hi = max(0, math.ceil((t0 - first) / step)), min(k - 1, math.floor((t1 - first) / step))
+        chunks += max(0, hi - lo + 1)
+    cpu = cpu_at(samples, t1) - cpu_at(samples, t0)
+    return cpu * 1e6 / chunks if chunks else None
+
+
 def measure(client: str, n: int, rounds: int, port: int, server: psutil.Process, server_log: Path,
             work_dir: Path, work_s: float, duration: float = 0.0, tag: str = "") -> dict:
     run_dir = work_dir / f"{client}-{n}{tag}"
@@ -327,7 +351,8 @@ def measure(client: str, n: int, rounds: int, port: int, server: psutil.Process,
     server_lines = [line for line in paced_server.read_log(str(server_log)) if start_ns <= line["arrival_ns"] <= end_ns]
     result = figures(client, n, rounds, read_records(client, out), server_lines, samples, work_s)
     if duration > 0:  # a closed loop has no rounds: its wall time is the duration plus the last requests'
-        result.update(rounds=None, wall_ratio=None, round_spread_max_ms=None)
+        result.update(rounds=None, wall_ratio=None, round_spread_max_ms=None,
+                      steady_cpu_ms_per_1k=steady_cpu_ms_per_1k(read_records(client, out), samples, n))
     result.update(rc=rc, cpu_total_s=total_cpu, tui_digest=tree_digest() if client.startswith("tokentop") else None,
                   server_cpu_pct=100 * (server_cpu(server) - server_cpu0) / ((end_ns - start_ns) / 1e9))
     if rc != 0:
@@ -359,19 +384,26 @@ def table(results: list[dict], args: argparse.Namespace) -> str:
     """One row per streams x client; "x floor" is the client's CPU per chunk over the floor's at the same N."""
     head = ["streams", "client", "chunks/s asked / got", "CPU ms/1k chunks", "x floor", "TTFT err p50 / p99 ms", "wall ratio",
             "round spread max ms", "send lag p99 ms", "server late p99 ms", "errors"]
+    steady = any(r.get("steady_cpu_ms_per_1k") for r in results)  # a closed loop's: its steady part alone
+    if steady:
+        head[5:5] = ["steady CPU ms/1k", "steady x floor"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     per_stream = args.tokens / (args.ttft + args.ttft_spread / 2 + args.tokens / args.rate)  # chunks/s, on average
     for r in sorted(results, key=lambda r: (r["streams"], client_order(r["client"]))):
         floor = next((f for f in results if f["streams"] == r["streams"] and f["client"] == "floor"), {})
         fc, cpu = floor.get("cpu_ms_per_1k"), r.get("cpu_ms_per_1k")
-        rows.append("| " + " | ".join([
+        fs, scpu = floor.get("steady_cpu_ms_per_1k"), r.get("steady_cpu_ms_per_1k")
+        cells = [
             str(r["streams"]), r["client"], f"{r['streams'] * per_stream:.0f} / {fmt(r.get('chunks_per_s'), '.0f')}",
             fmt(cpu),
             fmt(cpu / fc if fc and cpu else None, ".2f") + "x",
             f"{fmt(r.get('ttft_err_p50_ms'), '.2f')} / {fmt(r.get('ttft_err_p99_ms'), '.2f')}",
             fmt(r.get("wall_ratio"), ".3f"), fmt(r.get("round_spread_max_ms")), fmt(r.get("send_lag_p99_ms")),
             fmt(r.get("server_late_p99_ms"), ".2f"), str(r.get("errors", "-")),
-        ]) + " |")
+        ]
+        if steady:
+            cells[5:5] = [fmt(scpu), fmt(scpu / fs if fs and scpu else None, ".2f") + "x"]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 

@@ -323,7 +323,7 @@ def ratio(a: float | None, b: float | None) -> str:
 
 
 def table(results: list[dict]) -> str:
-    head = ["run", "tokentop CPU, % of a core (all / UI)", "CPU ms/1k chunks (app / headless / floor)",
+    head = ["run", "tokentop CPU, % of a core (all / UI)", "CPU ms/1k chunks (app / headless / floor steady)",
             "app × floor", "TTFT err p50/p99 ms, app", "TTFT err p50/p99 ms, headless / floor",
             f"requests/s (ideal N/{WORK_S:.3g} s)", "terminal KB/s (1 KB = 1000 B)", "client-bound on screen",
             "quit s", "machine busy, cores"]
@@ -333,9 +333,10 @@ def table(results: list[dict]) -> str:
             cells = ["idle (concurrency 0)", pair(r["cpu_pct"], r["ui_cpu_pct"]), "-", "-", "-", "-", "-"]
         elif r["run"] == "app":
             h, f = (last_before(results, i, run, r["streams"]) for run in ("headless", "floor"))
+            floor = f.get("steady_cpu_ms_per_1k")  # its steady part, as the app's window is
             cells = [f"{r['streams']} streams", pair(r["cpu_pct"], r["ui_cpu_pct"]),
-                     f"{pair(r['cpu_ms_per_1k'], h.get('cpu_ms_per_1k'))} / {fmt(f.get('cpu_ms_per_1k'))}",
-                     ratio(r["cpu_ms_per_1k"], f.get("cpu_ms_per_1k")),
+                     f"{pair(r['cpu_ms_per_1k'], h.get('cpu_ms_per_1k'))} / {fmt(floor)}",
+                     ratio(r["cpu_ms_per_1k"], floor),
                      pair(r["ttft_err_p50_ms"], r["ttft_err_p99_ms"], ".2f"),
                      f"{pair(h.get('ttft_err_p50_ms'), h.get('ttft_err_p99_ms'), '.2f')} / "
                      f"{pair(f.get('ttft_err_p50_ms'), f.get('ttft_err_p99_ms'), '.2f')}",
@@ -354,7 +355,8 @@ def client_bound_cell(r: dict) -> str:
 
 def progress(r: dict) -> str:
     if r["run"] in ("headless", "floor"):
-        return (f"{r['run']} N={r['streams']}: {fmt(r.get('cpu_ms_per_1k'))} ms/1k chunks, TTFT err p50/p99 "
+        return (f"{r['run']} N={r['streams']}: {fmt(r.get('cpu_ms_per_1k'))} ms/1k chunks "
+                f"(steady {fmt(r.get('steady_cpu_ms_per_1k'))}), TTFT err p50/p99 "
                 f"{pair(r['ttft_err_p50_ms'], r['ttft_err_p99_ms'], '.2f')} ms, errors {r['errors']}, rc {r['rc']}")
     text = (f"app {r['run'] if r['run'] == 'idle' else 'N=' + str(r['streams'])}: CPU {r['cpu_pct']:.1f} % "
             f"(the UI {r['ui_cpu_pct']:.1f} %), "
