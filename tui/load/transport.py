@@ -79,14 +79,16 @@ class _Connection(asyncio.BufferedProtocol):
 
 
 class _Exchange:
-    """One request's answer, parsed as its bytes arrive (httptools calls the on_* methods)."""
+    """One request's answer, parsed as its bytes arrive (httptools calls the on_* methods). Its head goes to
+    `sink_for` as soon as it is read, and its body to the sink that returns: the request's task wakes once, at
+    the end (`done`)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, sink_for: Callable[[Response], Sink]) -> None:
         self.parser = httptools.HttpResponseParser(self)
-        self.head: asyncio.Future[Response] = loop.create_future()
         self.done: asyncio.Future[None] = loop.create_future()
+        self.response: Response | None = None
+        self.sink_for: Callable[[Response], Sink] | None = sink_for
         self.sink: Sink | None = None
-        self.early: list[tuple[bytes, int]] = []  # body that came with the head, before a sink was set
         self.last_ns = time.perf_counter_ns()
         self._headers: dict[str, str] = {}
         self._name = b""
@@ -106,12 +108,12 @@ class _Exchange:
     def end(self) -> None:
         """Done with: the parser (which holds this object's callbacks, a cycle) and the sink let go, so an
         answer's objects are freed at once rather than by the garbage collector's slow full pass."""
-        self.parser = self.sink = None
+        self.parser = self.sink = self.sink_for = None
 
     def lost(self, exc: Exception | None) -> None:
         if self.complete or self.parser is None:
             return
-        if not self.head.done():
+        if self.response is None:
             self.fail(TransportError("closed", "the server closed the connection before answering"))
         elif not self._framed():  # no length and not chunked: the body ends with the connection
             self.on_message_complete()
@@ -120,10 +122,9 @@ class _Exchange:
 
     def fail(self, error: Exception) -> None:
         self.failed = True
-        for future in (self.head, self.done):
-            if not future.done():
-                future.set_exception(error)
-                future.exception()  # marked retrieved: one of the two may never be awaited
+        if not self.done.done():
+            self.done.set_exception(error)
+            self.done.exception()  # marked retrieved: a cancelled request no longer awaits it
 
     def _framed(self) -> bool:
         return "content-length" in self._headers or "chunked" in self._headers.get("transfer-encoding", "").lower()
@@ -137,20 +138,19 @@ class _Exchange:
         self._headers[key] = self._headers.get(key, "") + text if not name else text
 
     def on_headers_complete(self) -> None:
-        if not self.head.done():
-            self.head.set_result(Response(self.parser.get_status_code(), self._headers))
+        if self.response is not None or self.sink_for is None:
+            return
+        self.response = Response(self.parser.get_status_code(), self._headers)
+        try:
+            self.sink = self.sink_for(self.response)
+        except Exception as exc:
+            self.fail(exc)
 
     def on_body(self, body: bytes) -> None:
-        if self.sink is None:
-            self.early.append((body, self.last_ns))
-        else:
-            self.deliver(body, self.last_ns)
-
-    def deliver(self, body: bytes, t: int) -> None:
-        if self.failed:
+        if self.sink is None or self.failed:
             return
         try:
-            self.sink(body, t)
+            self.sink(body, self.last_ns)
         except Exception as exc:  # the sink wants no more of this answer (or broke): end it
             self.fail(exc)
 
@@ -222,19 +222,14 @@ class ConnectionPool:
         key = scheme, host, port = _key(parts)
         conn = await (self._open(*key) if fresh else self._connect(*key))
         loop = asyncio.get_running_loop()
-        exchange = conn._exchange = _Exchange(loop)
+        exchange = conn._exchange = _Exchange(loop, sink_for)
         watchdog = _Watchdog(loop, exchange, read_timeout)
         reusable = False
         try:
             conn.transport.write(_request_bytes(parts, host, port, body, headers))
-            response = await exchange.head
-            exchange.sink = sink_for(response)
-            early, exchange.early = exchange.early, []
-            for piece, t in early:
-                exchange.deliver(piece, t)
             await exchange.done
             reusable = exchange.keep_alive
-            return response
+            return exchange.response
         finally:
             watchdog.cancel()
             exchange.end()
