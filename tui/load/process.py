@@ -50,8 +50,8 @@ FINAL = -1  # the number of the last answer, (the records kept, those not yet ta
 
 @dataclasses.dataclass(frozen=True)
 class SameRows:
-    """A snapshot sent without its rows: the asker has them (past a few hundred streams, they are chosen again
-    only every few seconds, and pickling them twice a second was most of the pipe's work)."""
+    """A snapshot sent without its rows, which the asker holds: past a few hundred streams the engine reads them
+    anew only every few seconds (tui/load/views.py), and they go over the pipe once, not with every snapshot."""
 
     snapshot: Snapshot
 
