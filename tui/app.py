@@ -48,7 +48,8 @@ from tui.widgets.slider import Slider
 NARROW_BELOW = 120  # columns: below this the chart goes
 CHART_EVERY = 2  # history points (seconds) between two redraws of the chart
 # Past the rows a snapshot carries (thousands of streams, drawn as counts and bins): a snapshot a second, not two,
-# and the chart every 4 s; with the rows every 2 s, the app's drawing costs a third of what it did there.
+# and the chart every 4 s (the rows every 2 s: tui/load/views.py). The UI's share of a core at 4,096 streams
+# went from 3.4-3.6 % to 2.0-2.4 %, of which 1.0-1.2 % is its idle cost (README, Performance).
 MANY_STREAMS_EVERY_S = 1.0
 MANY_STREAMS_CHART_EVERY = 4
 HOLD_S = 15.0  # how long `f` holds each level by default (--hold)
