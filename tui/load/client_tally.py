@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tui.load.records import RequestRecord
@@ -44,12 +45,10 @@ class Histogram:
         self.counts = self.counts or [0] * (len(self.bounds) + 1)
 
     def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1  # a value on a bound counts in it (le)
-        self.total += value
-        self.n += 1
+        self.observe_all((value,))
 
-    def observe_all(self, values: list[float]) -> None:
-        """observe() each, in order: a request's gaps at once."""
+    def observe_all(self, values: Sequence[float]) -> None:
+        """Each value in order (a request's gaps at once); a value on a bound counts in it (le)."""
         counts, bounds, total = self.counts, self.bounds, self.total
         for value in values:
             counts[bisect_left(bounds, value)] += 1

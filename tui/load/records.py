@@ -137,15 +137,8 @@ class RequestRecord:
         A server that packs k tokens a chunk shows k gaps of gap/k, so ITL does not shrink or grow k-fold.
         A chunk that carried no token passes its gap on to the next one.
         """
-        chunks = self.chunk_ns
-        n = len(chunks)
-        if n > 1 and len(self.chunk_tokens) != n:  # every chunk carries the same share: the common case, at once
-            k = self.server_output_tokens / n if self.server_output_tokens else 1.0
-            gaps = [(t - before) / NS / k for before, t in zip(chunks, chunks[1:])]
-            copies = max(1, round(k))
-            return gaps if copies == 1 else [gap for gap in gaps for _ in range(copies)]
-        tokens = self.tokens_per_chunk
-        gaps = []
+        chunks, tokens = self.chunk_ns, self.tokens_per_chunk
+        gaps: list[float] = []
         since = chunks[0] if chunks else 0
         for t, k in zip(chunks[1:], tokens[1:]):
             if k > 0:

@@ -235,8 +235,7 @@ def openai_event(obj: dict[str, Any]) -> Event:
         delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
         event.content = str(delta.get("content") or "")
         event.reasoning = str(delta.get("reasoning_content") or delta.get("reasoning") or "")
-        reason = choice.get("finish_reason")
-        event.done_reason = reason if isinstance(reason, str) else None
+        event.done_reason = text_or_none(choice.get("finish_reason"))
     usage = obj.get("usage")
     if isinstance(usage, dict):
         event.output_tokens = count(usage.get("completion_tokens"))

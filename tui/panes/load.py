@@ -206,9 +206,8 @@ class LoadPane(Vertical):
         self._concurrency, self._words, self._mode, self._rate, self._users = concurrency, words, mode, rate, users
         self._max_tokens, self._exact = max_tokens, exact
         self.compact = False  # set by the app on short terminals
-        self._rows_ns: int | None = None  # when the stream rows were last drawn, and how many
+        self._rows_ns: int | None = None  # when the engine read the stream rows drawn last (rows_ns), and how many
         self._rows_n = 0
-        self._rows_read_ns = 0  # the rows_ns of the rows drawn
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="controls"):
@@ -257,12 +256,9 @@ class LoadPane(Vertical):
         self.query_one("#queue", TextBox).show_text(queue_text(snap, server))
         # Every visible row changes on every redraw (timers, rates): once a second keeps an SSH link light. Past the
         # rows a snapshot carries, the engine reads them anew every MANY_ROWS_EVERY_S: drawn when they are new.
-        if snap.streams_left_off:
-            due = snap.rows_ns - self._rows_read_ns >= MANY_ROWS_EVERY_NS
-        else:
-            due = self._rows_ns is None or snap.taken_ns - self._rows_ns >= ROWS_EVERY_NS
-        if due or len(snap.streams) != self._rows_n:
-            self._rows_ns, self._rows_n, self._rows_read_ns = snap.taken_ns, len(snap.streams), snap.rows_ns
+        every = MANY_ROWS_EVERY_NS if snap.streams_left_off else ROWS_EVERY_NS
+        if self._rows_ns is None or snap.rows_ns - self._rows_ns >= every or len(snap.streams) != self._rows_n:
+            self._rows_ns, self._rows_n = snap.rows_ns, len(snap.streams)
             self.query_one(StreamTable).show(snap.streams)
 
     def show_shape(self, settings: LoadSettings) -> None:
@@ -278,7 +274,7 @@ class LoadPane(Vertical):
 
     def redraw(self) -> None:
         """Draw everything again at the next snapshot (after a theme change)."""
-        self._rows_ns, self._rows_read_ns = None, 0
+        self._rows_ns = None
         for box in self.query(TextBox):
             box.forget()
         self.query_one(StreamTable).forget()
